@@ -1,0 +1,3 @@
+from streamobs.cli import main
+
+raise SystemExit(main())

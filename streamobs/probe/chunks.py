@@ -1,0 +1,99 @@
+"""What one SSE data payload of an OpenAI-compatible stream means for the probe."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+DONE_SENTINEL = "[DONE]"
+
+
+class MalformedChunk(ValueError):
+    """A data payload that is neither ``[DONE]`` nor a JSON object."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    done: bool = False
+    error: str | None = None  # the server's error message when it sent {"error": ...}
+    has_token: bool = False  # any generated output: text, reasoning or tool call
+    has_answer: bool = False  # non-reasoning output (content, text or tool call)
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+    prompt_tokens: int | None = None
+    response_id: str | None = None
+    model: str | None = None
+
+
+_DONE = Chunk(done=True)
+
+
+def _nonempty_text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _describe_error(error: Any) -> str:
+    if isinstance(error, dict):
+        message = error.get("message")
+        kind = error.get("type")
+        text = str(message) if message is not None else json.dumps(error)[:200]
+        return f"{kind}: {text}" if kind else text
+    return str(error)[:200]
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def interpret(data: str) -> Chunk:
+    """Classify one payload. Empty strings never count as tokens: vLLM sends a role-only
+    first chunk and empty ``content`` for tokens that end inside a UTF-8 sequence."""
+    if data.strip() == DONE_SENTINEL:
+        return _DONE
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise MalformedChunk(f"data is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedChunk("data is JSON but not an object")
+    if "error" in obj and obj["error"] is not None:
+        return Chunk(error=_describe_error(obj["error"]))
+    choices = obj.get("choices", [])
+    if not isinstance(choices, list):
+        raise MalformedChunk("'choices' is not a list")
+    has_token = has_answer = False
+    finish_reason: str | None = None
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise MalformedChunk("a choice is not an object")
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            answer = _nonempty_text(delta.get("content")) or bool(delta.get("tool_calls"))
+            reasoning = _nonempty_text(delta.get("reasoning_content")) or _nonempty_text(
+                delta.get("reasoning")
+            )
+        else:
+            answer = _nonempty_text(choice.get("text"))
+            reasoning = False
+        has_answer = has_answer or answer
+        has_token = has_token or answer or reasoning
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            finish_reason = reason
+    usage = obj.get("usage")
+    completion_tokens = prompt_tokens = None
+    if isinstance(usage, dict):
+        completion_tokens = _int_or_none(usage.get("completion_tokens"))
+        prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
+    response_id = obj.get("id")
+    model = obj.get("model")
+    return Chunk(
+        has_token=has_token,
+        has_answer=has_answer,
+        finish_reason=finish_reason,
+        completion_tokens=completion_tokens,
+        prompt_tokens=prompt_tokens,
+        response_id=response_id if isinstance(response_id, str) else None,
+        model=model if isinstance(model, str) else None,
+    )

@@ -1,0 +1,147 @@
+"""The immutable record one probe produces. Exporters and reports only read it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from typing import Any
+
+
+class Outcome(str, enum.Enum):
+    """The only failure label streamobs uses: a small, fixed set (see DESIGN.md)."""
+
+    OK = "ok"
+    CONNECT = "connect"
+    TLS = "tls"
+    HTTP_STATUS = "http_status"
+    NOT_SSE = "not_sse"
+    TIMEOUT_HEADERS = "timeout_headers"
+    TIMEOUT_FIRST_TOKEN = "timeout_first_token"
+    TIMEOUT_TOTAL = "timeout_total"
+    STREAM_ERROR = "stream_error"
+    TRUNCATED = "truncated"
+    MALFORMED = "malformed"
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How the bytes reached us: a healthy path delivers about one event per read."""
+
+    reads: int
+    reads_with_events: int
+    events_per_read: float
+    largest_burst: int  # most content events delivered together (one read or back to back)
+    burst_share: float  # share of content events that arrived inside a burst of two or more
+    buffered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """Timing points are nanoseconds since ``start_ns`` (a ``perf_counter_ns`` value), or
+    None when the probe never got there."""
+
+    url: str
+    endpoint: str  # "chat" or "completions"
+    model: str
+    outcome: Outcome
+    start_ns: int
+    started_at: float  # wall clock, for humans only
+    connect_ns: int | None = None
+    headers_ns: int | None = None
+    first_event_ns: int | None = None
+    first_token_ns: int | None = None
+    first_answer_ns: int | None = None  # first non-reasoning content (reasoning models)
+    last_token_ns: int | None = None
+    done_ns: int | None = None
+    end_ns: int = 0  # when the probe stopped, whatever the outcome
+    token_arrivals_ns: tuple[int, ...] = ()
+    output_tokens: int | None = None
+    output_tokens_source: str | None = None  # "usage" or "events"
+    prompt_tokens: int | None = None
+    content_events: int = 0
+    events: int = 0
+    keepalives: int = 0
+    bytes_received: int = 0
+    delivery: Delivery | None = None
+    http_status: int | None = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    http_version: str | None = None
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
+    error: str | None = None  # one human line; never contains secrets
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    @property
+    def ttft_ns(self) -> int | None:
+        return self.first_token_ns
+
+    @property
+    def e2e_ns(self) -> int | None:
+        return self.done_ns
+
+    @property
+    def itl_ns(self) -> tuple[int, ...]:
+        arrivals = self.token_arrivals_ns
+        return tuple(b - a for a, b in pairwise(arrivals))
+
+    @property
+    def tpot_ns(self) -> float | None:
+        """(last_token - first_token) / (output_tokens - 1), per DESIGN.md."""
+        if self.first_token_ns is None or self.last_token_ns is None:
+            return None
+        if self.output_tokens is None or self.output_tokens < 2:
+            return None
+        return (self.last_token_ns - self.first_token_ns) / (self.output_tokens - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view in seconds, with the derived figures included."""
+        raw = asdict(self)
+        out: dict[str, Any] = {
+            "url": self.url,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "outcome": self.outcome.value,
+            "ok": self.ok,
+            "started_at": self.started_at,
+            "error": self.error,
+        }
+        seconds = {
+            "connect": self.connect_ns,
+            "headers": self.headers_ns,
+            "first_event": self.first_event_ns,
+            "ttft": self.first_token_ns,
+            "first_answer": self.first_answer_ns,
+            "last_token": self.last_token_ns,
+            "e2e": self.done_ns,
+            "tpot": self.tpot_ns,
+            "duration": self.end_ns,
+        }
+        out["seconds"] = {k: None if v is None else v / 1e9 for k, v in seconds.items()}
+        out["itl_seconds"] = [gap / 1e9 for gap in self.itl_ns]
+        for key in (
+            "output_tokens",
+            "output_tokens_source",
+            "prompt_tokens",
+            "content_events",
+            "events",
+            "keepalives",
+            "bytes_received",
+            "http_status",
+            "content_type",
+            "content_encoding",
+            "http_version",
+            "response_id",
+            "response_model",
+            "finish_reason",
+        ):
+            out[key] = raw[key]
+        out["delivery"] = raw["delivery"]
+        return out

@@ -1,0 +1,117 @@
+"""requests/urllib3 plumbing that stamps connect and header arrival where they happen.
+
+``session.send`` hides the TCP/TLS connect and the status line behind one call; stamping
+around it would fold requests' own bookkeeping into the result. Instead the connection
+classes urllib3 uses are subclassed to stamp inside ``connect()`` and ``getresponse()``,
+and the probe reads the body with ``read1()``: one socket read per call, so every byte is
+stamped when it came off the socket. (``iter_content(chunk_size=None)`` reads a body without
+chunked framing to EOF in one call, and ``iter_lines()`` holds data back.)
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.response import BaseHTTPResponse
+
+
+@dataclass
+class PhaseClock:
+    """Filled in by the connection while one probe's request is in flight."""
+
+    connect_done_ns: int | None = None
+    headers_ns: int | None = None
+    connection: HTTPConnection | None = None
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """Bound the next socket read; the probe tightens it as deadlines approach."""
+        sock = self.connection.sock if self.connection is not None else None
+        if sock is not None:
+            sock.settimeout(max(seconds, 0.001))
+
+
+_active_clock: ContextVar[PhaseClock | None] = ContextVar("streamobs_phase_clock", default=None)
+
+
+class _TimedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _stamp_connect(self)
+
+    def getresponse(self) -> Any:
+        response = super().getresponse()
+        _stamp_headers()
+        return response
+
+
+class _TimedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()  # TCP and the TLS handshake
+        _stamp_connect(self)
+
+    def getresponse(self) -> Any:
+        response = super().getresponse()
+        _stamp_headers()
+        return response
+
+
+def _stamp_connect(connection: HTTPConnection) -> None:
+    clock = _active_clock.get()
+    if clock is not None:
+        clock.connect_done_ns = time.perf_counter_ns()
+        clock.connection = connection
+
+
+def _stamp_headers() -> None:
+    clock = _active_clock.get()
+    if clock is not None:
+        clock.headers_ns = time.perf_counter_ns()
+
+
+class _TimedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TimedHTTPConnection
+
+
+class _TimedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TimedHTTPSConnection
+
+
+class _TimedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _TimedHTTPPool,
+            "https": _TimedHTTPSPool,
+        }
+
+
+def new_session(verify_tls: bool = True) -> requests.Session:
+    """A session for one probe: a fresh connection every time (we measure connect), no
+    retries, and no proxy, netrc or CA settings picked up from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = verify_tls
+    adapter = _TimedAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def activate(clock: PhaseClock) -> object:
+    return _active_clock.set(clock)
+
+
+def deactivate(token: object) -> None:
+    _active_clock.reset(token)  # type: ignore[arg-type]
+
+
+def read_some(response: BaseHTTPResponse, limit: int) -> bytes:
+    """At most one socket read (decoded), b"" at end of body."""
+    return response.read1(limit, decode_content=True)

@@ -1,0 +1,28 @@
+"""Where the byte-exact vLLM captures live (the shared fixtures beside the repository)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(
+    os.environ.get("STREAMOBS_FIXTURES", ROOT.parent / "shared" / "fixtures" / "vllm-0.32-cpu")
+)
+
+
+def require_binary(name: str, *candidates: str) -> str:
+    """Path of a real component; in CI a missing one fails the test instead of skipping it."""
+    for candidate in (name, *candidates):
+        found = shutil.which(candidate) or (
+            candidate if os.path.isabs(candidate) and os.access(candidate, os.X_OK) else None
+        )
+        if found:
+            return found
+    message = f"{name} is not installed (.ci/run installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
