@@ -79,7 +79,7 @@ def test_lone_cr_at_end_of_read_then_data_is_a_break() -> None:
 
 def test_events_carry_the_stamp_of_the_read_that_completed_them() -> None:
     decoder = SSEDecoder()
-    assert decoder.feed(b"data: {\"a\":", 100) == []
+    assert decoder.feed(b'data: {"a":', 100) == []
     assert decoder.feed(b" 1}\n", 200) == []
     (event,) = decoder.feed(b"\n", 300)
     assert event.received_ns == 300

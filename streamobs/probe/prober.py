@@ -8,6 +8,7 @@ result. The connection is closed on every exit path so the server stops generati
 from __future__ import annotations
 
 import json
+import ssl
 import time
 
 import requests
@@ -119,6 +120,10 @@ class _ProbeRun:
                 Outcome.CONNECT, f"connect timed out after {timeouts.connect:g} s"
             ) from None
         except requests.exceptions.ReadTimeout:
+            if self.clock.connect_done_ns is None:  # the TLS handshake stalled
+                raise _Failure(
+                    Outcome.TLS, f"TLS handshake timed out after {timeouts.connect:g} s"
+                ) from None
             raise _Failure(
                 Outcome.TIMEOUT_HEADERS, f"no response headers within {timeouts.headers:g} s"
             ) from None
@@ -345,25 +350,26 @@ class _ProbeRun:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost useful reason, e.g. 'Connection refused', without URLs or headers."""
+    """The innermost human reason, e.g. 'Connection refused', without URLs or headers."""
     seen: set[int] = set()
     current: BaseException | None = exc
+    best = str(exc)
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-            continue
-        if current.args and isinstance(current.args[0], BaseException):
-            current = current.args[0]
-            continue
-        break
-    assert current is not None
-    text = getattr(current, "strerror", None) or str(current)
-    # urllib3 prefixes reasons with the connection object's repr; keep the human part.
-    if ": " in text and text.startswith("<"):
-        text = text.split(": ", 1)[1]
-    return text.strip() or type(current).__name__
+        strerror = getattr(current, "strerror", None)
+        if isinstance(current, OSError) and strerror:
+            return str(strerror)
+        if isinstance(current, ssl.SSLError) and current.reason:
+            return str(current.reason)
+        text = str(current)
+        if text:
+            best = text
+        nested = getattr(current, "reason", None)
+        if not isinstance(nested, BaseException) and current.args:
+            nested = current.args[0] if isinstance(current.args[0], BaseException) else None
+        current = nested or current.__cause__ or current.__context__
+    # urllib3 prefixes messages with the connection object's repr; keep the human part.
+    return best.rsplit("): ", 1)[-1].strip() or type(exc).__name__
 
 
 def run_probe(spec: ProbeSpec) -> ProbeResult:

@@ -1,0 +1,278 @@
+"""The ``streamobs`` command. Every long flag can also come from ``STREAMOBS_<FLAG>``
+(dashes as underscores); a flag on the command line wins over the environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from streamobs import __version__
+from streamobs.probe.batch import BatchInterrupted, run_batch
+from streamobs.probe.models import ModelDiscoveryError, discover_model
+from streamobs.probe.result import ProbeResult
+from streamobs.probe.spec import (
+    DEFAULT_ACCEPT_ENCODING,
+    DEFAULT_PROMPT,
+    ProbeSpec,
+    TargetError,
+    Timeouts,
+)
+from streamobs.probe.spec import parse_target as parse_target_url
+from streamobs.report import describe, describe_summary, one_line, to_json
+from streamobs.secret import SecretError, load_api_key
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, never a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _apply_env(parser: argparse.ArgumentParser, prefix: str = "STREAMOBS_") -> None:
+    """Turn ``STREAMOBS_*`` variables into defaults, validated like the flags themselves."""
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        name = prefix + action.dest.upper()
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        value: Any
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            lowered = raw.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                parser.error(f"{name}={raw!r}: expected true or false")
+            truthy = lowered in _TRUE
+            value = truthy if isinstance(action, argparse._StoreTrueAction) else not truthy
+        elif isinstance(action, argparse._AppendAction):
+            value = [line for line in raw.splitlines() if line.strip()]
+        else:
+            convert = action.type if callable(action.type) else str
+            try:
+                value = convert(raw)
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+                parser.error(f"{name}={raw!r}: {exc}")
+            if action.choices is not None and value not in action.choices:
+                parser.error(f"{name}={raw!r}: choose from {', '.join(map(str, action.choices))}")
+        parser.set_defaults(**{action.dest: value})
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model to request (default: first from /v1/models)")
+    parser.add_argument(
+        "--endpoint",
+        choices=["chat", "completions"],
+        help="API to probe when the URL does not name one (default chat)",
+    )
+    parser.add_argument("--prompt", help="prompt text (default: a fixed counting prompt)")
+    parser.add_argument("--max-tokens", type=positive_int, default=64, help="default 64")
+    parser.add_argument(
+        "--no-ignore-eos",
+        dest="ignore_eos",
+        action="store_false",
+        help="do not send vLLM's ignore_eos (for servers that reject unknown fields)",
+    )
+    parser.add_argument("--api-key-env", metavar="VAR", help="read the bearer token from $VAR")
+    parser.add_argument("--api-key-file", metavar="PATH", help="read the bearer token from PATH")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra request header (repeatable)",
+    )
+    parser.add_argument(
+        "--accept-encoding",
+        default=DEFAULT_ACCEPT_ENCODING,
+        help=f"Accept-Encoding to send, as SDK clients do (default {DEFAULT_ACCEPT_ENCODING!r})",
+    )
+    parser.add_argument("--connect-timeout", type=positive_seconds, default=5.0)
+    parser.add_argument("--headers-timeout", type=positive_seconds, default=30.0)
+    parser.add_argument("--first-token-timeout", type=positive_seconds, default=30.0)
+    parser.add_argument("--timeout", type=positive_seconds, default=120.0, help="whole probe")
+    parser.add_argument("--insecure", action="store_true", help="skip TLS certificate checks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="streamobs",
+        description="Measure OpenAI-compatible token streams as users feel them.",
+        epilog="Every long flag can also be set as STREAMOBS_<FLAG>; the flag wins.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamobs {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    probe = commands.add_parser(
+        "probe", parents=[common], help="run one-shot streaming probes against a URL"
+    )
+    probe.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000 or .../v1/completions")
+    _add_probe_arguments(probe)
+    probe.add_argument("--count", type=positive_int, default=1, help="number of probes")
+    probe.add_argument("--concurrency", type=positive_int, default=1, help="probes at once")
+    probe.add_argument("--json", action="store_true", help="machine-readable output")
+    _apply_env(probe)
+
+    from streamobs.simulator import cli as simulator_cli
+
+    simulate = commands.add_parser(
+        "simulate",
+        parents=[common],
+        help="serve a vLLM-shaped OpenAI-compatible streaming simulator",
+    )
+    simulator_cli.add_arguments(simulate)
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="simulator and prober wired together, live"
+    )
+    demo.add_argument("--interval", type=positive_seconds, default=1.0, help="between probes")
+    demo.add_argument("--duration", type=positive_seconds, help="stop after this many seconds")
+    demo.add_argument("--ttft", type=positive_seconds, default=0.2, help="simulated TTFT")
+    demo.add_argument("--itl", type=positive_seconds, default=0.02, help="simulated ITL")
+    demo.add_argument("--max-tokens", type=positive_int, default=32)
+    demo.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=P",
+        help="inject a simulator fault with probability P, e.g. error_event=0.2 (repeatable)",
+    )
+    demo.add_argument("--buffered", action="store_true", help="simulate a buffering proxy")
+    _apply_env(demo)
+    return parser
+
+
+def parse_headers(values: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
+            # Never echo the value: headers often carry credentials.
+            raise ValueError(f"bad --header {name.strip()[:40]!r}: expected 'Name: value'")
+        headers[name.strip()] = content.strip()
+    return headers
+
+
+def _fail(code: int, message: str, command: str = "probe") -> int:
+    print(f"streamobs {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    try:
+        target = parse_target_url(args.url, args.endpoint)
+        api_key = load_api_key(args.api_key_env, args.api_key_file)
+        headers = parse_headers(args.header)
+        timeouts = Timeouts(
+            connect=args.connect_timeout,
+            headers=args.headers_timeout,
+            first_token=args.first_token_timeout,
+            total=args.timeout,
+        )
+    except (TargetError, SecretError, ValueError) as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    model = args.model
+    if not model:
+        try:
+            model = discover_model(
+                target, api_key, args.connect_timeout + args.headers_timeout, not args.insecure
+            )
+        except ModelDiscoveryError as exc:
+            return _fail(EXIT_FAILED, str(exc))
+    try:
+        spec = ProbeSpec(
+            target=target,
+            model=model,
+            max_tokens=args.max_tokens,
+            ignore_eos=args.ignore_eos,
+            timeouts=timeouts,
+            api_key=api_key,
+            headers=headers,
+            accept_encoding=args.accept_encoding,
+            verify_tls=not args.insecure,
+            prompt=args.prompt or DEFAULT_PROMPT,
+        )
+    except TargetError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+
+    def show(index: int, result: ProbeResult) -> None:
+        if not args.json and args.count > 1:
+            print(one_line(index + 1, result), flush=True)
+
+    interrupted = False
+    try:
+        results = run_batch(spec, args.count, args.concurrency, on_result=show)
+    except BatchInterrupted as stop:
+        results, interrupted = stop.results, True
+    if args.json:
+        print(to_json(results))
+    elif args.count == 1 and results:
+        print(describe(results[0]))
+    elif results:
+        print(describe_summary(results))
+    if interrupted:
+        print(f"streamobs probe: interrupted after {len(results)} probes", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if results and all(r.ok for r in results) else EXIT_FAILED
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streamobs.simulator import cli as simulator_cli
+
+    return simulator_cli.run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamobs.demo import run_demo
+
+    return run_demo(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    handlers = {"probe": cmd_probe, "simulate": cmd_simulate, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into `head` and closed: not an error worth a traceback.
+        sys.stderr.close()
+        return EXIT_FAILED

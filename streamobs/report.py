@@ -1,0 +1,116 @@
+"""Human-readable and JSON views of probe results (read-only over ProbeResult)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from streamobs.probe.result import ProbeResult
+from streamobs.stats import quantile
+
+
+def ms(ns: float | None) -> str:
+    return "-" if ns is None else f"{ns / 1e6:.1f} ms"
+
+
+def _size(count: int) -> str:
+    return f"{count} B" if count < 1024 else f"{count / 1024:.1f} KiB"
+
+
+def describe(result: ProbeResult) -> str:
+    """A phase-by-phase breakdown of one probe."""
+    lines = [f"{result.url}  model={result.model}  outcome={result.outcome.value}"]
+    if result.error:
+        lines.append(f"  error         {result.error}")
+    if result.http_status is not None:
+        details = [f"HTTP {result.http_status}", result.http_version or ""]
+        if result.content_type:
+            details.append(result.content_type)
+        if result.content_encoding:
+            details.append(f"Content-Encoding: {result.content_encoding}")
+        lines.append("  response      " + ", ".join(d for d in details if d))
+    phases = [
+        ("connect", result.connect_ns),
+        ("headers", result.headers_ns),
+        ("first event", result.first_event_ns),
+        ("TTFT", result.first_token_ns),
+    ]
+    if result.first_answer_ns is not None and result.first_answer_ns != result.first_token_ns:
+        phases.append(("first answer", result.first_answer_ns))
+    phases += [("last token", result.last_token_ns), ("e2e", result.done_ns)]
+    for name, value in phases:
+        if value is not None:
+            lines.append(f"  {name:<13} {ms(value)}")
+    if result.output_tokens is not None:
+        source = "from usage" if result.output_tokens_source == "usage" else "content events"
+        lines.append(f"  tokens        {result.output_tokens} ({source})")
+    if result.tpot_ns is not None:
+        lines.append(f"  TPOT          {ms(result.tpot_ns)}")
+    gaps = result.itl_ns
+    if gaps:
+        lines.append(
+            f"  ITL           p50 {ms(quantile(gaps, 0.5))}  p99 {ms(quantile(gaps, 0.99))}"
+            f"  max {ms(max(gaps))}  ({len(gaps)} gaps)"
+        )
+    if result.delivery is not None:
+        d = result.delivery
+        verdict = "YES (tokens arrive in bursts)" if d.buffered else "no"
+        lines.append(
+            f"  delivery      {d.reads} reads, {d.events_per_read:.2f} events/read, "
+            f"largest burst {d.largest_burst}, {d.burst_share:.0%} of tokens in bursts"
+        )
+        lines.append(f"  buffered      {verdict}")
+    lines.append(
+        f"  received      {_size(result.bytes_received)}, {result.events} events, "
+        f"{result.keepalives} keep-alive comments"
+    )
+    return "\n".join(lines)
+
+
+def one_line(index: int, result: ProbeResult) -> str:
+    buffered = "buffered" if result.delivery is not None and result.delivery.buffered else ""
+    return (
+        f"#{index:<3} {result.outcome.value:<19} ttft {ms(result.first_token_ns):>10}  "
+        f"tpot {ms(result.tpot_ns):>9}  e2e {ms(result.done_ns):>10}  "
+        f"tokens {result.output_tokens if result.output_tokens is not None else '-':>4} {buffered}"
+    ).rstrip()
+
+
+def summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
+    outcomes = Counter(r.outcome.value for r in results)
+
+    def spread(values: list[float]) -> dict[str, float | None]:
+        return {
+            "p50": quantile(values, 0.5) / 1e9 if values else None,
+            "p99": quantile(values, 0.99) / 1e9 if values else None,
+        }
+
+    ok = [r for r in results if r.ok]
+    return {
+        "probes": len(results),
+        "ok": len(ok),
+        "outcomes": dict(sorted(outcomes.items())),
+        "buffered": sum(1 for r in results if r.delivery is not None and r.delivery.buffered),
+        "ttft_seconds": spread([r.first_token_ns for r in ok if r.first_token_ns is not None]),
+        "tpot_seconds": spread([r.tpot_ns for r in ok if r.tpot_ns is not None]),
+        "e2e_seconds": spread([r.done_ns for r in ok if r.done_ns is not None]),
+    }
+
+
+def describe_summary(results: Sequence[ProbeResult]) -> str:
+    s = summary(results)
+    outcomes = ", ".join(f"{k} {v}" for k, v in s["outcomes"].items())
+    lines = [f"{s['probes']} probes: {outcomes}; {s['buffered']} buffered"]
+    for label, key in (("TTFT", "ttft_seconds"), ("TPOT", "tpot_seconds"), ("e2e", "e2e_seconds")):
+        p50, p99 = s[key]["p50"], s[key]["p99"]
+        if p50 is not None:
+            lines.append(f"  {label:<5} p50 {ms(p50 * 1e9)}  p99 {ms(p99 * 1e9)}  (ok probes)")
+    return "\n".join(lines)
+
+
+def to_json(results: Sequence[ProbeResult]) -> str:
+    return json.dumps(
+        {"probes": [r.to_dict() for r in results], "summary": summary(results)}, indent=2
+    )

@@ -1,0 +1,129 @@
+"""Knobs of the simulated server, validated once so a bad value fails where it is set."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# One uniform draw per request walks these cumulatively, in this order.
+FAULTS: tuple[str, ...] = (
+    "http_500",
+    "http_429",
+    "error_event",
+    "truncate",
+    "reset",
+    "stall",
+    "hang",
+    "malformed",
+    "not_sse",
+    "oversize",
+)
+
+# What the X-Streamobs-Sim-Fault request header may ask for.
+FORCEABLE_FAULTS: tuple[str, ...] = (*FAULTS, "buffered", "none")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """How the simulated server behaves. Times are in seconds, probabilities in [0, 1]."""
+
+    model: str = "sim-model"
+    ttft: float = 0.2
+    itl: float = 0.02
+    jitter: float = 0.0
+    tokens: int = 64
+    max_model_len: int = 4096
+    keepalive: float = 0.0
+    p_http_500: float = 0.0
+    p_http_429: float = 0.0
+    p_error_event: float = 0.0
+    p_truncate: float = 0.0
+    p_reset: float = 0.0
+    p_stall: float = 0.0
+    p_hang: float = 0.0
+    p_malformed: float = 0.0
+    p_not_sse: float = 0.0
+    p_oversize: float = 0.0
+    buffered: bool = False
+    stall_seconds: float = 3600.0
+    oversize_bytes: int = 8 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name, kind in _FIELD_KINDS.items():
+            object.__setattr__(self, name, _coerce(name, kind, getattr(self, name)))
+        self._check_ranges()
+
+    def fault_probability(self, fault: str) -> float:
+        value: float = getattr(self, f"p_{fault}")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_changes(self, changes: Mapping[str, Any]) -> SimulatorConfig:
+        """A copy with `changes` applied; unknown keys and bad values raise ValueError."""
+        unknown = sorted(set(changes) - set(_FIELD_KINDS))
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {', '.join(unknown)}; "
+                f"known settings: {', '.join(_FIELD_KINDS)}"
+            )
+        return dataclasses.replace(self, **dict(changes))
+
+    def _check_ranges(self) -> None:
+        if not self.model.strip():
+            raise ValueError("model must be a non-empty name")
+        for name in ("ttft", "itl", "keepalive", "stall_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(
+                f"jitter must be between 0 and 1 (a fraction of each delay), got {self.jitter}"
+            )
+        for name in ("tokens", "max_model_len", "oversize_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for fault in FAULTS:
+            p = self.fault_probability(fault)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"p_{fault} must be a probability between 0 and 1, got {p}")
+        total = sum(self.fault_probability(fault) for fault in FAULTS)
+        # A single draw picks at most one fault, so the chances cannot add up to more than 1.
+        if total > 1.0 + 1e-9:
+            parts = ", ".join(
+                f"p_{fault}={self.fault_probability(fault)}"
+                for fault in FAULTS
+                if self.fault_probability(fault) > 0
+            )
+            raise ValueError(f"fault probabilities add up to {total:g} ({parts}); at most 1")
+
+
+# Field name -> declared type name ("str", "float", "int" or "bool").
+_FIELD_KINDS: dict[str, str] = {
+    field.name: str(field.type) for field in dataclasses.fields(SimulatorConfig)
+}
+
+
+def _coerce(name: str, kind: str, value: object) -> Any:
+    """Check one value against its field's type; ints are accepted for seconds."""
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    # bool is an int subclass, but `ttft: true` is a mistake, not 1 second.
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if kind == "int":
+        if isinstance(value, int):
+            return value
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if kind == "float":
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{name} must be a string, got {value!r}")

@@ -1,0 +1,216 @@
+"""Serve one admitted completion request: token timing, the stream, and injected faults."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+
+from streamobs.simulator.config import SimulatorConfig
+from streamobs.simulator.metrics import EngineMetrics
+from streamobs.simulator.payloads import (
+    CHAT_ENDPOINT,
+    DONE_EVENT,
+    ENGINE_DEAD_EVENT,
+    KEEPALIVE_COMMENT,
+    StreamChunks,
+    completion_body,
+    token_text,
+)
+from streamobs.simulator.plan import GenerationPlan
+from streamobs.simulator.records import RequestTrace
+from streamobs.simulator.wire import ClientGone, Connection, Emitter, ServerStopping, response_head
+
+# Faults that strike at the deadline of the token after the first half of them.
+_MIDSTREAM_FAULTS = frozenset({"error_event", "truncate", "reset", "malformed", "oversize"})
+_OVERSIZE_PIECE = 64 * 1024
+
+
+def token_deadlines(
+    start_ns: int, ttft: float, itl: float, jitter: float, rng: random.Random
+) -> Iterator[int]:
+    """Absolute perf_counter_ns deadlines of tokens 0, 1, 2, ...
+
+    Each deadline is the previous deadline (not the previous write) plus a delay, so a
+    late write never pushes the later tokens back. Every delay is jittered by up to
+    ±`jitter` of itself.
+    """
+
+    def delay_ns(seconds: float) -> int:
+        factor = 1.0 + rng.uniform(-jitter, jitter) if jitter else 1.0
+        return round(seconds * factor * 1e9)
+
+    deadline = start_ns + delay_ns(ttft)
+    while True:
+        yield deadline
+        deadline += delay_ns(itl)
+
+
+class Generation:
+    """One admitted request, from its first token to the end of the response."""
+
+    def __init__(
+        self,
+        *,
+        conn: Connection,
+        plan: GenerationPlan,
+        config: SimulatorConfig,
+        fault: str,
+        rng: random.Random,
+        trace: RequestTrace,
+        metrics: EngineMetrics,
+        created: int,
+    ) -> None:
+        self._conn = conn
+        self._plan = plan
+        self._config = config
+        self._fault = fault
+        self._trace = trace
+        self._metrics = metrics
+        self._created = created
+        self._deadlines = token_deadlines(
+            trace.received_ns, config.ttft, config.itl, config.jitter, rng
+        )
+        self._chunks = StreamChunks(plan.endpoint, trace.response_id, created, plan.model)
+        self._last_token_ns: int | None = None
+        # How the engine saw the request end; None means it did not finish.
+        self._finished_reason: str | None = None
+        # Whether the connection is left in a state that can carry another request.
+        self.reusable = False
+
+    def run(self) -> None:
+        plan, trace = self._plan, self._trace
+        queue_s = (time.perf_counter_ns() - trace.received_ns) / 1e9
+        self._metrics.admitted(plan.model, trace.response_id, plan.prompt_tokens, queue_s)
+        try:
+            if plan.stream and self._fault != "not_sse":
+                self._stream()
+            else:
+                self._whole_body()
+        except ClientGone:
+            trace.client_disconnected()
+        except ServerStopping:
+            pass
+        finally:
+            e2e_s = (time.perf_counter_ns() - trace.received_ns) / 1e9
+            self._metrics.finished(plan.model, trace.response_id, self._finished_reason, e2e_s)
+
+    def _token_ready(self, generated_ns: int) -> None:
+        """Account for a token whose deadline was reached at `generated_ns`.
+
+        Called after the token's write, so this bookkeeping never delays it.
+        """
+        self._trace.token_generated(generated_ns)
+        plan = self._plan
+        if self._last_token_ns is None:
+            ttft_s = (generated_ns - self._trace.received_ns) / 1e9
+            self._metrics.first_token(plan.model, plan.prompt_tokens, ttft_s)
+            itl_s = None
+        else:
+            itl_s = (generated_ns - self._last_token_ns) / 1e9
+        self._metrics.token(plan.model, self._trace.response_id, itl_s)
+        self._last_token_ns = generated_ns
+
+    def _whole_body(self) -> None:
+        """stream: false, or the not_sse fault: generate everything, then one JSON body."""
+        plan = self._plan
+        for _ in range(plan.completion_tokens):
+            self._conn.sleep_until(next(self._deadlines))
+            self._token_ready(time.perf_counter_ns())
+        text = "".join(token_text(index) for index in range(plan.completion_tokens))
+        body = completion_body(
+            plan.endpoint,
+            self._trace.response_id,
+            self._created,
+            plan.model,
+            text,
+            plan.finish_reason,
+            plan.prompt_tokens,
+            plan.completion_tokens,
+        )
+        headers = [
+            ("content-length", str(len(body))),
+            ("content-type", "application/json"),
+            ("vary", "Origin"),
+        ]
+        ns = self._conn.send(response_head(200, headers) + body)
+        self._trace.status_sent(200, ns)
+        self._trace.tokens_written(plan.completion_tokens, ns)
+        self._trace.done_written(ns)
+        self._trace.finish_reason_sent(plan.finish_reason)
+        self._finished_reason = plan.finish_reason
+        self.reusable = True
+
+    def _stream(self) -> None:
+        plan, fault = self._plan, self._fault
+        emitter = Emitter(self._conn, self._trace, hold=fault == "buffered")
+        emitter.head()
+        # vLLM sends the chat role chunk when the first output arrives, right before it.
+        role = self._chunks.role() if plan.endpoint == CHAT_ENDPOINT else None
+        self._sleep_until_first_token(emitter)
+        if role is not None:
+            emitter.event(role)
+        if fault == "stall":
+            stall_ns = round(self._config.stall_seconds * 1e9)
+            self._conn.sleep_until(time.perf_counter_ns() + stall_ns)
+            return
+        total = plan.completion_tokens
+        for index in range(total):
+            last = index == total - 1
+            # Encoded ahead of its deadline, so only the write happens on time.
+            payload = self._chunks.token(
+                token_text(index),
+                finish_reason=plan.finish_reason if last else None,
+                ends_stream=last and not plan.include_usage,
+            )
+            if index > 0:
+                self._conn.sleep_until(next(self._deadlines))
+            if index == total // 2 and fault in _MIDSTREAM_FAULTS and self._strike(emitter, index):
+                return
+            generated_ns = time.perf_counter_ns()
+            emitter.token(payload)
+            self._token_ready(generated_ns)
+        self._trace.finish_reason_sent(plan.finish_reason)
+        if plan.include_usage:
+            emitter.event(self._chunks.usage(plan.prompt_tokens, total))
+        emitter.done(DONE_EVENT)
+        emitter.end()
+        self._finished_reason = plan.finish_reason
+        self.reusable = True
+
+    def _sleep_until_first_token(self, emitter: Emitter) -> None:
+        """Wait for token 0's deadline, sending keep-alive comments meanwhile if set."""
+        first_deadline = next(self._deadlines)
+        keepalive_ns = round(self._config.keepalive * 1e9)
+        if keepalive_ns > 0:
+            next_comment = self._trace.received_ns + keepalive_ns
+            while next_comment < first_deadline:
+                self._conn.sleep_until(next_comment)
+                emitter.comment(KEEPALIVE_COMMENT)
+                next_comment += keepalive_ns
+        self._conn.sleep_until(first_deadline)
+
+    def _strike(self, emitter: Emitter, index: int) -> bool:
+        """Inject the mid-stream fault; True when the response ends here."""
+        fault = self._fault
+        if fault == "malformed":
+            emitter.event(self._chunks.malformed(token_text(index)))
+            return False
+        if fault == "error_event":
+            emitter.event(ENGINE_DEAD_EVENT)
+            emitter.done(DONE_EVENT)
+            emitter.end()
+            self._finished_reason = "error"
+            self.reusable = True
+        elif fault == "truncate":
+            emitter.end()  # clean chunked framing, but no finish_reason and no [DONE]
+        elif fault == "reset":
+            self._conn.reset()
+        elif fault == "oversize":
+            # One `data:` line that never ends, in pieces; a send fails once the client
+            # has given up on it.
+            line = b"data: " + b"x" * max(0, self._config.oversize_bytes - len(b"data: "))
+            for offset in range(0, len(line), _OVERSIZE_PIECE):
+                emitter.raw_chunk(line[offset : offset + _OVERSIZE_PIECE])
+            emitter.end()
+        return True

@@ -1,0 +1,183 @@
+"""The command line: exit codes, one-line errors, and the API key never leaking."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamobs.cli import main
+from streamobs.probe import ProbeSpec, parse_target
+from streamobs.secret import Secret
+from tests.fixtures import FIXTURES
+from tests.scripted_server import ScriptedServer, send, stream_fixture, token_stream
+
+KEY = "sk-test-7f3a9c1e5b2d4068"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamobs", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_single_probe_human_output_and_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with ScriptedServer(stream_fixture("chat-stream-usage.sse", delay=0.005)) as server:
+        code = main(["probe", server.url, "--model", "tiny"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for word in ("TTFT", "TPOT", "ITL", "e2e", "outcome=ok", "16 (from usage)", "buffered"):
+        assert word in out
+
+
+def test_json_output_for_a_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    with ScriptedServer(token_stream(5, 0.005)) as server:
+        code = main(
+            ["probe", server.url, "--model", "m", "--count", "4", "--concurrency", "2", "--json"]
+        )
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert doc["summary"]["probes"] == 4 and doc["summary"]["ok"] == 4
+    probe = doc["probes"][0]
+    assert probe["outcome"] == "ok" and probe["output_tokens"] == 5
+    assert probe["seconds"]["ttft"] > 0 and len(probe["itl_seconds"]) == 4
+    assert probe["delivery"]["buffered"] is False
+
+
+def test_failed_probe_exits_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with ScriptedServer(stream_fixture("chat-stream-engine-dead.sse")) as server:
+        code = main(["probe", server.url, "--model", "tiny"])
+    assert code == 1
+    assert "outcome=stream_error" in capsys.readouterr().out
+
+
+def test_model_discovered_from_v1_models(capsys: pytest.CaptureFixture[str]) -> None:
+    models = (FIXTURES / "models.json").read_bytes()
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+    stream = stream_fixture("chat-stream-usage.sse")
+
+    def script(conn):  # type: ignore[no-untyped-def]
+        if server.requests[-1].startswith(b"GET /v1/models "):
+            conn.sendall(reply % (len(models), models))
+        else:
+            stream(conn)
+
+    with ScriptedServer(script) as server:
+        code = main(["probe", server.url, "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["probes"][0]["model"] == "tiny"
+    assert b'"model": "tiny"' in server.requests[-1]
+
+
+@pytest.mark.parametrize(
+    "args,code,fragment",
+    [
+        (["probe", "ftp://host/v1"], 2, "scheme must be http or https"),
+        (["probe", "http://"], 2, "no host"),
+        (["probe", "http://u:p@127.0.0.1:1"], 2, "credentials in the URL"),
+        (["probe", "http://127.0.0.1:1", "--count", "0"], 2, "must be at least 1"),
+        (["probe", "http://127.0.0.1:1", "--timeout", "-3"], 2, "positive number"),
+        (["probe", "http://127.0.0.1:1", "--bogus"], 2, "unrecognized arguments"),
+        (["probe", "http://127.0.0.1:1", "--model", "m", "--header", "nocolon"], 2, "--header"),
+        (["probe", "http://127.0.0.1:1", "--api-key-file", "/nonexistent/key"], 2, "cannot read"),
+        (["probe", "http://127.0.0.1:1"], 1, "cannot connect"),
+        (["nosuchcommand"], 2, "invalid choice"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(args: list[str], code: int, fragment: str) -> None:
+    line = assert_one_line_error(run_cli(*args), code)
+    assert fragment in line
+
+
+def test_unreachable_host_with_model_is_a_failed_probe() -> None:
+    proc = run_cli("probe", "http://127.0.0.1:1", "--model", "m")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "outcome=connect" in proc.stdout
+
+
+def test_non_openai_server_gets_one_clear_line() -> None:
+    page = b"<html>hello</html>"
+    reply = b"HTTP/1.1 404 Not Found\r\ncontent-type: text/html\r\ncontent-length: %d\r\n\r\n%s"
+    with ScriptedServer(send(reply % (len(page), page))) as server:
+        proc = run_cli("probe", server.url)
+    line = assert_one_line_error(proc, 1)
+    assert "did not answer like an OpenAI-compatible server" in line
+
+
+def test_environment_variables_map_to_flags() -> None:
+    with ScriptedServer(token_stream(3, 0.001)) as server:
+        proc = run_cli(
+            "probe",
+            server.url,
+            "--json",
+            env={"STREAMOBS_MODEL": "env-model", "STREAMOBS_MAX_TOKENS": "7"},
+        )
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(server.requests[0].split(b"\r\n\r\n", 1)[1])
+    assert body["model"] == "env-model" and body["max_tokens"] == 7
+    bad = run_cli("probe", "http://127.0.0.1:1", env={"STREAMOBS_MAX_TOKENS": "lots"})
+    assert "STREAMOBS_MAX_TOKENS" in assert_one_line_error(bad, 2)
+
+
+def test_api_key_never_leaks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    body = json.dumps({"error": {"message": f"invalid api key {KEY}"}}).encode()
+    reply = b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n"
+    reply += b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    with ScriptedServer(send(reply)) as server:
+        proc = run_cli(
+            "probe",
+            server.url,
+            "--model",
+            "m",
+            "--json",
+            "--api-key-file",
+            str(key_file),
+            "--log-level",
+            "debug",
+        )
+        # Sent to the server, as it must be ...
+        assert f"Authorization: Bearer {KEY}".encode() in server.requests[0]
+    # ... and nowhere else.
+    assert proc.returncode == 1
+    assert KEY not in proc.stdout and KEY not in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert "***" in doc["probes"][0]["error"]
+
+    monkeypatch.setenv("SO_TEST_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    with ScriptedServer(send(reply)) as server:
+        code = main(["probe", server.url, "--model", "m", "--api-key-env", "SO_TEST_KEY"])
+    assert code == 1
+    assert caplog.text and KEY not in caplog.text
+    spec = ProbeSpec(
+        target=parse_target("http://127.0.0.1:1"),
+        model="m",
+        api_key=Secret(KEY),
+        headers={"X-Api-Key": KEY},
+    )
+    assert KEY not in repr(spec) and KEY not in str(spec)
+    assert KEY not in repr(Secret(KEY)) and KEY not in f"{Secret(KEY)}"
+    with pytest.raises(TypeError):
+        pickle.dumps(Secret(KEY))
