@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -109,10 +110,8 @@ class ScriptedServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.read_request:
                 self.requests.append(read_request(conn))
-            try:
+            with contextlib.suppress(OSError):
                 self.script(conn)
-            except OSError:
-                pass
             self._wait_for_client_close(conn)
 
     def _wait_for_client_close(self, conn: socket.socket) -> None:

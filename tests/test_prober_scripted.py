@@ -95,7 +95,7 @@ def test_http_errors_keep_status_and_message(name: str, status: int) -> None:
     assert result.outcome is Outcome.HTTP_STATUS
     assert result.http_status == status
     assert result.events == 0 and result.delivery is None
-    expected = json.loads((fixture_response(name).split(b"\r\n\r\n", 1)[1]))["error"]["message"]
+    expected = json.loads(fixture_response(name).split(b"\r\n\r\n", 1)[1])["error"]["message"]
     assert result.error is not None and expected[:40] in result.error
 
 
