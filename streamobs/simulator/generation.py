@@ -209,8 +209,11 @@ class Generation:
         elif fault == "oversize":
             # One `data:` line that never ends, in pieces; a send fails once the client
             # has given up on it.
-            line = b"data: " + b"x" * max(0, self._config.oversize_bytes - len(b"data: "))
-            for offset in range(0, len(line), _OVERSIZE_PIECE):
-                emitter.raw_chunk(line[offset : offset + _OVERSIZE_PIECE])
+            piece = b"data: " + b"x" * (_OVERSIZE_PIECE - len(b"data: "))
+            remaining = self._config.oversize_bytes
+            while remaining > 0:
+                emitter.raw_chunk(piece[:remaining])
+                remaining -= min(remaining, len(piece))
+                piece = b"x" * _OVERSIZE_PIECE
             emitter.end()
         return True
