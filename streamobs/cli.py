@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every long flag can also be set as STREAMOBS_<FLAG>; the flag wins.",
     )
     parser.add_argument("--version", action="version", version=f"streamobs {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import tracemalloc
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ def test_timings_match_what_the_simulator_wrote(simulator: Simulator) -> None:
         sim_tpot = (writes[-1] - writes[0]) / (len(writes) - 1)
         assert result.tpot_ns is not None
         tpot_err.append(result.tpot_ns - sim_tpot)
-        sim_gaps = [b - a for a, b in zip(writes, writes[1:], strict=False)]
+        sim_gaps = [b - a for a, b in itertools.pairwise(writes)]
         itl_err.extend(abs(c - s) for c, s in zip(result.itl_ns, sim_gaps, strict=True))
     # Arrival can only follow the write: a negative error would mean a wrong stamp.
     assert min(ttft_err) > 0 and min(e2e_err) > 0
