@@ -156,6 +156,13 @@ def only_record(sim: Simulator) -> RequestRecord:
     return record
 
 
+def settle(sim: Simulator) -> None:
+    """Wait until every request has been served completely (metrics are updated by then)."""
+    for record in sim.records():
+        done = sim.request_log(record.response_id, wait=3.0)
+        assert done is not None and done.complete
+
+
 def wait_for(predicate: Any, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -689,6 +696,7 @@ def test_metrics_count_what_was_served(make_sim: Any) -> None:
         prompt_total += got.chunks()[-1]["usage"]["prompt_tokens"]
     stream(sim, chat_body(), fault="error_event")  # 2 of 5 tokens, then the error
     stream(sim, chat_body(), fault="http_500")  # never reaches the engine
+    settle(sim)
     after = scrape(sim)
 
     def delta(name: str, **labels: str) -> float:
@@ -720,7 +728,10 @@ def test_running_and_kv_cache_follow_requests_in_flight(make_sim: Any) -> None:
     wait_for(lambda: sample(scrape(sim), "vllm:num_requests_running") == 1)
     assert 0 < sample(scrape(sim), "vllm:kv_cache_usage_perc") < 1
     thread.join()
-    assert sample(scrape(sim), "vllm:num_requests_running") == 0
+    settle(sim)
+    samples = scrape(sim)
+    assert sample(samples, "vllm:num_requests_running") == 0
+    assert sample(samples, "vllm:kv_cache_usage_perc") == 0
 
 
 # --- runtime configuration ----------------------------------------------------------------
@@ -759,6 +770,7 @@ def test_reconfigure_and_model_rename(make_sim: Any) -> None:
         requests.post(sim.url + CHAT, json=chat_body(model="sim-model"), timeout=5).status_code
         == 404
     )
+    settle(sim)
     samples = scrape(sim)
     assert (
         sample(samples, "vllm:request_success_total", model_name="other", finished_reason="stop")
