@@ -11,6 +11,7 @@ chunked framing to EOF in one call, and ``iter_lines()`` holds data back.)
 from __future__ import annotations
 
 import time
+import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import InsecureRequestWarning
 from urllib3.response import BaseHTTPResponse
 
 
@@ -98,6 +100,9 @@ def new_session(verify_tls: bool = True) -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     session.verify = verify_tls
+    if not verify_tls:
+        # The user chose this explicitly; a warning on every probe would only be noise.
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
     adapter = _TimedAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
