@@ -25,7 +25,7 @@ from streamobs.simulator.payloads import (
 )
 from streamobs.simulator.plan import ApiError, plan_request
 from streamobs.simulator.records import RecordStore, RequestTrace
-from streamobs.simulator.wire import ClientGone, Connection, ServerStopping, response_head
+from streamobs.simulator.wire import ClientGone, Connection, ServerStopping, response
 
 FAULT_HEADER = "X-Streamobs-Sim-Fault"
 RECORDS_KEPT = 10_000
@@ -68,7 +68,8 @@ class SimulatorApp:
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         """Answer one GET or POST (the handler refuses other methods with 501)."""
         exchange = _Exchange(handler, self.stopping)
-        path = urlsplit(handler.path).path
+        url = urlsplit(handler.path)
+        path = url.path
         if handler.command == "POST":
             # Read the body first, whatever the path, so the connection stays in sync.
             body = exchange.read_body()
@@ -86,7 +87,7 @@ class SimulatorApp:
             config = self.config
             permission_id = "modelperm-" + self._hex16()
             created = int(time.time())
-            exchange.json(
+            exchange.reply_json(
                 200, models_body(config.model, config.max_model_len, created, permission_id)
             )
         elif path == "/health":
@@ -94,9 +95,9 @@ class SimulatorApp:
         elif path == "/metrics":
             exchange.reply(200, self.metrics.render(), CONTENT_TYPE_PLAIN_0_0_4)
         elif path == "/sim/config":
-            exchange.json(200, dumps(self.config.to_dict()))
+            exchange.reply_json(200, dumps(self.config.to_dict()))
         elif path.startswith(_REQUEST_PREFIX):
-            self._request_record(exchange, path[len(_REQUEST_PREFIX) :], handler.path)
+            self._request_record(exchange, path[len(_REQUEST_PREFIX) :], url.query)
         elif path in (CHAT_ENDPOINT, COMPLETIONS_ENDPOINT):
             exchange.not_allowed()
         else:
@@ -115,7 +116,7 @@ class SimulatorApp:
             forced = exchange.handler.headers.get(FAULT_HEADER)
             fault = _forced_fault(forced, plan.stream) if forced else self._draw_fault(config)
         except ApiError as error:
-            exchange.json(error.status, error.body)
+            exchange.reply_json(error.status, error.body)
             return
         if not plan.stream and fault not in _NON_STREAM_FAULTS:
             fault = "none"  # stream faults do not apply to a single JSON body
@@ -187,24 +188,26 @@ class SimulatorApp:
                 raise ValueError("the body must be a JSON object of settings to change")
             config = self.reconfigure(changes)
         except ValueError as error:  # JSONDecodeError is a ValueError too
-            exchange.json(400, error_body(str(error), "BadRequestError", None, 400))
+            exchange.reply_json(400, error_body(str(error), "BadRequestError", None, 400))
             return
-        exchange.json(200, dumps(config.to_dict()))
+        exchange.reply_json(200, dumps(config.to_dict()))
 
-    def _request_record(self, exchange: _Exchange, response_id: str, raw_path: str) -> None:
+    def _request_record(self, exchange: _Exchange, response_id: str, query: str) -> None:
         # ?wait=SECONDS: how long to wait for a request still being served (default 1).
-        values = parse_qs(urlsplit(raw_path).query).get("wait", ["1"])
+        values = parse_qs(query).get("wait", ["1"])
         try:
             wait = min(max(float(values[0]), 0.0), 30.0)
         except ValueError:
-            exchange.json(400, error_body("wait must be a number", "BadRequestError", "wait", 400))
+            exchange.reply_json(
+                400, error_body("wait must be a number", "BadRequestError", "wait", 400)
+            )
             return
         record = self.records.get(response_id, wait)
         if record is None:
             message = f"no request with id {response_id!r} is on record"
-            exchange.json(404, error_body(message, "NotFoundError", None, 404))
+            exchange.reply_json(404, error_body(message, "NotFoundError", None, 404))
             return
-        exchange.json(200, dumps(record.to_dict()))
+        exchange.reply_json(200, dumps(record.to_dict()))
 
 
 def _forced_fault(name: str, stream: bool) -> str:
@@ -235,14 +238,8 @@ def _send_http_fault(conn: Connection, trace: RequestTrace, fault: str) -> bool:
         status, error_type, extra = 500, "InternalServerError", []
         message = "Internal server error (injected by the simulator)"
     body = error_body(message, error_type, None, status)
-    headers = [
-        ("content-length", str(len(body))),
-        ("content-type", "application/json"),
-        ("vary", "Origin"),
-        *extra,
-    ]
     try:
-        ns = conn.send(response_head(status, headers) + body)
+        ns = conn.send(response(status, body, "application/json", extra))
     except ClientGone:
         trace.client_disconnected()
         return False
@@ -265,7 +262,7 @@ class _Exchange:
         if "chunked" in headers.get("Transfer-Encoding", "").lower():
             self.handler.close_connection = True
             message = "a chunked request body is not supported; send Content-Length"
-            self.json(411, error_body(message, "BadRequestError", None, 411))
+            self.reply_json(411, error_body(message, "BadRequestError", None, 411))
             return None
         try:
             length = int(headers.get("Content-Length", "0"))
@@ -273,12 +270,12 @@ class _Exchange:
                 raise ValueError
         except ValueError:
             self.handler.close_connection = True
-            self.json(400, error_body("bad Content-Length", "BadRequestError", None, 400))
+            self.reply_json(400, error_body("bad Content-Length", "BadRequestError", None, 400))
             return None
         if length > _MAX_BODY_BYTES:
             self.handler.close_connection = True
             message = f"request body over {_MAX_BODY_BYTES} bytes"
-            self.json(413, error_body(message, "BadRequestError", None, 413))
+            self.reply_json(413, error_body(message, "BadRequestError", None, 413))
             return None
         body = self.handler.rfile.read(length)
         if len(body) < length:  # the client went away mid-body
@@ -286,24 +283,18 @@ class _Exchange:
             return None
         return body
 
-    def json(self, status: int, body: bytes) -> None:
+    def reply_json(self, status: int, body: bytes) -> None:
         self.reply(status, body, "application/json")
 
     def not_found(self) -> None:
-        self.json(404, dumps({"detail": "Not Found"}))
+        self.reply_json(404, dumps({"detail": "Not Found"}))
 
     def not_allowed(self) -> None:
-        self.json(405, dumps({"detail": "Method Not Allowed"}))
+        self.reply_json(405, dumps({"detail": "Method Not Allowed"}))
 
     def reply(self, status: int, body: bytes, content_type: str) -> None:
-        headers = [
-            ("content-length", str(len(body))),
-            ("content-type", content_type),
-            ("vary", "Origin"),
-        ]
-        if self.handler.close_connection:
-            headers.append(("connection", "close"))
+        extra = [("connection", "close")] if self.handler.close_connection else []
         try:
-            self.conn.send(response_head(status, headers) + body)
+            self.conn.send(response(status, body, content_type, extra))
         except (ClientGone, ServerStopping):
             self.handler.close_connection = True

@@ -19,7 +19,7 @@ from streamobs.simulator.payloads import (
 )
 from streamobs.simulator.plan import GenerationPlan
 from streamobs.simulator.records import RequestTrace
-from streamobs.simulator.wire import ClientGone, Connection, Emitter, ServerStopping, response_head
+from streamobs.simulator.wire import ClientGone, Connection, Emitter, ServerStopping, response
 
 # Faults that strike at the deadline of the token after the first half of them.
 _MIDSTREAM_FAULTS = frozenset({"error_event", "truncate", "reset", "malformed", "oversize"})
@@ -128,12 +128,7 @@ class Generation:
             plan.prompt_tokens,
             plan.completion_tokens,
         )
-        headers = [
-            ("content-length", str(len(body))),
-            ("content-type", "application/json"),
-            ("vary", "Origin"),
-        ]
-        ns = self._conn.send(response_head(200, headers) + body)
+        ns = self._conn.send(response(200, body, "application/json"))
         self._trace.status_sent(200, ns)
         self._trace.tokens_written(plan.completion_tokens, ns)
         self._trace.done_written(ns)

@@ -39,6 +39,19 @@ def response_head(status: int, headers: list[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def response(
+    status: int, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
+) -> bytes:
+    """A whole response with a Content-Length body, ready for one write."""
+    headers = [
+        ("content-length", str(len(body))),
+        ("content-type", content_type),
+        ("vary", "Origin"),
+        *(extra or []),
+    ]
+    return response_head(status, headers) + body
+
+
 def chunk(payload: bytes) -> bytes:
     return b"%x\r\n" % len(payload) + payload + b"\r\n"
 
@@ -112,7 +125,6 @@ class Emitter:
         self._trace = trace
         self._hold = hold
         self._held: list[tuple[str, bytes]] = []
-        self.ended = False
 
     def head(self) -> None:
         head = response_head(
@@ -144,7 +156,6 @@ class Emitter:
     def end(self) -> None:
         """The terminating chunk; when holding, the single write of everything."""
         self._write("end", CHUNKED_END)
-        self.ended = True
         if self._hold:
             ns = self._conn.send(b"".join(data for _, data in self._held))
             for kind, _ in self._held:

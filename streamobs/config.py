@@ -1,0 +1,383 @@
+"""The daemon's configuration: YAML, strictly validated, immutable once loaded.
+
+Every error names the key's path (``targets[1].timeouts.first_token``) and what was wrong,
+so ``streamobs check-config`` can be used in CI before a rollout.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamobs.probe.spec import (
+    DEFAULT_ACCEPT_ENCODING,
+    DEFAULT_PROMPT,
+    Target,
+    TargetError,
+    Timeouts,
+    parse_target,
+)
+from streamobs.secret import Secret, SecretError, load_api_key
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+# Default histogram edges (seconds). SLO thresholds are always added to them.
+DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
+    "ttft": (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 40.0),
+    "tpot": (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+    "itl": (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5),
+    "e2e": (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0),
+    "headers": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+}
+
+
+class ConfigError(ValueError):
+    """One precise, human message about the first problem found."""
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    ttft_seconds: float = 2.0
+    tpot_seconds: float = 0.1
+    objective: float = 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    name: str
+    target: Target
+    model: str | None  # None: discovered from /v1/models before the first probe
+    prompt: str = DEFAULT_PROMPT
+    max_tokens: int = 64
+    ignore_eos: bool = True
+    interval: float = 15.0
+    jitter: float = 0.0  # seconds; each wait is interval ± a uniform draw of this
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    api_key: Secret | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    accept_encoding: str = DEFAULT_ACCEPT_ENCODING
+    verify_tls: bool = True
+    metrics_url: str | None = None  # the server's own /metrics, for the vLLM collector
+    slo: SLO = field(default_factory=SLO)
+
+
+@dataclass(frozen=True, slots=True)
+class VllmCollectorConfig:
+    enabled: bool = True
+    timeout: float = 5.0
+    max_bytes: int = 16 * 1024 * 1024
+    reexpose: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    targets: tuple[TargetConfig, ...]
+    listen_address: str = DEFAULT_LISTEN
+    web_config_file: str | None = None
+    max_concurrency: int = 4
+    shutdown_grace: float = 10.0
+    buckets: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: DEFAULT_BUCKETS)
+    vllm: VllmCollectorConfig = field(default_factory=VllmCollectorConfig)
+
+    def buckets_for(self, name: str) -> tuple[float, ...]:
+        """Configured edges plus every SLO threshold that applies, so the SLO query
+        ``le="<threshold>"`` always exists."""
+        edges = set(self.buckets[name])
+        for target in self.targets:
+            if name == "ttft":
+                edges.add(target.slo.ttft_seconds)
+            elif name == "tpot":
+                edges.add(target.slo.tpot_seconds)
+        return tuple(sorted(edges))
+
+
+def parse_duration(value: object, path: str, allow_zero: bool = False) -> float:
+    """``15s``, ``1m30s``, ``250ms``, ``1.5h`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a duration like 15s, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if not text or pos != len(text):
+            raise ConfigError(f"{path}: bad duration {value!r} (use e.g. 500ms, 15s, 1m30s)")
+    else:
+        raise ConfigError(f"{path}: expected a duration like 15s, got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(f"{path}: duration must be positive, got {value!r}")
+    return seconds
+
+
+class _Section:
+    """A mapping being read: typed getters, and ``done()`` rejects whatever was not read."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self._seen: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self._seen.add(key)
+        return self.data.get(key, default)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self.raw(key, default)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{self.at(key)}: expected a string, got {type(value).__name__}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.at(key)}: expected true or false, got {value!r}")
+        return value
+
+    def integer(self, key: str, default: int, minimum: int = 1) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{self.at(key)}: expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self.at(key)}: expected a number, got {value!r}")
+        if not (low < value <= high):
+            raise ConfigError(f"{self.at(key)}: must be in ({low:g}, {high:g}], got {value!r}")
+        return float(value)
+
+    def duration(self, key: str, default: float, allow_zero: bool = False) -> float:
+        return parse_duration(self.raw(key, default), self.at(key), allow_zero)
+
+    def section(self, key: str) -> _Section:
+        return _Section(self.raw(key), self.at(key))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self._seen)
+        if unknown:
+            raise ConfigError(f"{self.at(unknown[0])}: unknown key")
+
+
+def _headers(section: _Section) -> dict[str, str]:
+    raw = section.raw("headers", {}) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section.at('headers')}: expected a mapping of name: value")
+    headers = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ConfigError(f"{section.at('headers')}: bad header name {name!r}")
+        if not isinstance(value, str) or "\n" in value or "\r" in value:
+            # The value may be a credential: never echo it.
+            raise ConfigError(f"{section.at('headers')}.{name}: expected a one-line string")
+        if name.lower() == "authorization":
+            raise ConfigError(
+                f"{section.at('headers')}.{name}: use api_key_file or api_key_env for credentials"
+            )
+        headers[name] = value
+    return headers
+
+
+def _slo(section: _Section) -> SLO:
+    default = SLO()
+    slo = SLO(
+        ttft_seconds=section.duration("ttft", default.ttft_seconds),
+        tpot_seconds=section.duration("tpot", default.tpot_seconds),
+        objective=section.number("objective", default.objective, 0.0, 1.0),
+    )
+    if slo.objective >= 1.0:
+        raise ConfigError(f"{section.at('objective')}: must be below 1 (no error budget at 1)")
+    section.done()
+    return slo
+
+
+def _timeouts(section: _Section) -> Timeouts:
+    defaults = Timeouts()
+    values = {
+        name: section.duration(name, getattr(defaults, name))
+        for name in ("connect", "headers", "first_token", "total")
+    }
+    section.done()
+    if values["first_token"] > values["total"]:
+        raise ConfigError(f"{section.at('first_token')}: longer than {section.at('total')}")
+    return Timeouts(**values)
+
+
+def _target(section: _Section, defaults: Mapping[str, Any]) -> TargetConfig:
+    merged = _Section({**defaults, **section.data}, section.path)
+    name = merged.text("name")
+    if not name or not _NAME.match(name):
+        raise ConfigError(
+            f"{merged.at('name')}: required; letters, digits and _.:- (at most 63), got {name!r}"
+        )
+    url = merged.text("url")
+    if not url:
+        raise ConfigError(f"{merged.at('url')}: required")
+    endpoint = merged.text("endpoint")
+    try:
+        target = parse_target(url, endpoint)
+    except TargetError as exc:
+        raise ConfigError(f"{merged.at('url')}: {exc}") from None
+    env_var = merged.text("api_key_env")
+    key_file = merged.text("api_key_file")
+    try:
+        api_key = load_api_key(env_var, key_file)
+    except SecretError as exc:
+        raise ConfigError(f"{merged.path}: {exc}") from None
+    metrics_url = merged.raw("metrics_url")
+    if metrics_url is False:
+        metrics_url = None
+    elif metrics_url is None:
+        metrics_url = target.api_root.removesuffix("/v1") + "/metrics"
+    elif not isinstance(metrics_url, str):
+        raise ConfigError(f"{merged.at('metrics_url')}: expected a URL or false")
+    else:
+        try:
+            parse_target(metrics_url)
+        except TargetError as exc:
+            raise ConfigError(f"{merged.at('metrics_url')}: {exc}") from None
+    interval = merged.duration("interval", 15.0)
+    jitter = merged.duration("jitter", 0.0, allow_zero=True)
+    if jitter >= interval:
+        raise ConfigError(f"{merged.at('jitter')}: must be shorter than the interval")
+    config = TargetConfig(
+        name=name,
+        target=target,
+        model=merged.text("model") or None,
+        prompt=merged.text("prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
+        max_tokens=merged.integer("max_tokens", 64),
+        ignore_eos=merged.boolean("ignore_eos", True),
+        interval=interval,
+        jitter=jitter,
+        timeouts=_timeouts(merged.section("timeouts")),
+        api_key=api_key,
+        headers=_headers(merged),
+        accept_encoding=merged.text("accept_encoding", DEFAULT_ACCEPT_ENCODING)
+        or DEFAULT_ACCEPT_ENCODING,
+        verify_tls=not merged.boolean("tls_insecure_skip_verify", False),
+        metrics_url=metrics_url,
+        slo=_slo(merged.section("slo")),
+    )
+    merged.done()
+    return config
+
+
+def _buckets(section: _Section) -> dict[str, tuple[float, ...]]:
+    buckets = dict(DEFAULT_BUCKETS)
+    for name in DEFAULT_BUCKETS:
+        if not section.has(name):
+            continue
+        raw = section.raw(name)
+        path = section.at(name)
+        if not isinstance(raw, list) or not raw:
+            raise ConfigError(f"{path}: expected a non-empty list of durations")
+        edges = [parse_duration(v, f"{path}[{i}]") for i, v in enumerate(raw)]
+        if edges != sorted(set(edges)):
+            raise ConfigError(f"{path}: bucket edges must be strictly increasing")
+        buckets[name] = tuple(edges)
+    section.done()
+    return buckets
+
+
+def parse_config(data: object) -> Config:
+    root = _Section(data, "")
+    web = root.section("web")
+    listen = web.text("listen_address", DEFAULT_LISTEN) or DEFAULT_LISTEN
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"web.listen_address: expected host:port, got {listen!r}")
+    web_config_file = web.text("config_file")
+    if web_config_file and not Path(web_config_file).is_file():
+        raise ConfigError(f"web.config_file: {web_config_file} does not exist")
+    web.done()
+    defaults = root.raw("target_defaults", {}) or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError("target_defaults: expected a mapping")
+    if "name" in defaults or "url" in defaults:
+        raise ConfigError("target_defaults: name and url belong to each target")
+    raw_targets = root.raw("targets")
+    if not isinstance(raw_targets, list) or not raw_targets:
+        raise ConfigError("targets: at least one target is required")
+    targets = tuple(
+        _target(_Section(t, f"targets[{i}]"), defaults) for i, t in enumerate(raw_targets)
+    )
+    names = [t.name for t in targets]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"targets[{i}].name: duplicate target name {name!r}")
+    collectors = root.section("collectors")
+    vllm = collectors.section("vllm")
+    vllm_config = VllmCollectorConfig(
+        enabled=vllm.boolean("enabled", True),
+        timeout=vllm.duration("timeout", 5.0),
+        max_bytes=vllm.integer("max_bytes", 16 * 1024 * 1024, minimum=1024),
+        reexpose=vllm.boolean("reexpose", True),
+    )
+    vllm.done()
+    collectors.done()
+    config = Config(
+        targets=targets,
+        listen_address=listen,
+        web_config_file=web_config_file,
+        max_concurrency=root.integer("max_concurrency", 4),
+        shutdown_grace=root.duration("shutdown_grace", 10.0),
+        buckets=_buckets(root.section("histogram_buckets")),
+        vllm=vllm_config,
+    )
+    root.done()
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: {problem}{where}") from None
+    return parse_config(data)
+
+
+def single_target_config(
+    name: str, url: str, model: str | None, extra: Mapping[str, Any] | None = None
+) -> Config:
+    """A one-target config built from command-line flags (``streamobs run --target``)."""
+    target: dict[str, Any] = {"name": name, "url": url, **(extra or {})}
+    if model:
+        target["model"] = model
+    return parse_config({"targets": [target]})
+
+
+def target_names(config: Config) -> Sequence[str]:
+    return [t.name for t in config.targets]

@@ -1,0 +1,1 @@
+"""Exporters: read results and snapshots, never measure."""

@@ -1,0 +1,175 @@
+"""Probe results as Prometheus series. This module only reads ProbeResult records.
+
+Latency histograms observe successful probes only; failures are counted by outcome class.
+An SLO such as "99% of probes see TTFT under 2 s, failed probes count as bad" is then
+``ttft_bucket{le="2"} / attempts_total``, and every SLO threshold is a bucket edge.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streamobs import __version__
+from streamobs.config import Config
+from streamobs.probe.result import Outcome, ProbeResult
+
+LABELS = ("target", "model")
+FAILURE_OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.OK)
+
+
+class ProbeMetrics:
+    """Owns the probe series in ``registry``; ``record()`` is called once per finished probe."""
+
+    def __init__(self, registry: CollectorRegistry, config: Config) -> None:
+        self._lock = threading.Lock()
+
+        def histogram(name: str, doc: str, buckets: str) -> Histogram:
+            return Histogram(
+                name, doc, LABELS, registry=registry, buckets=config.buckets_for(buckets)
+            )
+
+        self.ttft = histogram(
+            "streamobs_probe_ttft_seconds",
+            "Time to first token (first event with generated content) of successful probes.",
+            "ttft",
+        )
+        self.tpot = histogram(
+            "streamobs_probe_tpot_seconds",
+            "Time per output token after the first, (last - first) / (tokens - 1), "
+            "of successful probes.",
+            "tpot",
+        )
+        self.itl = histogram(
+            "streamobs_probe_itl_seconds",
+            "Gaps between consecutive content events of successful probes.",
+            "itl",
+        )
+        self.e2e = histogram(
+            "streamobs_probe_e2e_seconds",
+            "Request start to end of stream ([DONE]) of successful probes.",
+            "e2e",
+        )
+        self.headers = histogram(
+            "streamobs_probe_headers_seconds",
+            "Request start to response headers (time to first byte), every probe that got them.",
+            "headers",
+        )
+        self.attempts = Counter(
+            "streamobs_probe_attempts", "Probes run.", LABELS, registry=registry
+        )
+        self.failures = Counter(
+            "streamobs_probe_failures",
+            "Failed probes by outcome class.",
+            (*LABELS, "outcome"),
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "streamobs_probe_output_tokens",
+            "Output tokens received by successful probes.",
+            LABELS,
+            registry=registry,
+        )
+        self.buffered = Counter(
+            "streamobs_probe_buffered",
+            "Probes whose tokens arrived in bursts (a buffering proxy or compression).",
+            LABELS,
+            registry=registry,
+        )
+        self.success = Gauge(
+            "streamobs_probe_success",
+            "1 if the last probe succeeded.",
+            LABELS,
+            registry=registry,
+        )
+        self.burst_share = Gauge(
+            "streamobs_probe_burst_share_ratio",
+            "Share of the last probe's tokens that arrived in bursts.",
+            LABELS,
+            registry=registry,
+        )
+        self.last_run = Gauge(
+            "streamobs_probe_last_run_timestamp_seconds",
+            "Wall-clock start of the last probe.",
+            LABELS,
+            registry=registry,
+        )
+        slo_ttft = Gauge(
+            "streamobs_slo_ttft_threshold_seconds",
+            "Configured TTFT SLO threshold.",
+            ("target",),
+            registry=registry,
+        )
+        slo_tpot = Gauge(
+            "streamobs_slo_tpot_threshold_seconds",
+            "Configured TPOT SLO threshold.",
+            ("target",),
+            registry=registry,
+        )
+        slo_objective = Gauge(
+            "streamobs_slo_objective_ratio",
+            "Configured SLO objective (share of good probes).",
+            ("target",),
+            registry=registry,
+        )
+        Gauge(
+            "streamobs_build_info", "streamobs version.", ("version",), registry=registry
+        ).labels(__version__).set(1)
+        for target in config.targets:
+            slo_ttft.labels(target.name).set(target.slo.ttft_seconds)
+            slo_tpot.labels(target.name).set(target.slo.tpot_seconds)
+            slo_objective.labels(target.name).set(target.slo.objective)
+            self.prepare(target.name, target.model or "")
+
+    def prepare(self, target: str, model: str) -> None:
+        """Create every child, so a target that always fails still has all its series."""
+        with self._lock:
+            for metric in self._per_target():
+                metric.labels(target, model)
+            for outcome in FAILURE_OUTCOMES:
+                self.failures.labels(target, model, outcome)
+
+    def _per_target(self) -> Iterable[Histogram | Counter | Gauge]:
+        return (
+            self.ttft,
+            self.tpot,
+            self.itl,
+            self.e2e,
+            self.headers,
+            self.attempts,
+            self.tokens,
+            self.buffered,
+            self.success,
+            self.burst_share,
+            self.last_run,
+        )
+
+    def record(self, target: str, result: ProbeResult) -> None:
+        model = result.model
+        self.prepare(target, model)
+        labels = (target, model)
+        self.attempts.labels(*labels).inc()
+        self.last_run.labels(*labels).set(result.started_at)
+        self.success.labels(*labels).set(1 if result.ok else 0)
+        if result.headers_ns is not None:
+            self.headers.labels(*labels).observe(result.headers_ns / 1e9)
+        if result.delivery is not None:
+            self.burst_share.labels(*labels).set(result.delivery.burst_share)
+            if result.delivery.buffered:
+                self.buffered.labels(*labels).inc()
+        if not result.ok:
+            self.failures.labels(target, model, result.outcome.value).inc()
+            return
+        if result.first_token_ns is not None:
+            self.ttft.labels(*labels).observe(result.first_token_ns / 1e9)
+        if result.tpot_ns is not None:
+            self.tpot.labels(*labels).observe(result.tpot_ns / 1e9)
+        if result.done_ns is not None:
+            self.e2e.labels(*labels).observe(result.done_ns / 1e9)
+        itl = self.itl.labels(*labels)
+        for gap in result.itl_ns:
+            itl.observe(gap / 1e9)
+        if result.output_tokens:
+            self.tokens.labels(*labels).inc(result.output_tokens)
