@@ -11,6 +11,14 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from streamobs import __version__
+from streamobs.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_config_override,
+    single_target_config,
+    target_names,
+)
 from streamobs.probe.batch import BatchInterrupted, run_batch
 from streamobs.probe.models import ModelDiscoveryError, discover_model
 from streamobs.probe.result import ProbeResult
@@ -24,6 +32,7 @@ from streamobs.probe.spec import (
 from streamobs.probe.spec import parse_target as parse_target_url
 from streamobs.report import describe, describe_summary, one_line, to_json
 from streamobs.secret import SecretError, load_api_key
+from streamobs.web.webconfig import load_web_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _TRUE = {"1", "true", "yes", "on"}
@@ -155,6 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulator_cli.add_arguments(simulate)
 
+    run = commands.add_parser(
+        "run", parents=[common], help="the daemon: scheduled probes, /metrics, status page"
+    )
+    run.add_argument("--config", metavar="FILE", help="YAML configuration")
+    run.add_argument(
+        "--target", metavar="URL", help="probe this one URL (instead of a config file's targets)"
+    )
+    run.add_argument("--model", help="with --target: the model (default: from /v1/models)")
+    run.add_argument("--listen-address", metavar="HOST:PORT", help="overrides web.listen_address")
+    _apply_env(run)
+
+    check = commands.add_parser(
+        "check-config", parents=[common], help="validate a configuration file"
+    )
+    check.add_argument("file", help="YAML configuration")
+
     demo = commands.add_parser(
         "demo", parents=[common], help="simulator and prober wired together, live"
     )
@@ -249,6 +274,47 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK if results and all(r.ok for r in results) else EXIT_FAILED
 
 
+def _daemon_config(args: argparse.Namespace) -> Config:
+    if args.config and args.target:
+        raise ConfigError("give either --config or --target, not both")
+    if args.config:
+        config = load_config(args.config)
+    elif args.target:
+        config = single_target_config("default", args.target, args.model)
+    else:
+        raise ConfigError("a configuration is required: --config FILE or --target URL")
+    if args.listen_address:
+        config = parse_config_override(config, args.listen_address)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamobs.daemon import Daemon
+
+    try:
+        config = _daemon_config(args)
+        daemon = Daemon(config, config_path=args.config)
+    except ConfigError as exc:
+        return _fail(EXIT_USAGE, str(exc), "run")
+    except OSError as exc:
+        return _fail(
+            EXIT_FAILED,
+            f"cannot listen on {args.listen_address or config.listen_address}: {exc.strerror}",
+            "run",
+        )
+    return daemon.run_until_signalled()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+        load_web_config(config.web_config_file)
+    except ConfigError as exc:
+        return _fail(EXIT_FAILED, str(exc), "check-config")
+    print(f"{args.file}: OK, {len(config.targets)} target(s): {', '.join(target_names(config))}")
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from streamobs.simulator import cli as simulator_cli
 
@@ -267,7 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    handlers = {"probe": cmd_probe, "simulate": cmd_simulate, "demo": cmd_demo}
+    handlers = {
+        "probe": cmd_probe,
+        "run": cmd_run,
+        "check-config": cmd_check_config,
+        "simulate": cmd_simulate,
+        "demo": cmd_demo,
+    }
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

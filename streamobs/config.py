@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,15 @@ class Config:
     shutdown_grace: float = 10.0
     buckets: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: DEFAULT_BUCKETS)
     vllm: VllmCollectorConfig = field(default_factory=VllmCollectorConfig)
+    # Probe settings for /probe?target=URL&module=NAME, validated at load time.
+    modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def module_target(self, module: str, url: str) -> TargetConfig:
+        """A target for one blackbox-style probe; ConfigError for an unknown module or URL."""
+        if module not in self.modules:
+            raise ConfigError(f"unknown module {module!r}")
+        settings = {**self.modules[module], "name": "probe", "url": url}
+        return _target(_Section(settings, f"modules.{module}"), {})
 
     def buckets_for(self, name: str) -> tuple[float, ...]:
         """Configured edges plus every SLO threshold that applies, so the SLO query
@@ -303,13 +312,35 @@ def _buckets(section: _Section) -> dict[str, tuple[float, ...]]:
     return buckets
 
 
+def _listen_address(value: str | None, path: str) -> str:
+    value = value or DEFAULT_LISTEN
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{path}: expected host:port, got {value!r}")
+    return value
+
+
+def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    modules: dict[str, Mapping[str, Any]] = {"default": dict(defaults)}
+    for name in list(section.data):
+        raw = section.raw(name)
+        path = section.at(name)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of probe settings")
+        if "name" in raw or "url" in raw:
+            raise ConfigError(f"{path}: a module has no name or url (the scrape gives the target)")
+        merged = {**defaults, **raw}
+        # Validate now, with a stand-in URL, so a bad module fails at load, not at scrape.
+        _target(_Section({**merged, "name": "probe", "url": "http://127.0.0.1"}, path), {})
+        modules[str(name)] = merged
+    section.done()
+    return modules
+
+
 def parse_config(data: object) -> Config:
     root = _Section(data, "")
     web = root.section("web")
-    listen = web.text("listen_address", DEFAULT_LISTEN) or DEFAULT_LISTEN
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"web.listen_address: expected host:port, got {listen!r}")
+    listen = _listen_address(web.text("listen_address", DEFAULT_LISTEN), "web.listen_address")
     web_config_file = web.text("config_file")
     if web_config_file and not Path(web_config_file).is_file():
         raise ConfigError(f"web.config_file: {web_config_file} does not exist")
@@ -329,6 +360,7 @@ def parse_config(data: object) -> Config:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"targets[{i}].name: duplicate target name {name!r}")
+    modules = _modules(root.section("modules"), defaults)
     collectors = root.section("collectors")
     vllm = collectors.section("vllm")
     vllm_config = VllmCollectorConfig(
@@ -347,6 +379,7 @@ def parse_config(data: object) -> Config:
         shutdown_grace=root.duration("shutdown_grace", 10.0),
         buckets=_buckets(root.section("histogram_buckets")),
         vllm=vllm_config,
+        modules=modules,
     )
     root.done()
     return config
@@ -377,6 +410,11 @@ def single_target_config(
     if model:
         target["model"] = model
     return parse_config({"targets": [target]})
+
+
+def parse_config_override(config: Config, listen_address: str) -> Config:
+    """Apply a command-line listen address (flags win over the file)."""
+    return replace(config, listen_address=_listen_address(listen_address, "--listen-address"))
 
 
 def target_names(config: Config) -> Sequence[str]:

@@ -45,9 +45,7 @@ def build_spec(target: TargetConfig, model: str) -> ProbeSpec:
 class ModelResolver:
     """The configured model, or the one ``/v1/models`` names (asked again after a 404)."""
 
-    def __init__(
-        self, target: TargetConfig, discover: Callable[..., str] = discover_model
-    ) -> None:
+    def __init__(self, target: TargetConfig, discover: Callable[..., str] = discover_model) -> None:
         self._target = target
         self._discover = discover
         self._model = target.model

@@ -114,14 +114,17 @@ class ProbeMetrics:
             ("target",),
             registry=registry,
         )
-        Gauge(
-            "streamobs_build_info", "streamobs version.", ("version",), registry=registry
-        ).labels(__version__).set(1)
+        Gauge("streamobs_build_info", "streamobs version.", ("version",), registry=registry).labels(
+            __version__
+        ).set(1)
         for target in config.targets:
             slo_ttft.labels(target.name).set(target.slo.ttft_seconds)
             slo_tpot.labels(target.name).set(target.slo.tpot_seconds)
             slo_objective.labels(target.name).set(target.slo.objective)
-            self.prepare(target.name, target.model or "")
+            if target.model:
+                # A discovered model's children appear with its first probe (or as
+                # model="unknown" when discovery fails, so failures are still counted).
+                self.prepare(target.name, target.model)
 
     def prepare(self, target: str, model: str) -> None:
         """Create every child, so a target that always fails still has all its series."""

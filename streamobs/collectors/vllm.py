@@ -1,0 +1,192 @@
+"""The vLLM collector's core: scrape vLLM's ``/metrics`` into an immutable snapshot.
+
+A snapshot keeps vLLM's own families (for re-exposing them unchanged) and the normalised
+series that read the same on V0 and V1 engines (see ``vllm_names``). Scraping never raises
+for anything the server does: every failure becomes ``up=False`` with a one-line error.
+Exporting is ``vllm_export.VllmCollector``'s job; it only reads snapshots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import requests
+
+from streamobs.collectors.vllm_http import (
+    Deadline,
+    ScrapeError,
+    describe_request_error,
+    fetch_metrics_text,
+    new_vllm_session,
+)
+from streamobs.collectors.vllm_normalise import HistogramSeries, NormalisedFamily, normalise
+from streamobs.collectors.vllm_parse import ParsedFamily, parse_families
+
+_ERROR_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class VllmSnapshot:
+    """One scrape of one vLLM server. ``url`` has any password masked; ``scraped_at`` is
+    wall-clock seconds when the scrape started; families are empty when ``up`` is False."""
+
+    url: str
+    up: bool
+    error: str | None
+    duration_seconds: float
+    scraped_at: float
+    families: tuple[ParsedFamily, ...] = ()
+    normalised: tuple[NormalisedFamily, ...] = ()
+
+    def normalised_family(self, name: str) -> NormalisedFamily | None:
+        """A normalised family by its exposed name, e.g. ``streamobs_vllm_prompt_tokens_total``."""
+        for family in self.normalised:
+            if family.spec.name == name:
+                return family
+        return None
+
+
+def scrape_vllm(
+    url: str, *, timeout: float, max_bytes: int, session: requests.Session | None = None
+) -> VllmSnapshot:
+    """GET ``url`` within ``timeout`` seconds overall, reading at most ``max_bytes``.
+
+    Pass a session from ``new_vllm_session()`` to keep the connection between scrapes;
+    without one a private session is used and closed.
+    """
+    scraped_at = time.time()
+    start_ns = time.perf_counter_ns()
+    try:
+        text = _fetch(url, timeout, max_bytes, session)
+        families, normalised = _parse(text)
+    except ScrapeError as exc:
+        return _failed(url, str(exc), start_ns, scraped_at)
+    except Exception as exc:  # a bug must not take the scrape loop down either
+        return _failed(url, f"unexpected error: {type(exc).__name__}: {exc}", start_ns, scraped_at)
+    return VllmSnapshot(
+        url=redact_url(url),
+        up=True,
+        error=None,
+        duration_seconds=_seconds_since(start_ns),
+        scraped_at=scraped_at,
+        families=families,
+        normalised=normalised,
+    )
+
+
+def snapshot_from_text(
+    text: str, *, url: str = "", duration_seconds: float = 0.0, scraped_at: float | None = None
+) -> VllmSnapshot:
+    """A snapshot of metrics text obtained some other way (a file, a test, a benchmark)."""
+    when = time.time() if scraped_at is None else scraped_at
+    try:
+        families, normalised = _parse(text)
+    except ScrapeError as exc:
+        return VllmSnapshot(redact_url(url), False, _one_line(str(exc)), duration_seconds, when)
+    return VllmSnapshot(redact_url(url), True, None, duration_seconds, when, families, normalised)
+
+
+def _fetch(url: str, timeout: float, max_bytes: int, session: requests.Session | None) -> str:
+    http = session if session is not None else new_vllm_session()
+    try:
+        with Deadline(timeout) as deadline:
+            try:
+                return fetch_metrics_text(url, deadline=deadline, max_bytes=max_bytes, session=http)
+            except ScrapeError:
+                raise
+            except Exception as exc:
+                raise ScrapeError(describe_request_error(exc, deadline)) from exc
+    finally:
+        if session is None:
+            http.close()
+
+
+def _parse(text: str) -> tuple[tuple[ParsedFamily, ...], tuple[NormalisedFamily, ...]]:
+    try:
+        families = parse_families(text)
+    except Exception as exc:
+        raise ScrapeError(f"cannot parse metrics text: {exc}") from exc
+    if not families:
+        raise ScrapeError("no metrics in response")
+    return families, normalise(families)
+
+
+def _failed(url: str, error: str, start_ns: int, scraped_at: float) -> VllmSnapshot:
+    return VllmSnapshot(
+        url=redact_url(url),
+        up=False,
+        error=_one_line(error),
+        duration_seconds=_seconds_since(start_ns),
+        scraped_at=scraped_at,
+    )
+
+
+def _seconds_since(start_ns: int) -> float:
+    return (time.perf_counter_ns() - start_ns) / 1e9
+
+
+def _one_line(message: str) -> str:
+    """Server bytes can end up in a message (parser errors quote the line): keep it one
+    short printable line."""
+    printable = "".join(c if c.isprintable() else " " for c in message)
+    line = " ".join(printable.split())
+    return line if len(line) <= _ERROR_LIMIT else line[: _ERROR_LIMIT - 3] + "..."
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of any ``user:password@`` part masked."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """What vLLM reports about itself that client-side measurements are compared with.
+    Both are cumulative: take the difference between two snapshots for a window."""
+
+    generation_tokens_total: float | None
+    time_to_first_token: HistogramSeries | None  # summed over engines; labels are ()
+
+
+def server_view(snapshot: VllmSnapshot, model: str | None = None) -> ServerView:
+    """Generation-token counter and TTFT histogram of one model (or all), over engines."""
+    tokens = snapshot.normalised_family("streamobs_vllm_generation_tokens_total")
+    ttft = snapshot.normalised_family("streamobs_vllm_time_to_first_token_seconds")
+    token_values = [s.value for s in tokens.scalars if _matches(s.labels, model)] if tokens else []
+    histograms = [h for h in ttft.histograms if _matches(h.labels, model)] if ttft else []
+    return ServerView(
+        generation_tokens_total=math.fsum(token_values) if token_values else None,
+        time_to_first_token=_sum_histograms(histograms),
+    )
+
+
+def _matches(labels: tuple[str, ...], model: str | None) -> bool:
+    return model is None or (bool(labels) and labels[0] == model)
+
+
+def _sum_histograms(histograms: Iterable[HistogramSeries]) -> HistogramSeries | None:
+    series = list(histograms)
+    if not series:
+        return None
+    bounds = series[0].bounds()
+    if any(h.bounds() != bounds for h in series[1:]):
+        return None  # engines with different buckets cannot be added up
+    buckets = tuple(
+        (bound, math.fsum(h.buckets[i][1] for h in series)) for i, bound in enumerate(bounds)
+    )
+    return HistogramSeries(
+        labels=(),
+        buckets=buckets,
+        count=math.fsum(h.count for h in series),
+        sum=math.fsum(h.sum for h in series),
+    )

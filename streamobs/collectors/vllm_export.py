@@ -1,0 +1,250 @@
+"""The Prometheus side of the vLLM collector: reads snapshots, does no I/O.
+
+Per scrape it yields, for every target:
+- with ``reexpose=True``, vLLM's own families unchanged. With one target the samples are
+  exactly vLLM's (names, labels, values), so streamobs can stand in for vLLM as the pod's
+  only scrape target. With several, every re-exposed sample gains ``target="<name>"`` so
+  identical vLLM series from different servers do not collide; a label vLLM itself calls
+  ``target`` becomes ``exported_target``, as Prometheus does without ``honor_labels``.
+  ``reexpose_prefixes`` limits re-exposure to some families, e.g. ``("vllm:",)`` when the
+  registry also holds streamobs' own ``process_*``/``python_*`` collectors.
+- the normalised ``streamobs_vllm_*`` families (labels ``target``, ``model``, ``engine``,
+  plus the metric's own such as ``finished_reason``), absent for a target that is down;
+- ``streamobs_collector_up{collector="vllm",target}`` and
+  ``streamobs_collector_duration_seconds{collector="vllm",target}`` for every target,
+  including configured targets not scraped yet (0 and 0).
+
+Whatever the snapshots hold, ``collect()`` does not raise: a target whose export fails is
+reported down, and failures are logged once per change of state, not once per scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+from streamobs.collectors.vllm import VllmSnapshot
+from streamobs.collectors.vllm_names import NORMALISED, NormalisedSpec
+from streamobs.collectors.vllm_normalise import NormalisedFamily
+from streamobs.collectors.vllm_parse import ParsedFamily
+
+_log = logging.getLogger(__name__)
+
+COLLECTOR_NAME = "vllm"
+UP_METRIC = "streamobs_collector_up"
+DURATION_METRIC = "streamobs_collector_duration_seconds"
+
+SnapshotSource = Callable[[], Mapping[str, VllmSnapshot]]
+
+# The ``le`` spelling prometheus_client (and so vLLM) uses; the library leaves it untyped.
+_format_bound: Callable[[float], str] = floatToGoString
+
+
+class VllmCollector:
+    """A prometheus_client custom collector over the latest snapshot of each target."""
+
+    def __init__(
+        self,
+        snapshots: SnapshotSource,
+        *,
+        targets: Sequence[str] = (),
+        reexpose: bool = False,
+        reexpose_prefixes: Sequence[str] | None = None,
+        health: bool = True,
+    ) -> None:
+        """``snapshots`` returns the latest snapshot per target name; ``targets`` are the
+        configured names, which get series even before their first scrape. ``health``
+        off leaves ``streamobs_collector_*`` to a wrapper that reports all collectors."""
+        self._snapshots = snapshots
+        self._targets = tuple(targets)
+        self._reexpose = reexpose
+        self._prefixes = tuple(reexpose_prefixes) if reexpose_prefixes is not None else None
+        self._health = health
+        self._states = _StateLog()
+
+    def describe(self) -> list[Metric]:
+        """The families known in advance (vLLM's own are not), so registering does no I/O."""
+        families = [_normalised_metric(spec) for spec in NORMALISED]
+        return [*families, *_health_metrics()] if self._health else families
+
+    def collect(self) -> list[Metric]:
+        latest = self._read_snapshots()
+        targets = [*self._targets, *(t for t in latest if t not in self._targets)]
+        reexposed = _Reexposed(label_target=len(targets) > 1)
+        normalised = {spec.name: _normalised_metric(spec) for spec in NORMALISED}
+        up, duration = _health_metrics()
+        for target in targets:
+            snapshot = latest.get(target)
+            exported = self._export_target(target, snapshot, reexposed, normalised)
+            labels = {"collector": COLLECTOR_NAME, "target": target}
+            up.samples.append(Sample(up.name, labels, 1.0 if exported else 0.0))
+            seconds = _duration(snapshot)
+            duration.samples.append(Sample(duration.name, dict(labels), seconds))
+        health = [up, duration] if self._health else []
+        return [*reexposed.metrics(), *normalised.values(), *health]
+
+    def _read_snapshots(self) -> Mapping[str, VllmSnapshot]:
+        try:
+            latest = {str(target): snapshot for target, snapshot in self._snapshots().items()}
+        except Exception as exc:
+            if self._states.changed("snapshots", repr(exc)):
+                _log.error("cannot read vLLM snapshots, reporting every target down: %r", exc)
+            return {}
+        if self._states.changed("snapshots", ""):
+            _log.info("vLLM snapshots readable again")
+        return latest
+
+    def _export_target(
+        self,
+        target: str,
+        snapshot: object,
+        reexposed: _Reexposed,
+        normalised: dict[str, Metric],
+    ) -> bool:
+        """Add one target's series; True when it is up and everything was exported."""
+        if not isinstance(snapshot, VllmSnapshot):
+            return False  # not scraped yet
+        self._log_target_state(target, snapshot)
+        if not snapshot.up:
+            return False
+        # Build everything first so a failure leaves no half-exported target behind.
+        try:
+            families = self._reexposed_families(snapshot) if self._reexpose else []
+            samples = _normalised_samples(target, snapshot.normalised)
+        except Exception as exc:
+            if self._states.changed(f"export {target}", repr(exc)):
+                _log.error("cannot export vLLM target %s, reporting it down", target, exc_info=exc)
+            return False
+        if self._states.changed(f"export {target}", ""):
+            _log.info("vLLM target %s exports again", target)
+        conflicts = ", ".join(reexposed.add(target, families))
+        if self._states.changed(f"conflicts {target}", conflicts) and conflicts:
+            _log.warning(
+                "vLLM target %s: not re-exposing %s, already exposed with another type",
+                target,
+                conflicts,
+            )
+        for name, family_samples in samples:
+            normalised[name].samples.extend(family_samples)
+        return True
+
+    def _reexposed_families(self, snapshot: VllmSnapshot) -> list[ParsedFamily]:
+        if self._prefixes is None:
+            return list(snapshot.families)
+        return [f for f in snapshot.families if f.name.startswith(self._prefixes)]
+
+    def _log_target_state(self, target: str, snapshot: VllmSnapshot) -> None:
+        # A new error is a new state: "refused" turning into "HTTP 500" is worth a line.
+        state = "" if snapshot.up else f"down: {snapshot.error}"
+        if not self._states.changed(f"target {target}", state):
+            return
+        if snapshot.up:
+            _log.info("vLLM target %s is up again", target)
+        else:
+            _log.warning("vLLM target %s is down: %s", target, snapshot.error)
+
+
+def _duration(snapshot: object) -> float:
+    if isinstance(snapshot, VllmSnapshot) and isinstance(snapshot.duration_seconds, float):
+        return snapshot.duration_seconds
+    return 0.0
+
+
+def _health_metrics() -> tuple[Metric, Metric]:
+    up = Metric(UP_METRIC, "Whether the collector's last scrape of the target worked.", "gauge")
+    duration = Metric(
+        DURATION_METRIC, "How long the collector's last scrape of the target took.", "gauge"
+    )
+    return up, duration
+
+
+def _normalised_metric(spec: NormalisedSpec) -> Metric:
+    # prometheus_client names counter families without _total and adds it on exposition.
+    name = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
+    return Metric(name, spec.documentation, spec.kind)
+
+
+def _normalised_samples(
+    target: str, families: Iterable[NormalisedFamily]
+) -> list[tuple[str, list[Sample]]]:
+    out = []
+    for family in families:
+        names = ("target", *family.label_names)
+        samples = [
+            Sample(family.spec.name, dict(zip(names, (target, *s.labels), strict=True)), s.value)
+            for s in family.scalars
+        ]
+        for histogram in family.histograms:
+            labels = dict(zip(names, (target, *histogram.labels), strict=True))
+            samples.extend(_histogram_samples(family.spec.name, labels, histogram.buckets))
+            samples.append(Sample(family.spec.name + "_count", labels, histogram.count))
+            samples.append(Sample(family.spec.name + "_sum", labels, histogram.sum))
+        out.append((family.spec.name, samples))
+    return out
+
+
+def _histogram_samples(
+    name: str, labels: dict[str, str], buckets: Iterable[tuple[float, float]]
+) -> list[Sample]:
+    return [
+        Sample(name + "_bucket", {**labels, "le": _format_bound(bound)}, count)
+        for bound, count in buckets
+    ]
+
+
+class _Reexposed:
+    """vLLM's families from all targets, merged by name so each is announced once."""
+
+    def __init__(self, label_target: bool) -> None:
+        self._label_target = label_target
+        self._metrics: dict[str, Metric] = {}
+
+    def add(self, target: str, families: Iterable[ParsedFamily]) -> list[str]:
+        """Add a target's families; returns the names skipped because an earlier target
+        (or an earlier family of this one) has a family of that name with another type."""
+        conflicts = []
+        for family in families:
+            metric = self._metrics.get(family.exposed_name)
+            if metric is None:
+                metric = Metric(family.name, family.documentation, family.type)
+                self._metrics[family.exposed_name] = metric
+            elif metric.type != family.type:
+                conflicts.append(family.exposed_name)
+                continue
+            if self._label_target:
+                metric.samples.extend(_with_target(s, target) for s in family.samples)
+            else:
+                metric.samples.extend(family.samples)
+        return conflicts
+
+    def metrics(self) -> list[Metric]:
+        return list(self._metrics.values())
+
+
+def _with_target(sample: Sample, target: str) -> Sample:
+    labels = dict(sample.labels)
+    if "target" in labels:
+        labels["exported_target"] = labels.pop("target")
+    labels["target"] = target
+    return sample._replace(labels=labels)
+
+
+class _StateLog:
+    """A state per key, so a condition is logged when it starts and ends, not on every
+    scrape. Every key starts in the healthy state "", so a healthy start logs nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, str] = {}
+
+    def changed(self, key: str, state: str) -> bool:
+        with self._lock:
+            if self._states.get(key, "") == state:
+                return False
+            self._states[key] = state
+            return True

@@ -1,0 +1,164 @@
+"""vLLM's families, V0 or V1 named, into streamobs' stable series (see ``vllm_names``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.samples import Sample
+
+from streamobs.collectors.vllm_names import DEFAULT_ENGINE, NORMALISED, NormalisedSpec
+from streamobs.collectors.vllm_parse import ParsedFamily
+
+# Label values in the order of ``SERIES_LABELS`` followed by the spec's extra labels.
+LabelValues = tuple[str, ...]
+
+_SCALAR_TYPES = {"gauge": ("gauge", "unknown"), "counter": ("counter", "unknown")}
+
+
+@dataclass(frozen=True, slots=True)
+class ScalarSeries:
+    labels: LabelValues
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSeries:
+    """Cumulative buckets as (upper bound, count), ending with +Inf, as vLLM exposes them."""
+
+    labels: LabelValues
+    buckets: tuple[tuple[float, float], ...]
+    count: float
+    sum: float
+
+    def bounds(self) -> tuple[float, ...]:
+        return tuple(bound for bound, _ in self.buckets)
+
+
+@dataclass(frozen=True, slots=True)
+class NormalisedFamily:
+    spec: NormalisedSpec
+    source: str  # the vLLM name the values came from
+    scalars: tuple[ScalarSeries, ...] = ()
+    histograms: tuple[HistogramSeries, ...] = ()
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return ("model", "engine", *self.spec.extra_labels)
+
+
+def normalise(families: Iterable[ParsedFamily]) -> tuple[NormalisedFamily, ...]:
+    """Every spec in the table that one of its sources feeds; the others are absent."""
+    by_name = {f.exposed_name: f for f in families}
+    found = (_normalise_spec(spec, by_name) for spec in NORMALISED)
+    return tuple(f for f in found if f is not None)
+
+
+def _normalise_spec(
+    spec: NormalisedSpec, by_name: Mapping[str, ParsedFamily]
+) -> NormalisedFamily | None:
+    for source in spec.sources:
+        family = by_name.get(source)
+        if family is None:
+            continue
+        if spec.kind == "histogram":
+            histograms = _histograms(spec, source, family)
+            if histograms:
+                return NormalisedFamily(spec, source, histograms=histograms)
+        else:
+            scalars = _scalars(spec, source, family)
+            if scalars:
+                return NormalisedFamily(spec, source, scalars=scalars)
+    return None
+
+
+def _label_values(spec: NormalisedSpec, labels: Mapping[str, str]) -> LabelValues:
+    model = labels.get("model_name", "")
+    engine = labels.get("engine", DEFAULT_ENGINE)
+    return (model, engine, *(labels.get(name, "") for name in spec.extra_labels))
+
+
+def _scalars(spec: NormalisedSpec, source: str, family: ParsedFamily) -> tuple[ScalarSeries, ...]:
+    if family.type not in _SCALAR_TYPES[spec.kind]:
+        return ()
+    values: dict[LabelValues, float] = {}
+    for sample in family.samples:
+        if sample.name != source:
+            continue  # e.g. the counter's _created sample
+        key = _label_values(spec, sample.labels)
+        value = float(sample.value)
+        if key in values:
+            value = max(values[key], value) if spec.merge == "max" else values[key] + value
+        values[key] = value
+    return tuple(ScalarSeries(labels, value) for labels, value in values.items())
+
+
+@dataclass
+class _HistogramParts:
+    buckets: dict[float, float]
+    count: float | None = None
+    sum: float | None = None
+
+
+def _histograms(
+    spec: NormalisedSpec, source: str, family: ParsedFamily
+) -> tuple[HistogramSeries, ...]:
+    if family.type != "histogram":
+        return ()
+    parts: dict[LabelValues, dict[tuple[tuple[str, str], ...], _HistogramParts]] = {}
+    for sample in family.samples:
+        _add_histogram_sample(spec, source, sample, parts)
+    merged = (_merge_histograms(key, list(series.values())) for key, series in parts.items())
+    return tuple(h for h in merged if h is not None)
+
+
+def _add_histogram_sample(
+    spec: NormalisedSpec,
+    source: str,
+    sample: Sample,
+    parts: dict[LabelValues, dict[tuple[tuple[str, str], ...], _HistogramParts]],
+) -> None:
+    suffix = sample.name[len(source) :] if sample.name.startswith(source) else ""
+    if suffix not in ("_bucket", "_count", "_sum"):
+        return
+    labels = {k: v for k, v in sample.labels.items() if k != "le"}
+    # vLLM's own label set identifies one histogram; several may map to one key.
+    series = parts.setdefault(_label_values(spec, labels), {}).setdefault(
+        tuple(sorted(labels.items())), _HistogramParts({})
+    )
+    value = float(sample.value)
+    if suffix == "_count":
+        series.count = value
+    elif suffix == "_sum":
+        series.sum = value
+    else:
+        bound = _bucket_bound(sample.labels.get("le"))
+        if bound is not None:
+            series.buckets[bound] = value
+
+
+def _bucket_bound(le: str | None) -> float | None:
+    try:
+        return float(le) if le is not None else None
+    except ValueError:
+        return None
+
+
+def _merge_histograms(key: LabelValues, series: list[_HistogramParts]) -> HistogramSeries | None:
+    """One histogram per key; several (labels vLLM has and we drop) are summed when their
+    buckets line up. Incomplete histograms (no +Inf, count or sum) are left out."""
+    complete = [s for s in series if _complete(s)]
+    if not complete or len(complete) != len(series):
+        return None
+    bounds = sorted(complete[0].buckets)
+    if any(sorted(s.buckets) != bounds for s in complete[1:]):
+        return None
+    buckets = tuple((b, math.fsum(s.buckets[b] for s in complete)) for b in bounds)
+    count = math.fsum(s.count or 0.0 for s in complete)
+    total = math.fsum(s.sum or 0.0 for s in complete)
+    return HistogramSeries(key, buckets, count, total)
+
+
+def _complete(series: _HistogramParts) -> bool:
+    return series.count is not None and series.sum is not None and math.inf in series.buckets

@@ -1,0 +1,219 @@
+"""``streamobs run``: scheduled probes, /metrics, health, status page, /probe and reload.
+
+Everything built from one config lives in a ``Runtime``; a reload builds a new one and
+swaps it in, so a bad config never disturbs the running one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+
+from streamobs.config import Config, ConfigError, TargetConfig, load_config
+from streamobs.export.blackbox import probe_registry
+from streamobs.export.prometheus import ProbeMetrics
+from streamobs.probe.models import discover_model
+from streamobs.probe.prober import run_probe
+from streamobs.probe.result import ProbeResult
+from streamobs.probe.spec import ProbeSpec, Timeouts
+from streamobs.scheduler import ModelResolver, Scheduler, build_spec
+from streamobs.status import StatusBoard
+from streamobs.web.server import Reply, WebServer
+from streamobs.web.status_page import render_status_page
+from streamobs.web.webconfig import load_web_config
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[ProbeSpec], ProbeResult]
+
+
+class Runtime:
+    """Registry, probe series, status board and scheduler for one config."""
+
+    def __init__(self, config: Config, probe: Probe, discover: Callable[..., str]) -> None:
+        self.config = config
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.metrics = ProbeMetrics(self.registry, config)
+        self.status = StatusBoard(config)
+        self.scheduler = Scheduler(
+            config.targets, config.max_concurrency, self._on_result, probe, discover
+        )
+
+    def _on_result(self, target: TargetConfig, result: ProbeResult) -> None:
+        self.metrics.record(target.name, result)
+        self.status.record(target, result)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self, grace: float) -> bool:
+        return self.scheduler.stop(grace)
+
+
+class _CurrentRuntime:
+    """Registered once; always yields the series of whichever runtime is current."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._daemon.runtime.registry.collect()
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        probe: Probe = run_probe,
+        discover: Callable[..., str] = discover_model,
+    ) -> None:
+        self.config_path = config_path
+        self._probe = probe
+        self._discover = discover
+        self._lock = threading.Lock()
+        self.registry = CollectorRegistry()
+        self._reload_ok = Gauge(
+            "streamobs_config_last_reload_successful",
+            "1 if the last configuration reload succeeded.",
+            registry=self.registry,
+        )
+        self._reload_time = Gauge(
+            "streamobs_config_last_reload_success_timestamp_seconds",
+            "Wall-clock time of the last successful configuration load.",
+            registry=self.registry,
+        )
+        self.runtime = Runtime(config, probe, discover)
+        self.registry.register(_CurrentRuntime(self))
+        self._set_reload_state(True)
+        self.web = WebServer(config.listen_address, self, load_web_config(config.web_config_file))
+        self._stopped = threading.Event()
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self.web.start()
+        self.runtime.start()
+        self._started = True
+        log.info(
+            "listening on %s, probing %d target(s)", self.web.port, len(self.runtime.config.targets)
+        )
+
+    def stop(self) -> bool:
+        """Stop probing (waiting up to the grace period) and close the listener."""
+        grace = self.runtime.config.shutdown_grace
+        clean = self.runtime.stop(grace)
+        if not clean:
+            log.warning("probes still running after %.1f s grace; exiting anyway", grace)
+        self.web.stop()
+        self._stopped.set()
+        return clean
+
+    def run_until_signalled(self) -> int:
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self._stopped.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            threading.Thread(target=self.reload, name="reload", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        self.start()
+        self._stopped.wait()
+        log.info("shutting down")
+        self.stop()
+        return 0
+
+    # -- reload ---------------------------------------------------------------------
+    def reload(self) -> tuple[bool, str]:
+        with self._lock:
+            if not self.config_path:
+                return False, "no configuration file to reload"
+            try:
+                config = load_config(self.config_path)
+                if config.listen_address != self.runtime.config.listen_address:
+                    raise ConfigError("web.listen_address cannot change on reload; restart")
+                if config.web_config_file != self.runtime.config.web_config_file:
+                    raise ConfigError("web.config_file cannot change on reload; restart")
+            except ConfigError as exc:
+                self._set_reload_state(False)
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                return False, str(exc)
+            old = self.runtime
+            new = Runtime(config, self._probe, self._discover)
+            self.runtime = new
+            if self._started:
+                new.start()
+            # The old probes finish in the background; their results go nowhere visible.
+            threading.Thread(
+                target=old.stop, args=(old.config.shutdown_grace,), daemon=True
+            ).start()
+            self._set_reload_state(True)
+            log.info("configuration reloaded: %d target(s)", len(config.targets))
+            return True, "reloaded"
+
+    def _set_reload_state(self, ok: bool) -> None:
+        self.last_reload_ok = ok
+        self._reload_ok.set(1 if ok else 0)
+        if ok:
+            self._reload_time.set(time.time())
+
+    # -- endpoints ------------------------------------------------------------------
+    def metrics(self, accept: str | None) -> Reply:
+        encoder, content_type = choose_encoder(accept or "")
+        return Reply(200, encoder(self.registry), content_type)
+
+    def ready(self) -> Reply:
+        if self._started and not self._stopped.is_set():
+            return Reply(200, b"ready\n")
+        return Reply(503, b"not ready\n")
+
+    def status_page(self) -> Reply:
+        html = render_status_page(self.runtime.status.snapshot(), self.last_reload_ok)
+        return Reply(200, html.encode(), "text/html; charset=utf-8")
+
+    def reload_endpoint(self) -> Reply:
+        ok, message = self.reload()
+        return Reply(200 if ok else 500, (message + "\n").encode())
+
+    def probe(self, query: dict[str, list[str]], scrape_timeout: float | None) -> Reply:
+        targets = query.get("target", [])
+        module = (query.get("module") or ["default"])[0]
+        if len(targets) != 1 or not targets[0]:
+            return Reply(400, b"exactly one 'target' parameter is required\n")
+        config = self.runtime.config
+        try:
+            target = config.module_target(module, targets[0])
+        except ConfigError as exc:
+            return Reply(400, (str(exc) + "\n").encode())
+        if scrape_timeout is not None:
+            target = _within_scrape_timeout(target, scrape_timeout)
+        model = ModelResolver(target, self._discover).model()
+        result = self._probe(build_spec(target, model))
+        encoder, content_type = choose_encoder("")
+        return Reply(200, encoder(probe_registry(result)), content_type)
+
+
+def _within_scrape_timeout(target: TargetConfig, scrape_timeout: float) -> TargetConfig:
+    """Leave half a second (or a tenth) of the scrape for rendering and the network."""
+    budget = max(scrape_timeout - min(0.5, scrape_timeout / 10), 0.1)
+    t = target.timeouts
+    timeouts = Timeouts(
+        connect=min(t.connect, budget),
+        headers=min(t.headers, budget),
+        first_token=min(t.first_token, budget),
+        total=min(t.total, budget),
+    )
+    return replace(target, timeouts=timeouts)

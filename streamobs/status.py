@@ -1,0 +1,59 @@
+"""Recent probe results per target, for the status page (bounded, thread-safe, read-only views)."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from streamobs.config import Config, TargetConfig
+from streamobs.probe.result import ProbeResult
+
+RECENT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    target: TargetConfig
+    recent: tuple[ProbeResult, ...]  # newest first
+    last_error: ProbeResult | None
+
+    @property
+    def sli(self) -> float | None:
+        """Share of recent probes that succeeded with TTFT under the SLO threshold."""
+        if not self.recent:
+            return None
+        threshold_ns = self.target.slo.ttft_seconds * 1e9
+        good = sum(
+            1
+            for r in self.recent
+            if r.ok and r.first_token_ns is not None and r.first_token_ns <= threshold_ns
+        )
+        return good / len(self.recent)
+
+
+class StatusBoard:
+    def __init__(self, config: Config) -> None:
+        self._lock = threading.Lock()
+        self._targets = {t.name: t for t in config.targets}
+        self._recent: dict[str, deque[ProbeResult]] = {
+            name: deque(maxlen=RECENT) for name in self._targets
+        }
+        self._last_error: dict[str, ProbeResult] = {}
+
+    def record(self, target: TargetConfig, result: ProbeResult) -> None:
+        with self._lock:
+            self._recent[target.name].appendleft(result)
+            if not result.ok:
+                self._last_error[target.name] = result
+
+    def snapshot(self) -> Sequence[TargetStatus]:
+        with self._lock:
+            return tuple(
+                TargetStatus(t, tuple(self._recent[name]), self._last_error.get(name))
+                for name, t in self._targets.items()
+            )
+
+    def targets(self) -> Mapping[str, TargetConfig]:
+        return dict(self._targets)

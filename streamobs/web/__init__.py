@@ -1,0 +1,1 @@
+"""HTTP endpoints of the daemon: /metrics, health, status page, /probe, reload."""

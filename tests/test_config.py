@@ -1,0 +1,151 @@
+"""Config: every rule rejects with the key's path; a good file loads into typed values."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from streamobs.cli import main
+from streamobs.config import ConfigError, load_config, parse_config, parse_duration
+
+GOOD = """
+web:
+  listen_address: 127.0.0.1:9999
+max_concurrency: 2
+target_defaults:
+  interval: 30s
+  timeouts: {total: 1m}
+targets:
+  - name: local
+    url: http://127.0.0.1:8000
+    model: tiny
+    jitter: 2s
+    slo: {ttft: 1500ms, objective: 0.995}
+  - name: gw
+    url: https://gw.example/v1/completions
+    interval: 1m30s
+    headers: {X-Tenant: ops}
+    metrics_url: false
+histogram_buckets:
+  ttft: [100ms, 1s, 5s]
+modules:
+  short: {max_tokens: 4}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "streamobs.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_good_config_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    local, gw = config.targets
+    assert config.listen_address == "127.0.0.1:9999" and config.max_concurrency == 2
+    assert (local.interval, local.jitter, local.timeouts.total) == (30.0, 2.0, 60.0)
+    assert local.slo.ttft_seconds == 1.5 and local.slo.objective == 0.995
+    assert local.metrics_url == "http://127.0.0.1:8000/metrics"
+    assert gw.target.endpoint == "completions" and gw.interval == 90.0
+    assert gw.metrics_url is None and gw.model is None and dict(gw.headers) == {"X-Tenant": "ops"}
+    # SLO thresholds are always bucket edges.
+    assert config.buckets_for("ttft") == (0.1, 1.0, 1.5, 2.0, 5.0)
+    assert 0.1 in config.buckets_for("tpot")
+    assert config.module_target("short", "http://h:1").max_tokens == 4
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("targets: []", "targets: at least one target is required"),
+        ("targets: [{name: a, url: http://h, colour: red}]", "targets[0].colour: unknown key"),
+        ("bogus: 1\ntargets: [{name: a, url: http://h}]", "bogus: unknown key"),
+        ("targets: [{name: a, url: http://h, interval: soon}]", "targets[0].interval: bad dur"),
+        ("targets: [{name: a, url: http://h, interval: -5s}]", "targets[0].interval: bad dur"),
+        ("targets: [{name: a, url: http://h, interval: 0}]", "must be positive"),
+        ("targets: [{name: a, url: ftp://h}]", "targets[0].url: bad URL"),
+        ("targets: [{name: a}]", "targets[0].url: required"),
+        ("targets: [{url: http://h}]", "targets[0].name: required"),
+        ("targets: [{name: a, url: http://h}, {name: a, url: http://i}]", "duplicate target"),
+        (
+            "targets: [{name: a, url: http://h, timeouts: {first_token: 5m}}]",
+            "targets[0].timeouts.first_token: longer than",
+        ),
+        (
+            "targets: [{name: a, url: http://h, timeouts: {read: 5s}}]",
+            "targets[0].timeouts.read: unknown key",
+        ),
+        (
+            "targets: [{name: a, url: http://h, api_key_env: A, api_key_file: /x}]",
+            "not both",
+        ),
+        (
+            "targets: [{name: a, url: http://h, api_key_file: /nonexistent/key}]",
+            "targets[0]: cannot read API key file /nonexistent/key",
+        ),
+        (
+            "targets: [{name: a, url: http://h, api_key_env: STREAMOBS_TEST_UNSET_VAR}]",
+            "STREAMOBS_TEST_UNSET_VAR is not set",
+        ),
+        ("targets: [{name: a, url: http://h, max_tokens: 0}]", "targets[0].max_tokens"),
+        ("targets: [{name: a, url: http://h, slo: {objective: 1}}]", "objective"),
+        ("targets: [{name: a, url: http://h, jitter: 20s}]", "shorter than the interval"),
+        (
+            "targets: [{name: a, url: http://h, headers: {Authorization: x}}]",
+            "use api_key_file",
+        ),
+        ("web: {listen_address: nowhere}\ntargets: [{name: a, url: http://h}]", "host:port"),
+        (
+            "histogram_buckets: {ttft: [2s, 1s]}\ntargets: [{name: a, url: http://h}]",
+            "strictly increasing",
+        ),
+        ("modules: {m: {colour: 1}}\ntargets: [{name: a, url: http://h}]", "modules.m.colour"),
+        ("targets: {name: a}", "at least one target"),
+        ("- just a list", "config: expected a mapping"),
+    ],
+)
+def test_invalid_configs_name_the_key(text: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert message in str(caught.value)
+
+
+def test_yaml_syntax_error_gives_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"at line \d+, column \d+"):
+        load_config(write(tmp_path, "targets:\n  - name: [unclosed\n"))
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yml")
+
+
+def test_durations() -> None:
+    assert parse_duration("1m30s", "x") == 90
+    assert parse_duration("250ms", "x") == 0.25
+    assert parse_duration(2, "x") == 2.0
+    assert parse_duration("1.5h", "x") == 5400
+    for bad in ("", "1x", "s", "1s 2s", True, None, "-1s"):
+        with pytest.raises(ConfigError):
+            parse_duration(bad, "x")
+
+
+def test_secret_values_never_in_errors_or_repr(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-hidden-123\n")
+    config = parse_config({"targets": [{"name": "a", "url": "http://h", "api_key_file": str(key)}]})
+    assert "sk-hidden-123" not in repr(config)
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"targets": [{"name": "a", "url": "http://h", "headers": {"X-K": 5}}]})
+    assert "5" not in str(caught.value).split(":")[-1]
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    assert "OK, 2 target(s): local, gw" in capsys.readouterr().out
+    bad = write(tmp_path, "targets: [{name: a, url: http://h, nope: 1}]", "bad.yml")
+    assert main(["check-config", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "streamobs check-config: error: targets[0].nope: unknown key"
