@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,21 +22,24 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from requests.structures import CaseInsensitiveDict
 
-from streamobs.simulator import FAULT_HEADER, RequestRecord, Simulator, SimulatorConfig
+from streamobs.simulator import FAULT_HEADER, FAULTS, RequestRecord, Simulator, SimulatorConfig
 from streamobs.simulator import cli as sim_cli
 from tests.fixtures import FIXTURES
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
-FAST = {"ttft": 0.005, "itl": 0.002}
+FAST: dict[str, Any] = {"ttft": 0.005, "itl": 0.002}
 
 
 def chat_body(**extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": "Say something."}], "stream": True, **extra}
 
 
+MakeSim = Callable[..., Simulator]
+
+
 @pytest.fixture
-def make_sim() -> Iterator[Any]:
+def make_sim() -> Iterator[MakeSim]:
     started: list[Simulator] = []
 
     def make(seed: int | None = 7, **settings: Any) -> Simulator:
@@ -173,7 +176,7 @@ def wait_for(predicate: Any, timeout: float = 3.0) -> None:
 # --- shapes against the captures -------------------------------------------------------
 
 
-def test_chat_stream_has_the_captured_shape(make_sim: Any) -> None:
+def test_chat_stream_has_the_captured_shape(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=5)
     got = stream(sim, chat_body(stream_options={"include_usage": True}))
     assert got.status == 200 and got.error is None
@@ -206,7 +209,7 @@ def test_chat_stream_has_the_captured_shape(make_sim: Any) -> None:
     assert "".join(c["choices"][0]["delta"]["content"] for c in chunks[1:6]).strip()
 
 
-def test_chat_stream_without_usage_ends_with_the_finish_chunk(make_sim: Any) -> None:
+def test_chat_stream_without_usage_ends_with_the_finish_chunk(make_sim: MakeSim) -> None:
     got = stream(make_sim(tokens=3), chat_body())
     chunks = got.chunks()
     assert got.data()[-1] == b"[DONE]"
@@ -215,7 +218,7 @@ def test_chat_stream_without_usage_ends_with_the_finish_chunk(make_sim: Any) -> 
     assert chunks[-1]["system_fingerprint"].startswith("vllm-0.32.0-")
 
 
-def test_completions_stream_has_the_captured_shape(make_sim: Any) -> None:
+def test_completions_stream_has_the_captured_shape(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=50)
     got = stream(sim, {"prompt": "Once upon", "max_tokens": 12, "stream": True}, path=COMPLETIONS)
     captured = [json.loads(e) for e in capture_events("completions-stream.sse")[:-1]]
@@ -241,7 +244,7 @@ def test_completions_stream_has_the_captured_shape(make_sim: Any) -> None:
     ],
 )
 def test_token_count_rules(
-    make_sim: Any, request_fields: dict[str, Any], expected_tokens: int, expected_finish: str
+    make_sim: MakeSim, request_fields: dict[str, Any], expected_tokens: int, expected_finish: str
 ) -> None:
     sim = make_sim(tokens=6, itl=0.0)
     got = stream(sim, chat_body(stream_options={"include_usage": True}, **request_fields))
@@ -254,7 +257,7 @@ def test_token_count_rules(
     assert record.finish_reason == expected_finish
 
 
-def test_ignore_eos_without_max_tokens_fills_the_context(make_sim: Any) -> None:
+def test_ignore_eos_without_max_tokens_fills_the_context(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=4, itl=0.0, max_model_len=40)
     got = stream(sim, chat_body(ignore_eos=True, stream_options={"include_usage": True}))
     usage = got.chunks()[-1]["usage"]
@@ -262,7 +265,7 @@ def test_ignore_eos_without_max_tokens_fills_the_context(make_sim: Any) -> None:
     assert len(got.content_events()) == usage["completion_tokens"]
 
 
-def test_non_streamed_completion(make_sim: Any) -> None:
+def test_non_streamed_completion(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=4)
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
     resp = requests.post(sim.url + CHAT, json=body, timeout=5)
@@ -282,7 +285,7 @@ def test_non_streamed_completion(make_sim: Any) -> None:
     assert resp.json()["choices"][0]["finish_reason"] == "stop"
 
 
-def test_models_list_has_the_captured_shape(make_sim: Any) -> None:
+def test_models_list_has_the_captured_shape(make_sim: MakeSim) -> None:
     sim = make_sim(max_model_len=2048)
     resp = requests.get(sim.url + "/v1/models", timeout=5)
     captured = json.loads((FIXTURES / "models.json").read_bytes())
@@ -293,7 +296,7 @@ def test_models_list_has_the_captured_shape(make_sim: Any) -> None:
     assert requests.get(sim.url + "/health", timeout=5).status_code == 200
 
 
-def test_errors_are_byte_identical_to_the_captures(make_sim: Any) -> None:
+def test_errors_are_byte_identical_to_the_captures(make_sim: MakeSim) -> None:
     # Configured like the captured server, the simulator's refusals are the same bytes.
     sim = make_sim(model="tiny", max_model_len=1024)
     messages = [{"role": "user", "content": "hi"}]
@@ -320,7 +323,7 @@ def test_errors_are_byte_identical_to_the_captures(make_sim: Any) -> None:
     assert sim.records() == []  # refused requests never reach the engine
 
 
-def test_unknown_paths_and_methods(make_sim: Any) -> None:
+def test_unknown_paths_and_methods(make_sim: MakeSim) -> None:
     sim = make_sim()
     assert requests.get(sim.url + "/nope", timeout=5).status_code == 404
     assert requests.get(sim.url + CHAT, timeout=5).status_code == 405
@@ -331,7 +334,7 @@ def test_unknown_paths_and_methods(make_sim: Any) -> None:
 
 
 @pytest.mark.parametrize(("fault", "status"), [("http_500", 500), ("http_429", 429)])
-def test_http_status_faults(make_sim: Any, fault: str, status: int) -> None:
+def test_http_status_faults(make_sim: MakeSim, fault: str, status: int) -> None:
     sim = make_sim()
     got = stream(sim, chat_body(), fault=fault)
     assert got.status == status
@@ -344,7 +347,7 @@ def test_http_status_faults(make_sim: Any, fault: str, status: int) -> None:
     assert record.fault == fault and record.status == status and record.tokens_sent == 0
 
 
-def test_error_event_fault_is_the_captured_event_then_done(make_sim: Any) -> None:
+def test_error_event_fault_is_the_captured_event_then_done(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=6)
     got = stream(sim, chat_body(), fault="error_event")
     assert got.status == 200 and got.error is None
@@ -356,7 +359,7 @@ def test_error_event_fault_is_the_captured_event_then_done(make_sim: Any) -> Non
     assert record is not None and record.finish_reason is None and record.done_write_ns
 
 
-def test_truncate_fault_ends_cleanly_without_done(make_sim: Any) -> None:
+def test_truncate_fault_ends_cleanly_without_done(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=8)
     got = stream(sim, chat_body(), fault="truncate")
     assert got.error is None  # clean chunked end, then EOF
@@ -367,7 +370,7 @@ def test_truncate_fault_ends_cleanly_without_done(make_sim: Any) -> None:
     assert record is not None and record.tokens_sent == 4 and record.done_write_ns is None
 
 
-def test_reset_fault_breaks_the_connection(make_sim: Any) -> None:
+def test_reset_fault_breaks_the_connection(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=8)
     got = stream(sim, chat_body(), fault="reset")
     assert got.error is not None
@@ -378,7 +381,7 @@ def test_reset_fault_breaks_the_connection(make_sim: Any) -> None:
     assert record.fault == "reset" and record.tokens_sent == 4 and not record.client_disconnected
 
 
-def test_stall_fault_sends_the_role_chunk_then_nothing(make_sim: Any) -> None:
+def test_stall_fault_sends_the_role_chunk_then_nothing(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=8)
     started = time.perf_counter()
     got = stream(sim, chat_body(), fault="stall", timeout=0.3)
@@ -390,7 +393,7 @@ def test_stall_fault_sends_the_role_chunk_then_nothing(make_sim: Any) -> None:
     assert sample(scrape(sim), "vllm:num_requests_running") == 0
 
 
-def test_hang_fault_never_answers_and_counts_as_waiting(make_sim: Any) -> None:
+def test_hang_fault_never_answers_and_counts_as_waiting(make_sim: MakeSim) -> None:
     sim = make_sim()
     outcome: dict[str, Exception] = {}
 
@@ -412,7 +415,7 @@ def test_hang_fault_never_answers_and_counts_as_waiting(make_sim: Any) -> None:
     assert sample(scrape(sim), "vllm:num_requests_waiting") == 0
 
 
-def test_malformed_fault_sends_one_broken_event(make_sim: Any) -> None:
+def test_malformed_fault_sends_one_broken_event(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=6)
     got = stream(sim, chat_body(), fault="malformed")
     broken = []
@@ -429,7 +432,7 @@ def test_malformed_fault_sends_one_broken_event(make_sim: Any) -> None:
     assert sum(1 for c in good if c["choices"][0]["delta"].get("content")) == 6
 
 
-def test_not_sse_fault_answers_json(make_sim: Any) -> None:
+def test_not_sse_fault_answers_json(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=3)
     resp = requests.post(
         sim.url + CHAT, json=chat_body(), headers={FAULT_HEADER: "not_sse"}, timeout=5
@@ -439,7 +442,7 @@ def test_not_sse_fault_answers_json(make_sim: Any) -> None:
     assert resp.json()["object"] == "chat.completion"
 
 
-def test_oversize_fault_sends_a_line_without_end(make_sim: Any) -> None:
+def test_oversize_fault_sends_a_line_without_end(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=4, oversize_bytes=300_000)
     got = stream(sim, chat_body(), fault="oversize")
     assert len(got.content_events()) == 2
@@ -447,7 +450,7 @@ def test_oversize_fault_sends_a_line_without_end(make_sim: Any) -> None:
     assert b"\n" not in got.leftover
 
 
-def test_oversize_fault_stops_when_the_client_gives_up(make_sim: Any) -> None:
+def test_oversize_fault_stops_when_the_client_gives_up(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=2, oversize_bytes=1 << 30)
     resp = requests.post(
         sim.url + CHAT, json=chat_body(), headers={FAULT_HEADER: "oversize"}, stream=True, timeout=5
@@ -457,7 +460,7 @@ def test_oversize_fault_stops_when_the_client_gives_up(make_sim: Any) -> None:
     assert only_record(sim).client_disconnected
 
 
-def test_buffered_fault_delivers_the_stream_in_one_write(make_sim: Any) -> None:
+def test_buffered_fault_delivers_the_stream_in_one_write(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=10, itl=0.01)
     got = stream(sim, chat_body(), fault="buffered")
     record = sim.request_log(got.response_id())
@@ -470,7 +473,7 @@ def test_buffered_fault_delivers_the_stream_in_one_write(make_sim: Any) -> None:
     assert len(got.content_events()) == 10 and got.data()[-1] == b"[DONE]"
 
 
-def test_keepalive_comments_come_before_the_first_token(make_sim: Any) -> None:
+def test_keepalive_comments_come_before_the_first_token(make_sim: MakeSim) -> None:
     sim = make_sim(ttft=0.2, keepalive=0.05, tokens=2)
     got = stream(sim, chat_body())
     comments = [e for _, e in got.events if e.startswith(b":")]
@@ -482,13 +485,13 @@ def test_keepalive_comments_come_before_the_first_token(make_sim: Any) -> None:
     assert max(record.keepalive_write_ns) < record.event_write_ns[0]
 
 
-def test_fault_header_none_overrides_the_probabilities(make_sim: Any) -> None:
+def test_fault_header_none_overrides_the_probabilities(make_sim: MakeSim) -> None:
     sim = make_sim(p_http_500=1.0)
     assert stream(sim, chat_body()).status == 500
     assert stream(sim, chat_body(), fault="none").status == 200
 
 
-def test_bad_fault_header_is_refused(make_sim: Any) -> None:
+def test_bad_fault_header_is_refused(make_sim: MakeSim) -> None:
     sim = make_sim()
     resp = requests.post(
         sim.url + CHAT, json=chat_body(), headers={FAULT_HEADER: "boom"}, timeout=5
@@ -499,7 +502,7 @@ def test_bad_fault_header_is_refused(make_sim: Any) -> None:
     assert resp.status_code == 400 and "stream" in resp.json()["error"]["message"]
 
 
-def test_fault_draws_follow_the_probabilities_and_the_seed(make_sim: Any) -> None:
+def test_fault_draws_follow_the_probabilities_and_the_seed(make_sim: MakeSim) -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
 
     def statuses(sim: Simulator) -> list[int]:
@@ -514,7 +517,7 @@ def test_fault_draws_follow_the_probabilities_and_the_seed(make_sim: Any) -> Non
 # --- timing stamps -----------------------------------------------------------------------
 
 
-def test_write_stamps_follow_the_schedule(make_sim: Any) -> None:
+def test_write_stamps_follow_the_schedule(make_sim: MakeSim) -> None:
     itl = 0.01
     sim = make_sim(ttft=0.05, itl=itl, tokens=20)
     got = stream(sim, chat_body())
@@ -536,7 +539,7 @@ def test_write_stamps_follow_the_schedule(make_sim: Any) -> None:
     assert statistics.median(errors_ms) < 2.0
 
 
-def test_jitter_varies_the_gaps_within_bounds(make_sim: Any) -> None:
+def test_jitter_varies_the_gaps_within_bounds(make_sim: MakeSim) -> None:
     itl = 0.01
     sim = make_sim(ttft=0.01, itl=itl, tokens=15, jitter=0.5, seed=11)
     got = stream(sim, chat_body())
@@ -547,7 +550,7 @@ def test_jitter_varies_the_gaps_within_bounds(make_sim: Any) -> None:
     assert all(0.5 * itl * 1e3 - 1.0 < gap < 1.5 * itl * 1e3 + 3.0 for gap in gaps_ms)
 
 
-def test_client_disconnect_is_detected(make_sim: Any) -> None:
+def test_client_disconnect_is_detected(make_sim: MakeSim) -> None:
     sim = make_sim(ttft=0.005, itl=0.005, tokens=1000)
     before = scrape(sim)
     got = stream(sim, chat_body(), stop_after_events=5)
@@ -567,7 +570,7 @@ def test_client_disconnect_is_detected(make_sim: Any) -> None:
     assert generated - sample(before, "vllm:generation_tokens_total") == record.tokens_sent
 
 
-def test_request_record_endpoint(make_sim: Any) -> None:
+def test_request_record_endpoint(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=3)
     got = stream(sim, chat_body())
     resp = requests.get(f"{sim.url}/sim/requests/{got.response_id()}", timeout=5)
@@ -580,7 +583,7 @@ def test_request_record_endpoint(make_sim: Any) -> None:
     assert requests.get(sim.url + "/sim/requests/chatcmpl-0", timeout=5).status_code == 404
 
 
-def test_records_are_bounded(make_sim: Any) -> None:
+def test_records_are_bounded() -> None:
     from streamobs.simulator.records import RecordStore, RequestTrace
 
     store = RecordStore(limit=3)
@@ -600,7 +603,7 @@ def test_records_are_bounded(make_sim: Any) -> None:
     assert store.get("r0", wait=0) is None
 
 
-def test_concurrent_streams(make_sim: Any) -> None:
+def test_concurrent_streams(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=20, itl=0.003)
     results: list[Received] = []
     threads = [
@@ -615,7 +618,7 @@ def test_concurrent_streams(make_sim: Any) -> None:
     assert len({r.response_id() for r in results}) == 8
 
 
-def test_connection_is_reused_after_a_complete_stream(make_sim: Any) -> None:
+def test_connection_is_reused_after_a_complete_stream(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=3)
     body = json.dumps(chat_body()).encode()
     request = (
@@ -643,7 +646,7 @@ def captured_families() -> dict[str, Any]:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def test_metrics_match_the_captured_names_help_and_buckets(make_sim: Any) -> None:
+def test_metrics_match_the_captured_names_help_and_buckets(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=2)
     stream(sim, chat_body())
     text = requests.get(sim.url + "/metrics", timeout=5).text
@@ -687,7 +690,7 @@ def test_metrics_match_the_captured_names_help_and_buckets(make_sim: Any) -> Non
     assert "version=0.0.4" in requests.get(sim.url + "/metrics", timeout=5).headers["content-type"]
 
 
-def test_metrics_count_what_was_served(make_sim: Any) -> None:
+def test_metrics_count_what_was_served(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=5, itl=0.003)
     before = scrape(sim)
     prompt_total = 0
@@ -721,7 +724,7 @@ def test_metrics_count_what_was_served(make_sim: Any) -> None:
     assert sample(after, "vllm:kv_cache_usage_perc") == 0
 
 
-def test_running_and_kv_cache_follow_requests_in_flight(make_sim: Any) -> None:
+def test_running_and_kv_cache_follow_requests_in_flight(make_sim: MakeSim) -> None:
     sim = make_sim(ttft=0.3, tokens=2)
     thread = threading.Thread(target=lambda: stream(sim, chat_body()))
     thread.start()
@@ -737,7 +740,7 @@ def test_running_and_kv_cache_follow_requests_in_flight(make_sim: Any) -> None:
 # --- runtime configuration ----------------------------------------------------------------
 
 
-def test_sim_config_endpoint_changes_new_requests(make_sim: Any) -> None:
+def test_sim_config_endpoint_changes_new_requests(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=1)
     resp = requests.post(sim.url + "/sim/config", json={"ttft": 0.15}, timeout=5)
     assert resp.status_code == 200
@@ -761,7 +764,7 @@ def test_sim_config_endpoint_changes_new_requests(make_sim: Any) -> None:
     assert sim.config.ttft == 0.15  # refused updates changed nothing
 
 
-def test_reconfigure_and_model_rename(make_sim: Any) -> None:
+def test_reconfigure_and_model_rename(make_sim: MakeSim) -> None:
     sim = make_sim()
     config = sim.reconfigure(model="other", tokens=2)
     assert config == sim.config and sim.config.model == "other"
@@ -852,6 +855,12 @@ def parse_cli(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=sim_cli.PROG)
     sim_cli.add_arguments(parser)
     return parser.parse_args(argv)
+
+
+def test_cli_has_a_flag_for_every_fault() -> None:
+    assert tuple(sim_cli.FAULT_HELP) == FAULTS
+    flags = vars(parse_cli())
+    assert {f"p_{fault}" for fault in FAULTS} <= set(flags)
 
 
 def test_cli_flags_win_over_environment() -> None:

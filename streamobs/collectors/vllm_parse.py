@@ -88,11 +88,24 @@ def _fold_created(families: list[ParsedFamily]) -> tuple[ParsedFamily, ...]:
         else:
             created[parent] = created.get(parent, ()) + family.samples
     return tuple(
-        ParsedFamily(f.name, f.type, f.documentation, f.samples + created.pop(f.name))
+        ParsedFamily(f.name, f.type, f.documentation, _interleave(f.samples, created.pop(f.name)))
         if f.name in created and f.type in _HAS_CREATED
         else f
         for f in kept
     )
+
+
+def _interleave(samples: tuple[Sample, ...], created: tuple[Sample, ...]) -> tuple[Sample, ...]:
+    """Each ``_created`` sample right after the samples with its labels, as OpenMetrics
+    requires (one series' samples together) and prometheus_client itself orders them."""
+    groups: dict[tuple[tuple[str, str], ...], list[Sample]] = {}
+    for sample in (*samples, *created):
+        groups.setdefault(_series_key(sample), []).append(sample)
+    return tuple(sample for group in groups.values() for sample in group)
+
+
+def _series_key(sample: Sample) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in sample.labels.items() if k not in ("le", "quantile")))
 
 
 def _created_parent(family: ParsedFamily, parents: set[str]) -> str | None:

@@ -281,10 +281,9 @@ class _ProbeRun:
 
     def _timeout(self) -> _Failure:
         timeouts = self.spec.timeouts
-        if self.first_token_ns is None and timeouts.first_token < timeouts.total:
-            return _Failure(
-                Outcome.TIMEOUT_FIRST_TOKEN, f"no token within {timeouts.first_token:g} s"
-            )
+        if self.first_token_ns is None:
+            waited = min(timeouts.first_token, timeouts.total)
+            return _Failure(Outcome.TIMEOUT_FIRST_TOKEN, f"no token within {waited:g} s")
         return _Failure(
             Outcome.TIMEOUT_TOTAL,
             f"stream not finished within {timeouts.total:g} s "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from streamobs.simulator.config import FAULTS, SimulatorConfig
+from streamobs.simulator.config import SimulatorConfig
 from streamobs.simulator.server import Simulator
 
 PROG = "streamobs simulate"
@@ -37,6 +37,20 @@ class _Option:
         return ENV_PREFIX + self.dest.upper()
 
 
+# What each fault does, for the help text; one entry per name in FAULTS.
+FAULT_HELP: dict[str, str] = {
+    "http_500": "HTTP 500 with a JSON error body",
+    "http_429": "HTTP 429 with a JSON error body and retry-after",
+    "error_event": "vLLM's engine-dead error event halfway, then [DONE]",
+    "truncate": "a clean end of body halfway, without finish_reason or [DONE]",
+    "reset": "a TCP reset halfway through the stream",
+    "stall": "headers and the role chunk, then silence",
+    "hang": "no answer at all, not even headers",
+    "malformed": "one event with broken JSON halfway",
+    "not_sse": "one JSON body although it asked for a stream",
+    "oversize": "a data: line of --oversize-bytes that never ends, halfway",
+}
+
 _DEFAULTS = SimulatorConfig()
 _OPTIONS: tuple[_Option, ...] = (
     _Option("host", "str", "address to listen on (default 127.0.0.1)"),
@@ -49,8 +63,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("max-model-len", "int", f"context length (default {_DEFAULTS.max_model_len})"),
     _Option("keepalive", "float", "send `: keep-alive` comments this often before the first token"),
     *(
-        _Option(f"p-{fault.replace('_', '-')}", "float", f"probability of {fault}")
-        for fault in FAULTS
+        _Option(f"p-{fault.replace('_', '-')}", "float", f"chance that a request gets: {what}")
+        for fault, what in FAULT_HELP.items()
     ),
     _Option("buffered", "bool", "deliver each whole stream in one write, as a buffering proxy"),
     _Option("stall-seconds", "float", "how long stall and hang faults last (default 3600)"),
