@@ -198,7 +198,7 @@ def test_sighup_reload_and_sigterm_during_a_probe(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
         assert code == 0, err
         assert elapsed < 2 + 1.5  # the 2 s grace, then out
         assert "Traceback" not in err
