@@ -135,7 +135,10 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-def scrape(sim: Simulator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(sim: Simulator) -> Samples:
     text = requests.get(sim.url + "/metrics", timeout=5).text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -144,9 +147,7 @@ def scrape(sim: Simulator) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     }
 
 
-def sample(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
+def sample(samples: Samples, name: str, **labels: str) -> float:
     labels = {"engine": "0", "model_name": "sim-model", **labels}
     return samples[(name, tuple(sorted(labels.items())))]
 
@@ -166,7 +167,7 @@ def settle(sim: Simulator) -> None:
         assert done is not None and done.complete
 
 
-def wait_for(predicate: Any, timeout: float = 3.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -339,7 +340,7 @@ def test_http_status_faults(make_sim: MakeSim, fault: str, status: int) -> None:
     got = stream(sim, chat_body(), fault=fault)
     assert got.status == status
     assert got.headers["content-type"] == "application/json"
-    error = json.loads(got.events[0][1] if got.events else got.leftover)["error"]
+    error = json.loads(got.leftover)["error"]  # a JSON body: no SSE events in it
     assert error["code"] == status and error["message"]
     if status == 429:
         assert got.headers["retry-after"] == "1"
@@ -473,6 +474,14 @@ def test_buffered_fault_delivers_the_stream_in_one_write(make_sim: MakeSim) -> N
     assert len(got.content_events()) == 10 and got.data()[-1] == b"[DONE]"
 
 
+def test_buffered_setting_applies_to_requests_without_a_fault(make_sim: MakeSim) -> None:
+    sim = make_sim(tokens=3, buffered=True)
+    got = stream(sim, chat_body())
+    record = sim.request_log(got.response_id())
+    assert record is not None and record.fault == "buffered"
+    assert len(set(record.event_write_ns)) == 1 and got.data()[-1] == b"[DONE]"
+
+
 def test_keepalive_comments_come_before_the_first_token(make_sim: MakeSim) -> None:
     sim = make_sim(ttft=0.2, keepalive=0.05, tokens=2)
     got = stream(sim, chat_body())
@@ -537,6 +546,28 @@ def test_write_stamps_follow_the_schedule(make_sim: MakeSim) -> None:
     arrivals = [ns for ns, _ in got.content_events()]
     errors_ms = [abs(a - w) / 1e6 for a, w in zip(arrivals, stamps, strict=True)]
     assert statistics.median(errors_ms) < 2.0
+
+
+def test_deadlines_are_absolute_so_late_writes_do_not_add_up(make_sim: MakeSim) -> None:
+    ttft, itl, tokens = 0.01, 0.002, 100
+    sim = make_sim(ttft=ttft, itl=itl, tokens=tokens)
+    got = stream(sim, chat_body())
+    record = sim.request_log(got.response_id())
+    assert record is not None and len(record.token_generated_ns) == tokens
+    # Each sleep overshoots a little; scheduled from the previous write, 99 overshoots
+    # would add up to several milliseconds by the last token.
+    last_due = record.received_ns + round((ttft + (tokens - 1) * itl) * 1e9)
+    assert 0 <= record.token_generated_ns[-1] - last_due < 3_000_000
+
+
+def test_accepted_sockets_have_nodelay(make_sim: MakeSim) -> None:
+    sim = make_sim(ttft=0.3)
+    thread = threading.Thread(target=lambda: stream(sim, chat_body()))
+    thread.start()
+    wait_for(lambda: bool(sim.records()))
+    live = list(sim._server._connections.values())
+    assert live and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in live)
+    thread.join()
 
 
 def test_jitter_varies_the_gaps_within_bounds(make_sim: MakeSim) -> None:

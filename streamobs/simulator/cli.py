@@ -125,8 +125,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Typed settings from flags, else STREAMOBS_SIM_* variables; absent ones are left out
-    for config fields (so the config's defaults apply). Raises ValueError on a bad value."""
+    """Typed settings: each flag, else its STREAMOBS_SIM_* variable, else left out.
+
+    Config fields left out take the config's defaults; host, port and seed get theirs
+    here. A bad value raises ValueError naming the flag or variable it came from.
+    """
     settings: dict[str, Any] = dict(_FALLBACKS)
     for option in _OPTIONS:
         raw = flags.get(option.dest)

@@ -33,10 +33,15 @@ class SimulatorConfig:
     model: str = "sim-model"
     ttft: float = 0.2
     itl: float = 0.02
+    # Each delay varies uniformly by up to ± this fraction of itself.
     jitter: float = 0.0
+    # Natural length: the end-of-sequence comes after this many tokens (unless the
+    # request sets ignore_eos, which makes it generate exactly max_tokens).
     tokens: int = 64
     max_model_len: int = 4096
+    # If > 0, a `: keep-alive` comment this often while waiting for the first token.
     keepalive: float = 0.0
+    # Per-request fault chances, drawn once per request in the order of FAULTS.
     p_http_500: float = 0.0
     p_http_429: float = 0.0
     p_error_event: float = 0.0
@@ -47,7 +52,9 @@ class SimulatorConfig:
     p_malformed: float = 0.0
     p_not_sse: float = 0.0
     p_oversize: float = 0.0
+    # Requests that draw no fault get their whole stream in one write at the end.
     buffered: bool = False
+    # How long stall and hang last if the client does not give up first.
     stall_seconds: float = 3600.0
     oversize_bytes: int = 8 * 1024 * 1024
 

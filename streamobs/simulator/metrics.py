@@ -218,7 +218,6 @@ class EngineMetrics:
         with self._lock:
             running = self._running[model].pop(request_id)
         if finished_reason is None:
-            self._success.labels(_ENGINE, "abort", model).inc()
             return
         labels = (_ENGINE, model)
         self._success.labels(_ENGINE, finished_reason, model).inc()
