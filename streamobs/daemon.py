@@ -14,13 +14,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
+from streamobs.collectors.poller import VllmPoller
+from streamobs.collectors.vllm_export import VllmCollector
 from streamobs.config import Config, ConfigError, TargetConfig, load_config
 from streamobs.export.blackbox import probe_registry
 from streamobs.export.prometheus import ProbeMetrics
+from streamobs.overhead import OverheadTracker
 from streamobs.probe.models import discover_model
 from streamobs.probe.prober import run_probe
 from streamobs.probe.result import ProbeResult
@@ -37,25 +40,44 @@ Probe = Callable[[ProbeSpec], ProbeResult]
 
 
 class Runtime:
-    """Registry, probe series, status board and scheduler for one config."""
+    """Registry, probe series, status board, scheduler and collectors for one config."""
 
     def __init__(self, config: Config, probe: Probe, discover: Callable[..., str]) -> None:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = ProbeMetrics(self.registry, config)
         self.status = StatusBoard(config)
+        self.overhead = OverheadTracker()
         self.scheduler = Scheduler(
             config.targets, config.max_concurrency, self._on_result, probe, discover
         )
+        self.vllm: VllmPoller | None = None
+        if config.vllm.enabled:
+            self.vllm = VllmPoller(config.targets, config.vllm, self.overhead.record_snapshot)
+            self.registry.register(
+                VllmCollector(
+                    self.vllm.latest,
+                    targets=self.vllm.target_names,
+                    reexpose=config.vllm.reexpose,
+                    # Only vLLM's own families: its process_*/python_* would collide with ours.
+                    reexpose_prefixes=("vllm:",),
+                )
+            )
+            self.registry.register(self.overhead)
 
     def _on_result(self, target: TargetConfig, result: ProbeResult) -> None:
         self.metrics.record(target.name, result)
         self.status.record(target, result)
+        self.overhead.record_probe(target, result)
 
     def start(self) -> None:
         self.scheduler.start()
+        if self.vllm is not None:
+            self.vllm.start()
 
     def stop(self, grace: float) -> bool:
+        if self.vllm is not None:
+            self.vllm.stop()
         return self.scheduler.stop(grace)
 
 
@@ -82,6 +104,9 @@ class Daemon:
         self._discover = discover
         self._lock = threading.Lock()
         self.registry = CollectorRegistry()
+        # streamobs' own footprint, beside what it measures.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._reload_ok = Gauge(
             "streamobs_config_last_reload_successful",
             "1 if the last configuration reload succeeded.",
@@ -172,7 +197,9 @@ class Daemon:
 
     # -- endpoints ------------------------------------------------------------------
     def metrics(self, accept: str | None) -> Reply:
-        encoder, content_type = choose_encoder(accept or "")
+        # Always the classic text format: prometheus_client's OpenMetrics output rewrites the
+        # colons in re-exposed vLLM names (vllm:x -> vllm_x), and every scraper reads text.
+        encoder, content_type = choose_encoder("")
         return Reply(200, encoder(self.registry), content_type)
 
     def ready(self) -> Reply:

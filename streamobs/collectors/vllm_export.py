@@ -3,13 +3,15 @@
 Per scrape it yields, for every target:
 - with ``reexpose=True``, vLLM's own families unchanged. With one target the samples are
   exactly vLLM's (names, labels, values), so streamobs can stand in for vLLM as the pod's
-  only scrape target. With several, every re-exposed sample gains ``target="<name>"`` so
-  identical vLLM series from different servers do not collide; a label vLLM itself calls
-  ``target`` becomes ``exported_target``, as Prometheus does without ``honor_labels``.
-  ``reexpose_prefixes`` limits re-exposure to some families, e.g. ``("vllm:",)`` when the
-  registry also holds streamobs' own ``process_*``/``python_*`` collectors.
+  only scrape target. With several targets every re-exposed sample gains
+  ``target="<name>"``, so identical vLLM series from different servers do not collide (a
+  label vLLM itself calls ``target`` becomes ``exported_target``, as Prometheus does
+  without ``honor_labels``). "Several" counts the configured targets, so the labels do
+  not change while one of them is down. ``reexpose_prefixes`` limits re-exposure to some
+  families, e.g. ``("vllm:",)`` when the registry also holds streamobs' own
+  ``process_*``/``python_*`` collectors, whose names vLLM's process metrics share.
 - the normalised ``streamobs_vllm_*`` families (labels ``target``, ``model``, ``engine``,
-  plus the metric's own such as ``finished_reason``), absent for a target that is down;
+  plus the metric's own such as ``finished_reason``); a target that is down has none;
 - ``streamobs_collector_up{collector="vllm",target}`` and
   ``streamobs_collector_duration_seconds{collector="vllm",target}`` for every target,
   including configured targets not scraped yet (0 and 0).
@@ -115,6 +117,7 @@ class VllmCollector:
         # Build everything first so a failure leaves no half-exported target behind.
         try:
             families = self._reexposed_families(snapshot) if self._reexpose else []
+            prepared = reexposed.prepare(target, families)
             samples = _normalised_samples(target, snapshot.normalised)
         except Exception as exc:
             if self._states.changed(f"export {target}", repr(exc)):
@@ -122,7 +125,7 @@ class VllmCollector:
             return False
         if self._states.changed(f"export {target}", ""):
             _log.info("vLLM target %s exports again", target)
-        conflicts = ", ".join(reexposed.add(target, families))
+        conflicts = ", ".join(reexposed.merge(prepared))
         if self._states.changed(f"conflicts {target}", conflicts) and conflicts:
             _log.warning(
                 "vLLM target %s: not re-exposing %s, already exposed with another type",
@@ -204,22 +207,30 @@ class _Reexposed:
         self._label_target = label_target
         self._metrics: dict[str, Metric] = {}
 
-    def add(self, target: str, families: Iterable[ParsedFamily]) -> list[str]:
-        """Add a target's families; returns the names skipped because an earlier target
-        (or an earlier family of this one) has a family of that name with another type."""
-        conflicts = []
+    def prepare(self, target: str, families: Iterable[ParsedFamily]) -> list[tuple[str, Metric]]:
+        """One target's families as metrics, keyed by exposed name; nothing merged yet."""
+        prepared = []
         for family in families:
-            metric = self._metrics.get(family.exposed_name)
-            if metric is None:
-                metric = Metric(family.name, family.documentation, family.type)
-                self._metrics[family.exposed_name] = metric
-            elif metric.type != family.type:
-                conflicts.append(family.exposed_name)
-                continue
+            metric = Metric(family.name, family.documentation, family.type)
             if self._label_target:
-                metric.samples.extend(_with_target(s, target) for s in family.samples)
+                metric.samples = [_with_target(s, target) for s in family.samples]
             else:
-                metric.samples.extend(family.samples)
+                metric.samples = list(family.samples)
+            prepared.append((family.exposed_name, metric))
+        return prepared
+
+    def merge(self, prepared: Iterable[tuple[str, Metric]]) -> list[str]:
+        """Add prepared families; returns the names skipped because an earlier target (or
+        an earlier family of this one) has a family of that name with another type."""
+        conflicts = []
+        for name, metric in prepared:
+            kept = self._metrics.setdefault(name, metric)
+            if kept is metric:
+                continue
+            if kept.type != metric.type:
+                conflicts.append(name)
+                continue
+            kept.samples.extend(metric.samples)
         return conflicts
 
     def metrics(self) -> list[Metric]:

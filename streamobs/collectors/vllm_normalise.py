@@ -8,12 +8,18 @@ from dataclasses import dataclass
 
 from prometheus_client.samples import Sample
 
-from streamobs.collectors.vllm_names import DEFAULT_ENGINE, NORMALISED, NormalisedSpec
+from streamobs.collectors.vllm_names import (
+    DEFAULT_ENGINE,
+    NORMALISED,
+    SERIES_LABELS,
+    NormalisedSpec,
+)
 from streamobs.collectors.vllm_parse import ParsedFamily
 
 # Label values in the order of ``SERIES_LABELS`` followed by the spec's extra labels.
 LabelValues = tuple[str, ...]
 
+# Untyped is accepted for scalars: the samples are the same when a proxy drops TYPE lines.
 _SCALAR_TYPES = {"gauge": ("gauge", "unknown"), "counter": ("counter", "unknown")}
 
 
@@ -45,14 +51,30 @@ class NormalisedFamily:
 
     @property
     def label_names(self) -> tuple[str, ...]:
-        return ("model", "engine", *self.spec.extra_labels)
+        return (*SERIES_LABELS, *self.spec.extra_labels)
 
 
 def normalise(families: Iterable[ParsedFamily]) -> tuple[NormalisedFamily, ...]:
     """Every spec in the table that one of its sources feeds; the others are absent."""
-    by_name = {f.exposed_name: f for f in families}
+    by_name = _by_exposed_name(families)
     found = (_normalise_spec(spec, by_name) for spec in NORMALISED)
     return tuple(f for f in found if f is not None)
+
+
+def _by_exposed_name(families: Iterable[ParsedFamily]) -> dict[str, ParsedFamily]:
+    """Families by the name vLLM's documentation uses; a name announced twice (which vLLM
+    never does) is read as one family, or ignored the second time if its type differs."""
+    by_name: dict[str, ParsedFamily] = {}
+    for family in families:
+        seen = by_name.get(family.exposed_name)
+        if seen is None:
+            by_name[family.exposed_name] = family
+        elif seen.type == family.type:
+            samples = seen.samples + family.samples
+            by_name[family.exposed_name] = ParsedFamily(
+                seen.name, seen.type, seen.documentation, samples
+            )
+    return by_name
 
 
 def _normalise_spec(
@@ -80,7 +102,7 @@ def _label_values(spec: NormalisedSpec, labels: Mapping[str, str]) -> LabelValue
 
 
 def _scalars(spec: NormalisedSpec, source: str, family: ParsedFamily) -> tuple[ScalarSeries, ...]:
-    if family.type not in _SCALAR_TYPES[spec.kind]:
+    if family.type not in _SCALAR_TYPES.get(spec.kind, ()):
         return ()
     values: dict[LabelValues, float] = {}
     for sample in family.samples:

@@ -58,11 +58,12 @@ def parse_families(text: str) -> tuple[ParsedFamily, ...]:
 def _counters_declared_without_total(text: str) -> frozenset[str]:
     names = set()
     for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped.startswith("# TYPE"):
+        if not line.lstrip().startswith("#"):
             continue
-        parts = stripped.split(None, 3)
-        if len(parts) == 4 and parts[3] == "counter" and not parts[2].endswith(_TOTAL):
+        parts = line.split(None, 3)
+        if len(parts) != 4 or parts[:2] != ["#", "TYPE"]:
+            continue
+        if parts[3].strip() == "counter" and not parts[2].endswith(_TOTAL):
             names.add(parts[2])
     return frozenset(names)
 

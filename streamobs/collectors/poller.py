@@ -1,0 +1,87 @@
+"""Scrape every target's vLLM ``/metrics`` in the background, keeping the latest snapshot.
+
+Off the scrape path on purpose: a slow vLLM must not slow our own ``/metrics``, and the
+scrape interval of whoever reads us must not change how often we load vLLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+import requests
+
+from streamobs.collectors.vllm import VllmSnapshot, scrape_vllm
+from streamobs.collectors.vllm_http import new_vllm_session
+from streamobs.config import TargetConfig, VllmCollectorConfig
+
+log = logging.getLogger(__name__)
+
+SnapshotCallback = Callable[[TargetConfig, VllmSnapshot], None]
+
+
+class VllmPoller:
+    def __init__(
+        self,
+        targets: Sequence[TargetConfig],
+        config: VllmCollectorConfig,
+        on_snapshot: SnapshotCallback | None = None,
+    ) -> None:
+        self._targets = tuple(t for t in targets if t.metrics_url)
+        self._config = config
+        self._on_snapshot = on_snapshot
+        self._latest: dict[str, VllmSnapshot] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self._targets)
+
+    def latest(self) -> Mapping[str, VllmSnapshot]:
+        with self._lock:
+            return dict(self._latest)
+
+    def start(self) -> None:
+        for target in self._targets:
+            thread = threading.Thread(
+                target=self._loop, args=(target,), name=f"vllm-{target.name}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def scrape_once(self, target: TargetConfig, session: requests.Session) -> VllmSnapshot:
+        assert target.metrics_url is not None
+        snapshot = scrape_vllm(
+            target.metrics_url,
+            timeout=min(self._config.timeout, target.interval),
+            max_bytes=self._config.max_bytes,
+            session=session,
+        )
+        with self._lock:
+            self._latest[target.name] = snapshot
+        if self._on_snapshot is not None:
+            try:
+                self._on_snapshot(target, snapshot)
+            except Exception:
+                log.exception("target %s: handling a vLLM snapshot failed", target.name)
+        return snapshot
+
+    def _loop(self, target: TargetConfig) -> None:
+        session = new_vllm_session()
+        try:
+            # Same cadence as the target's probes, offset so both do not always coincide.
+            wait = random.uniform(0, min(target.interval, 1.0))
+            while not self._stop.wait(wait):
+                self.scrape_once(target, session)
+                wait = target.interval
+        finally:
+            session.close()
