@@ -289,8 +289,13 @@ def _daemon_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from prometheus_client import disable_created_metrics
+
     from streamobs.daemon import Daemon
 
+    # `_created` samples become series of their own in the text format: noise for our
+    # counters. Re-exposed vLLM families keep theirs, exactly as vLLM serves them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         config = _daemon_config(args)
         daemon = Daemon(config, config_path=args.config)

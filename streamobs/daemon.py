@@ -196,7 +196,7 @@ class Daemon:
             self._reload_time.set(time.time())
 
     # -- endpoints ------------------------------------------------------------------
-    def metrics(self, accept: str | None) -> Reply:
+    def metrics(self) -> Reply:
         # Always the classic text format: prometheus_client's OpenMetrics output rewrites the
         # colons in re-exposed vLLM names (vllm:x -> vllm_x), and every scraper reads text.
         encoder, content_type = choose_encoder("")

@@ -66,6 +66,11 @@ class VllmPoller:
             max_bytes=self._config.max_bytes,
             session=session,
         )
+        self.accept(target, snapshot)
+        return snapshot
+
+    def accept(self, target: TargetConfig, snapshot: VllmSnapshot) -> None:
+        """Make ``snapshot`` the latest of ``target`` and tell whoever listens."""
         with self._lock:
             self._latest[target.name] = snapshot
         if self._on_snapshot is not None:
@@ -73,7 +78,6 @@ class VllmPoller:
                 self._on_snapshot(target, snapshot)
             except Exception:
                 log.exception("target %s: handling a vLLM snapshot failed", target.name)
-        return snapshot
 
     def _loop(self, target: TargetConfig) -> None:
         session = new_vllm_session()

@@ -158,10 +158,11 @@ class ProbeMetrics:
         self.success.labels(*labels).set(1 if result.ok else 0)
         if result.headers_ns is not None:
             self.headers.labels(*labels).observe(result.headers_ns / 1e9)
-        if result.delivery is not None:
-            self.burst_share.labels(*labels).set(result.delivery.burst_share)
-            if result.delivery.buffered:
-                self.buffered.labels(*labels).inc()
+        # No stream, no bursts: a failed connect must not keep the previous probe's share.
+        delivery = result.delivery
+        self.burst_share.labels(*labels).set(delivery.burst_share if delivery else 0.0)
+        if delivery is not None and delivery.buffered:
+            self.buffered.labels(*labels).inc()
         if not result.ok:
             self.failures.labels(target, model, result.outcome.value).inc()
             return

@@ -23,7 +23,7 @@ class Reply:
 
 
 class Endpoints(Protocol):
-    def metrics(self, accept: str | None) -> Reply: ...
+    def metrics(self) -> Reply: ...
     def status_page(self) -> Reply: ...
     def ready(self) -> Reply: ...
     def reload_endpoint(self) -> Reply: ...
@@ -54,7 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
         route = (method, parts.path)
         try:
             if route == ("GET", "/metrics"):
-                reply = endpoints.metrics(self.headers.get("Accept"))
+                reply = endpoints.metrics()
             elif route == ("GET", "/healthz"):
                 reply = Reply(200, b"ok\n")
             elif route == ("GET", "/readyz"):
