@@ -78,8 +78,14 @@ def test_probe_histograms_fill_and_failure_shows_while_metrics_answer(
     assert (sample(text, "streamobs_probe_tpot_seconds_count", **labels) or 0) >= 3
     assert (sample(text, "streamobs_probe_output_tokens_total", **labels) or 0) >= 24
     assert sample(text, "streamobs_probe_ttft_seconds_bucket", le="2.0", **labels) is not None
+    up = {"collector": "vllm", "target": "sim"}
+    wait_for(lambda: sample(metrics(daemon), "streamobs_collector_up", **up) == 1)
+    text = metrics(daemon)
+    assert (sample(text, "vllm:generation_tokens_total", model_name="sim") or 0) > 0
+    assert (sample(text, "streamobs_vllm_generation_tokens_total", target="sim") or 0) > 0
     simulator.stop()
     wait_for(lambda: sample(metrics(daemon), "streamobs_probe_success", **labels) == 0)
+    wait_for(lambda: sample(metrics(daemon), "streamobs_collector_up", **up) == 0)
     text = metrics(daemon)
     assert (sample(text, "streamobs_probe_failures_total", outcome="connect", **labels) or 0) >= 1
     assert sample(text, "streamobs_config_last_reload_successful") == 1
