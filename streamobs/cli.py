@@ -180,22 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", help="YAML configuration")
 
+    from streamobs import demo as demo_module
+
     demo = commands.add_parser(
-        "demo", parents=[common], help="simulator and prober wired together, live"
+        "demo", parents=[common], help="simulator and daemon wired together, with a live view"
     )
-    demo.add_argument("--interval", type=positive_seconds, default=1.0, help="between probes")
-    demo.add_argument("--duration", type=positive_seconds, help="stop after this many seconds")
-    demo.add_argument("--ttft", type=positive_seconds, default=0.2, help="simulated TTFT")
-    demo.add_argument("--itl", type=positive_seconds, default=0.02, help="simulated ITL")
-    demo.add_argument("--max-tokens", type=positive_int, default=32)
-    demo.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="NAME=P",
-        help="inject a simulator fault with probability P, e.g. error_event=0.2 (repeatable)",
-    )
-    demo.add_argument("--buffered", action="store_true", help="simulate a buffering proxy")
+    demo_module.add_arguments(demo, positive_seconds)
     _apply_env(demo)
     return parser
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import socketserver
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,6 +85,10 @@ class _Server(ThreadingHTTPServer):
                 self._connections.pop(threading.current_thread(), None)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client going away (reset, broken pipe) is normal traffic, not a server error.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            _log.debug("connection from %s ended: %s", client_address, sys.exc_info()[1])
+            return
         _log.exception("error while serving %s", client_address)
 
     def end_connections(self) -> list[threading.Thread]:

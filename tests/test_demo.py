@@ -1,0 +1,62 @@
+"""`make demo`'s entry point: probe series on its /metrics, and a fault flag changes them."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import requests
+
+from tests.test_daemon import sample, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_serves_probe_series_and_a_fault_flag_shows() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamobs", "demo", "--duration", "30", "--interval", "0.3",
+         "--ttft", "0.05", "--itl", "0.005", "--max-tokens", "8",
+         "--listen-address", f"127.0.0.1:{port}",
+         "--fault", "error_event=1", "--fault-after", "2.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/metrics"
+    labels = {"target": "demo", "model": "demo-model"}
+
+    def metric(name: str, **extra: str) -> float:
+        try:
+            text = requests.get(url, timeout=2).text
+        except requests.ConnectionError:
+            return 0.0
+        return sample(text, name, **labels, **extra) or 0.0
+
+    try:
+        wait_for(lambda: metric("streamobs_probe_ttft_seconds_count") >= 3, timeout=15)
+        assert metric("streamobs_probe_failures_total", outcome="stream_error") == 0
+        wait_for(
+            lambda: metric("streamobs_probe_failures_total", outcome="stream_error") >= 2,
+            timeout=15,
+        )
+        assert metric("streamobs_probe_success") == 0
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "TTFT" in out and "stream_error" in out
+
+
+def test_demo_bad_fault_is_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamobs", "demo", "--fault", "meteor=1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "unknown fault 'meteor'" in proc.stderr
