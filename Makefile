@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: install
-	$(BIN)/ruff check streamobs tests
-	$(BIN)/ruff format --check streamobs tests
+	$(BIN)/ruff check streamobs tests benchmarks
+	$(BIN)/ruff format --check streamobs tests benchmarks
 
 typecheck: install
 	$(BIN)/mypy

@@ -1,0 +1,1 @@
+"""Benchmarks and the soak run: `make bench`, results in the README."""

@@ -1,0 +1,278 @@
+"""Soak with faults: the daemon probing a simulator that cycles through every fault class,
+while the vLLM metrics endpoint flaps. Checks for thread and file-descriptor leaks, flat
+RSS, every fault counted in its class, and /metrics answering throughout.
+
+    python -m benchmarks.soak --duration 3600      # the hour-long run
+    python -m benchmarks.soak --duration 20        # the smoke run `make test` uses
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamobs.config import parse_config
+from streamobs.daemon import Daemon
+from streamobs.simulator import Simulator, SimulatorConfig
+
+# Simulator fault -> the outcome class the probe must count it under.
+FAULT_OUTCOMES = {
+    "http_500": "http_status",
+    "http_429": "http_status",
+    "error_event": "stream_error",
+    "truncate": "truncated",
+    "reset": "truncated",
+    "stall": "timeout_first_token",
+    "hang": "timeout_headers",
+    "malformed": "malformed",
+    "not_sse": "not_sse",
+    "oversize": "too_large",
+}
+FLAP_MODES = ("ok", "http_500", "garbage", "hang", "down")
+
+
+@dataclass
+class SoakReport:
+    duration_s: float
+    probes: int
+    outcomes: dict[str, float]
+    missing_outcomes: list[str]
+    threads_start: int
+    threads_max: int
+    threads_end: int
+    fds_start: int
+    fds_end: int
+    rss_first_mb: float
+    rss_last_mb: float
+    metrics_answers: int
+    metrics_failures: int
+    metrics_slowest_s: float
+    vllm_up_seen: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.missing_outcomes
+            and self.metrics_failures == 0
+            and self.threads_end <= self.threads_start + 4
+            and self.fds_end <= self.fds_start + 8
+            and self.rss_last_mb <= self.rss_first_mb * 1.25 + 5
+            and {0.0, 1.0} <= set(self.vllm_up_seen)
+        )
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class _FlappingMetrics(ThreadingHTTPServer):
+    """A vLLM /metrics endpoint that is by turns fine, failing, garbage, hanging, gone."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.mode = "ok"
+        super().__init__(("127.0.0.1", 0), _FlapHandler)
+
+
+class _FlapHandler(BaseHTTPRequestHandler):
+    server: _FlappingMetrics
+
+    def do_GET(self) -> None:
+        mode = self.server.mode
+        if mode == "down":
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if mode == "hang":
+            time.sleep(3)
+            return
+        if mode == "ok":
+            body = requests.get(self.server.upstream, timeout=2).content
+        elif mode == "garbage":
+            body = b"\x00\x01 this is { not metrics\n"
+        else:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (s.labels, float(s.value))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
+
+
+def run_soak(duration: float, phase: float = 1.0) -> SoakReport:
+    sim_config = SimulatorConfig(model="soak", ttft=0.01, itl=0.002, tokens=16, stall_seconds=5)
+    with Simulator(sim_config) as sim:
+        flapping = _FlappingMetrics(sim.url + "/metrics")
+        with _serving(flapping):
+            config = parse_config(
+                {
+                    "web": {"listen_address": "127.0.0.1:0"},
+                    "shutdown_grace": "3s",
+                    "collectors": {"vllm": {"timeout": "500ms"}},
+                    "targets": [
+                        {
+                            "name": "soak",
+                            "url": sim.url,
+                            "model": "soak",
+                            "interval": "100ms",
+                            "max_tokens": 8,
+                            "metrics_url": f"http://127.0.0.1:{flapping.server_address[1]}/",
+                            "timeouts": {
+                                "connect": "1s",
+                                "headers": "500ms",
+                                "first_token": "500ms",
+                                "total": "2s",
+                            },
+                        }
+                    ],
+                }
+            )
+            daemon = Daemon(config)
+            daemon.start()
+            metrics_url = f"http://127.0.0.1:{daemon.web.port}/metrics"
+            try:
+                return _drive(daemon, sim, flapping, metrics_url, duration, phase)
+            finally:
+                daemon.stop()
+
+
+def _drive(
+    daemon: Daemon,
+    sim: Simulator,
+    flapping: _FlappingMetrics,
+    metrics_url: str,
+    duration: float,
+    phase: float,
+) -> SoakReport:
+    faults = list(FAULT_OUTCOMES)
+    started = time.monotonic()
+    warm = started + min(2.0, duration / 5)
+    threads_start = fds_start = 0
+    threads_max = 0
+    rss: list[tuple[float, float]] = []
+    answers = failures = 0
+    slowest = 0.0
+    vllm_up: set[float] = set()
+    step = 0
+    text = ""
+    while (now := time.monotonic()) - started < duration:
+        # Every other phase is clean, so recovery is exercised as much as failure.
+        fault = faults[(step // 2) % len(faults)] if step % 2 else None
+        changes = {f"p_{name}": 0.0 for name in faults}
+        if fault:
+            changes[f"p_{fault}"] = 1.0
+        sim.reconfigure(**changes)
+        flapping.mode = FLAP_MODES[step % len(FLAP_MODES)]
+        phase_end = now + phase
+        while time.monotonic() < phase_end:
+            asked = time.perf_counter()
+            try:
+                response = requests.get(metrics_url, timeout=5)
+                answers += 1
+                if response.status_code != 200:
+                    failures += 1
+                text = response.text
+                vllm_up.update(v for _, v in _samples(text, "streamobs_collector_up"))
+            except requests.RequestException:
+                failures += 1
+            slowest = max(slowest, time.perf_counter() - asked)
+            if time.monotonic() >= warm:
+                if not threads_start:
+                    threads_start, fds_start = threading.active_count(), _fds()
+                threads_max = max(threads_max, threading.active_count())
+                rss.append((time.monotonic(), _rss_mb()))
+            time.sleep(0.2)
+        step += 1
+    sim.reconfigure(**{f"p_{name}": 0.0 for name in faults})
+    flapping.mode = "ok"
+    time.sleep(2.5)  # let stalled probes and hanging scrapes reach their deadlines
+    outcomes: dict[str, float] = {}
+    for labels, value in _samples(text, "streamobs_probe_failures_total"):
+        outcomes[labels["outcome"]] = outcomes.get(labels["outcome"], 0) + value
+    attempts = sum(v for _, v in _samples(text, "streamobs_probe_attempts_total"))
+    third = max(1, len(rss) // 3)
+    return SoakReport(
+        duration_s=round(time.monotonic() - started, 1),
+        probes=int(attempts),
+        outcomes=outcomes,
+        missing_outcomes=sorted(
+            {o for f, o in FAULT_OUTCOMES.items() if not outcomes.get(o)}
+            if len(faults) * 2 * phase <= duration
+            else set()
+        ),
+        threads_start=threads_start,
+        threads_max=threads_max,
+        threads_end=threading.active_count(),
+        fds_start=fds_start,
+        fds_end=_fds(),
+        rss_first_mb=round(statistics.median(v for _, v in rss[:third]), 1) if rss else 0.0,
+        rss_last_mb=round(statistics.median(v for _, v in rss[-third:]), 1) if rss else 0.0,
+        metrics_answers=answers,
+        metrics_failures=failures,
+        metrics_slowest_s=round(slowest, 3),
+        vllm_up_seen=sorted(vllm_up),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=3600.0)
+    parser.add_argument("--phase", type=float, default=5.0, help="seconds per fault phase")
+    args = parser.parse_args()
+    report = run_soak(args.duration, args.phase)
+    print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
