@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo install lint typecheck clean
+.PHONY: test demo bench install lint typecheck clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ test: lint typecheck
 
 demo: install
 	$(BIN)/streamobs demo
+
+# Run by hand on a quiet machine; writes the results table into README.md.
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
