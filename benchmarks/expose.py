@@ -122,8 +122,8 @@ def render_eight_targets(repeat: int) -> Timing:
         no_reexpose.vllm.accept(target, snapshot)
     return Timing(
         "our /metrics, 8 targets, vLLM re-exposed (vs not re-exposed)",
-        median_ms(lambda: generate_latest(runtime.registry), repeat),
-        median_ms(lambda: generate_latest(no_reexpose.registry), repeat),
+        median_ms(runtime.render, repeat),
+        median_ms(no_reexpose.render, repeat),
     )
 
 

@@ -10,13 +10,19 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
 
 from streamobs.collectors.poller import VllmPoller
 from streamobs.collectors.vllm_export import VllmCollector
@@ -54,16 +60,17 @@ class Runtime:
         self.vllm: VllmPoller | None = None
         if config.vllm.enabled:
             self.vllm = VllmPoller(config.targets, config.vllm, self.overhead.record_snapshot)
-            self.registry.register(
-                VllmCollector(
-                    self.vllm.latest,
-                    targets=self.vllm.target_names,
-                    reexpose=config.vllm.reexpose,
-                    # Only vLLM's own families: its process_*/python_* would collide with ours.
-                    reexpose_prefixes=("vllm:",),
-                )
-            )
+            # Normalised series and collector health; vLLM's own families are appended
+            # as pre-rendered text by render() when re-exposure is on.
+            self.registry.register(VllmCollector(self.vllm.latest, targets=self.vllm.target_names))
             self.registry.register(self.overhead)
+
+    def render(self) -> bytes:
+        """This runtime's series in the text exposition format."""
+        text = generate_latest(self.registry)
+        if self.vllm is not None and self.config.vllm.reexpose:
+            text += self.vllm.reexposed_text()
+        return text
 
     def _on_result(self, target: TargetConfig, result: ProbeResult) -> None:
         self.metrics.record(target.name, result)
@@ -79,16 +86,6 @@ class Runtime:
         if self.vllm is not None:
             self.vllm.stop()
         return self.scheduler.stop(grace)
-
-
-class _CurrentRuntime:
-    """Registered once; always yields the series of whichever runtime is current."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-
-    def collect(self) -> Iterable[Metric]:
-        yield from self._daemon.runtime.registry.collect()
 
 
 class Daemon:
@@ -118,7 +115,6 @@ class Daemon:
             registry=self.registry,
         )
         self.runtime = Runtime(config, probe, discover)
-        self.registry.register(_CurrentRuntime(self))
         self._set_reload_state(True)
         self.web = WebServer(config.listen_address, self, load_web_config(config.web_config_file))
         self._stopped = threading.Event()
@@ -199,8 +195,9 @@ class Daemon:
     def metrics(self) -> Reply:
         # Always the classic text format: prometheus_client's OpenMetrics output rewrites the
         # colons in re-exposed vLLM names (vllm:x -> vllm_x), and every scraper reads text.
-        encoder, content_type = choose_encoder("")
-        return Reply(200, encoder(self.registry), content_type)
+        # The daemon's own series and the current runtime's have no family in common.
+        body = generate_latest(self.registry) + self.runtime.render()
+        return Reply(200, body, CONTENT_TYPE_LATEST)
 
     def ready(self) -> Reply:
         if self._started and not self._stopped.is_set():

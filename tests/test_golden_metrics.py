@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import disable_created_metrics, enable_created_metrics, generate_latest
+from prometheus_client import disable_created_metrics, enable_created_metrics
 
 from streamobs.collectors import snapshot_from_text
 from streamobs.config import parse_config
@@ -98,7 +98,7 @@ def render() -> str:
     runtime.vllm.accept(target, snapshot)
     for scripted in SCRIPTED:
         runtime.metrics.record(target.name, scripted)
-    return generate_latest(runtime.registry).decode()
+    return runtime.render().decode()
 
 
 def test_full_metrics_output_matches_golden(no_created_series: None) -> None:

@@ -12,8 +12,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import requests
+from prometheus_client import CollectorRegistry, generate_latest
 
 from streamobs.collectors.vllm import VllmSnapshot, scrape_vllm
+from streamobs.collectors.vllm_export import VllmCollector
 from streamobs.collectors.vllm_http import new_vllm_session
 from streamobs.config import TargetConfig, VllmCollectorConfig
 
@@ -34,6 +36,7 @@ class VllmPoller:
         self._on_snapshot = on_snapshot
         self._latest: dict[str, VllmSnapshot] = {}
         self._lock = threading.Lock()
+        self._reexposed: bytes | None = None  # rendered once per new snapshot, not per scrape
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -44,6 +47,32 @@ class VllmPoller:
     def latest(self) -> Mapping[str, VllmSnapshot]:
         with self._lock:
             return dict(self._latest)
+
+    def reexposed_text(self) -> bytes:
+        """vLLM's own families in the text format, exactly as vLLM serves them (with a
+        ``target`` label when there are several targets). Formatting thousands of vLLM
+        samples on every scrape of ours would dominate its cost; the text only changes
+        when a new snapshot arrives, so it is rendered then, at most once."""
+        with self._lock:
+            cached = self._reexposed
+        if cached is not None:
+            return cached
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(
+            VllmCollector(
+                self.latest,
+                targets=self.target_names,
+                reexpose=True,
+                # Only vLLM's own families: its process_*/python_* would collide with ours.
+                reexpose_prefixes=("vllm:",),
+                health=False,
+                normalise=False,
+            )
+        )
+        text = generate_latest(registry)
+        with self._lock:
+            self._reexposed = text
+        return text
 
     def start(self) -> None:
         for target in self._targets:
@@ -73,6 +102,7 @@ class VllmPoller:
         """Make ``snapshot`` the latest of ``target`` and tell whoever listens."""
         with self._lock:
             self._latest[target.name] = snapshot
+            self._reexposed = None
         if self._on_snapshot is not None:
             try:
                 self._on_snapshot(target, snapshot)

@@ -58,6 +58,7 @@ class VllmCollector:
         reexpose: bool = False,
         reexpose_prefixes: Sequence[str] | None = None,
         health: bool = True,
+        normalise: bool = True,
     ) -> None:
         """``snapshots`` returns the latest snapshot per target name; ``targets`` are the
         configured names, which get series even before their first scrape. ``health``
@@ -67,6 +68,7 @@ class VllmCollector:
         self._reexpose = reexpose
         self._prefixes = tuple(reexpose_prefixes) if reexpose_prefixes is not None else None
         self._health = health
+        self._normalise = normalise
         self._states = _StateLog()
 
     def describe(self) -> list[Metric]:
@@ -88,7 +90,8 @@ class VllmCollector:
             seconds = _duration(snapshot)
             duration.samples.append(Sample(duration.name, dict(labels), seconds))
         health = [up, duration] if self._health else []
-        return [*reexposed.metrics(), *normalised.values(), *health]
+        own = list(normalised.values()) if self._normalise else []
+        return [*reexposed.metrics(), *own, *health]
 
     def _read_snapshots(self) -> Mapping[str, VllmSnapshot]:
         try:
