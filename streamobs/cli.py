@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from streamobs import __version__
@@ -56,7 +57,12 @@ def _apply_env(parser: argparse.ArgumentParser, prefix: str = "STREAMOBS_") -> N
         if raw is None:
             continue
         value: Any
-        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        if isinstance(action, argparse.BooleanOptionalAction):
+            lowered = raw.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                parser.error(f"{name}={raw!r}: expected true or false")
+            value = lowered in _TRUE
+        elif isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
             lowered = raw.strip().lower()
             if lowered not in _TRUE | _FALSE:
                 parser.error(f"{name}={raw!r}: expected true or false")
@@ -173,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--model", help="with --target: the model (default: from /v1/models)")
     run.add_argument("--listen-address", metavar="HOST:PORT", help="overrides web.listen_address")
+    run.add_argument(
+        "--collector.gpu",
+        dest="collector_gpu",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the NVML GPU collector (default on, off in Kubernetes; overrides the config)",
+    )
     _apply_env(run)
 
     check = commands.add_parser(
@@ -275,6 +288,8 @@ def _daemon_config(args: argparse.Namespace) -> Config:
         raise ConfigError("a configuration is required: --config FILE or --target URL")
     if args.listen_address:
         config = parse_config_override(config, args.listen_address)
+    if args.collector_gpu is not None:
+        config = replace(config, gpu=replace(config.gpu, enabled=args.collector_gpu))
     return config
 
 

@@ -7,6 +7,7 @@ so ``streamobs check-config`` can be used in CI before a rollout.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -79,6 +80,22 @@ class VllmCollectorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuCollectorConfig:
+    enabled: bool = True
+    interval: float = 10.0
+    deadline: float = 3.0  # a hung NVML call is given up after this
+    backoff_max: float = 300.0
+    served_model_match: tuple[str, ...] = ("vllm",)
+    price_per_gpu_hour: float | None = None
+    gpu_count: int = 1
+    efficiency_window: float = 60.0
+
+
+def running_in_kubernetes() -> bool:
+    return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     targets: tuple[TargetConfig, ...]
     listen_address: str = DEFAULT_LISTEN
@@ -87,6 +104,7 @@ class Config:
     shutdown_grace: float = 10.0
     buckets: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: DEFAULT_BUCKETS)
     vllm: VllmCollectorConfig = field(default_factory=VllmCollectorConfig)
+    gpu: GpuCollectorConfig = field(default_factory=GpuCollectorConfig)
     # Probe settings for /probe?target=URL&module=NAME, validated at load time.
     modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -312,6 +330,32 @@ def _buckets(section: _Section) -> dict[str, tuple[float, ...]]:
     return buckets
 
 
+def _gpu(section: _Section) -> GpuCollectorConfig:
+    # A sidecar usually cannot see the pod's GPU (see the README), so Kubernetes starts
+    # with the collector off unless the config turns it on.
+    match = section.raw("served_model_match", ["vllm"])
+    if not isinstance(match, list) or not all(isinstance(m, str) and m for m in match):
+        raise ConfigError(f"{section.at('served_model_match')}: expected a list of strings")
+    price = section.raw("price_per_gpu_hour")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)
+                              or not 0 <= price < 1e6):  # fmt: skip
+        raise ConfigError(f"{section.at('price_per_gpu_hour')}: expected a number >= 0")
+    config = GpuCollectorConfig(
+        enabled=section.boolean("enabled", not running_in_kubernetes()),
+        interval=section.duration("interval", 10.0),
+        deadline=section.duration("deadline", 3.0),
+        backoff_max=section.duration("backoff_max", 300.0),
+        served_model_match=tuple(match),
+        price_per_gpu_hour=None if price is None else float(price),
+        gpu_count=section.integer("gpu_count", 1),
+        efficiency_window=section.duration("efficiency_window", 60.0),
+    )
+    section.done()
+    if config.deadline >= config.interval:
+        raise ConfigError(f"{section.at('deadline')}: must be shorter than the interval")
+    return config
+
+
 def _listen_address(value: str | None, path: str) -> str:
     value = value or DEFAULT_LISTEN
     _host, sep, port = value.rpartition(":")
@@ -370,6 +414,7 @@ def parse_config(data: object) -> Config:
         reexpose=vllm.boolean("reexpose", True),
     )
     vllm.done()
+    gpu_config = _gpu(collectors.section("gpu"))
     collectors.done()
     config = Config(
         targets=targets,
@@ -379,6 +424,7 @@ def parse_config(data: object) -> Config:
         shutdown_grace=root.duration("shutdown_grace", 10.0),
         buckets=_buckets(root.section("histogram_buckets")),
         vllm=vllm_config,
+        gpu=gpu_config,
         modules=modules,
     )
     root.done()

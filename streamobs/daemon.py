@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
+from urllib.parse import urlsplit
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,9 +25,14 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from streamobs.collectors.gpu_export import GpuCollector
+from streamobs.collectors.gpu_sampler import GpuSampler
+from streamobs.collectors.health import CollectorHealth, Health, HealthSource
 from streamobs.collectors.poller import VllmPoller
+from streamobs.collectors.vllm import VllmSnapshot
 from streamobs.collectors.vllm_export import VllmCollector
 from streamobs.config import Config, ConfigError, TargetConfig, load_config
+from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
 from streamobs.export.blackbox import probe_registry
 from streamobs.export.prometheus import ProbeMetrics
 from streamobs.overhead import OverheadTracker
@@ -41,6 +47,8 @@ from streamobs.web.status_page import render_status_page
 from streamobs.web.webconfig import load_web_config
 
 log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 Probe = Callable[[ProbeSpec], ProbeResult]
 
@@ -57,13 +65,36 @@ class Runtime:
         self.scheduler = Scheduler(
             config.targets, config.max_concurrency, self._on_result, probe, discover
         )
+        health: list[HealthSource] = []
         self.vllm: VllmPoller | None = None
         if config.vllm.enabled:
-            self.vllm = VllmPoller(config.targets, config.vllm, self.overhead.record_snapshot)
-            # Normalised series and collector health; vLLM's own families are appended
-            # as pre-rendered text by render() when re-exposure is on.
-            self.registry.register(VllmCollector(self.vllm.latest, targets=self.vllm.target_names))
+            self.vllm = VllmPoller(config.targets, config.vllm, self._on_vllm_snapshot)
+            # Normalised series here; vLLM's own families are appended as pre-rendered
+            # text by render() when re-exposure is on.
+            self.registry.register(
+                VllmCollector(self.vllm.latest, targets=self.vllm.target_names, health=False)
+            )
             self.registry.register(self.overhead)
+            health.append(self._vllm_health)
+        self.gpu: GpuSampler | None = None
+        gpu = config.gpu
+        if gpu.enabled:
+            self.gpu = GpuSampler(
+                interval=gpu.interval,
+                deadline=gpu.deadline,
+                backoff_max=gpu.backoff_max,
+                served_model_match=gpu.served_model_match,
+            )
+            self.registry.register(GpuCollector(self.gpu.latest, health=False))
+            health.append(self._gpu_health)
+        self.efficiency = EfficiencyTracker(
+            window_seconds=gpu.efficiency_window,
+            price_per_gpu_hour=gpu.price_per_gpu_hour,
+            gpu_count=gpu.gpu_count,
+        )
+        self.registry.register(EfficiencyCollector(self.efficiency.latest))
+        self.registry.register(CollectorHealth(health))
+        self._efficiency_target = _efficiency_target(config)
 
     def render(self) -> bytes:
         """This runtime's series in the text exposition format."""
@@ -77,15 +108,50 @@ class Runtime:
         self.status.record(target, result)
         self.overhead.record_probe(target, result)
 
+    def _on_vllm_snapshot(self, target: TargetConfig, snapshot: VllmSnapshot) -> None:
+        self.overhead.record_snapshot(target, snapshot)
+        if target.name == self._efficiency_target:
+            gpu = self.gpu.latest() if self.gpu is not None else None
+            self.efficiency.observe(counter_sample(snapshot, gpu, model=target.model))
+
+    def _vllm_health(self) -> list[Health]:
+        assert self.vllm is not None
+        latest = self.vllm.latest()
+        out = []
+        for name in self.vllm.target_names:
+            snapshot = latest.get(name)  # None: not scraped yet
+            up = snapshot is not None and snapshot.up
+            seconds = snapshot.duration_seconds if snapshot is not None else 0.0
+            out.append(Health("vllm", name, up, seconds))
+        return out
+
+    def _gpu_health(self) -> list[Health]:
+        assert self.gpu is not None
+        snapshot = self.gpu.latest()
+        return [Health("gpu", "", snapshot.up, snapshot.duration_seconds)]
+
     def start(self) -> None:
         self.scheduler.start()
         if self.vllm is not None:
             self.vllm.start()
+        if self.gpu is not None:
+            self.gpu.start()
 
     def stop(self, grace: float) -> bool:
         if self.vllm is not None:
             self.vllm.stop()
+        if self.gpu is not None:
+            self.gpu.stop()
         return self.scheduler.stop(grace)
+
+
+def _efficiency_target(config: Config) -> str | None:
+    """Tokens per joule only make sense for the vLLM on this box's GPUs: the first target
+    whose metrics come from loopback, else the first with metrics at all."""
+    scraped = [t for t in config.targets if t.metrics_url]
+    local = [t for t in scraped if urlsplit(t.metrics_url or "").hostname in LOOPBACK_HOSTS]
+    candidates = local or scraped
+    return candidates[0].name if candidates else None
 
 
 class Daemon:

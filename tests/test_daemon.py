@@ -243,3 +243,67 @@ def test_basic_auth_and_tls(simulator: Simulator, tmp_path: Path) -> None:
             requests.get(url.replace("https", "http"), timeout=5)
     finally:
         d.stop()
+
+
+def _nvml_present() -> bool:
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+def test_without_a_gpu_the_gpu_collector_is_down_and_the_rest_flows(tmp_path: Path) -> None:
+    if _nvml_present():
+        pytest.skip("this machine has an NVIDIA driver")
+    import yaml
+
+    with Simulator(SimulatorConfig(model="sim", ttft=0.02, itl=0.005)) as sim:
+        path = tmp_path / "c.yml"
+        path.write_text(yaml.safe_dump(config_for(sim.url)))
+        proc, port = _start_daemon(path)
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            gpu = {"collector": "gpu", "target": ""}
+            attempts = "streamobs_probe_attempts_total"
+            wait_for(lambda: sample(requests.get(url, timeout=2).text, attempts) is not None)
+            text = requests.get(url, timeout=2).text
+            assert sample(text, "streamobs_collector_up", **gpu) == 0
+            wait_for(lambda: sample(requests.get(url, timeout=2).text, "streamobs_collector_up",
+                                    collector="vllm", target="sim") == 1)  # fmt: skip
+            assert "streamobs_gpu_utilization_ratio{" not in text
+        finally:
+            proc.terminate()
+            _out, err = proc.communicate(timeout=15)
+        assert "Traceback" not in err
+        assert err.count("NVML") <= 1, err  # one line about the missing library, not a flood
+
+
+def test_no_collector_gpu_flag_removes_the_collector(simulator: Simulator, tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(config_for(simulator.url)))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamobs", "run", "--config", str(path),
+         "--listen-address", f"127.0.0.1:{port}", "--no-collector.gpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def scraped() -> str:
+            try:
+                return requests.get(url, timeout=2).text
+            except requests.ConnectionError:
+                return ""
+
+        wait_for(lambda: "streamobs_collector_up" in scraped())
+        assert 'collector="gpu"' not in scraped()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)

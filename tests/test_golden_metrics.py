@@ -84,7 +84,11 @@ def no_created_series() -> Iterator[None]:
 
 def render() -> str:
     config = parse_config(
-        {"targets": [{"name": "vllm", "url": "http://127.0.0.1:8000", "model": "tiny"}]}
+        {
+            "targets": [{"name": "vllm", "url": "http://127.0.0.1:8000", "model": "tiny"}],
+            # Not started here: the GPU collector shows as not yet sampled, so down.
+            "collectors": {"gpu": {"enabled": True}},
+        }
     )
     runtime = Runtime(config, probe=lambda spec: SCRIPTED[0], discover=lambda *a: "tiny")
     target = config.targets[0]
