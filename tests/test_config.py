@@ -103,6 +103,18 @@ def test_good_config_loads(tmp_path: Path) -> None:
         ),
         ("modules: {m: {colour: 1}}\ntargets: [{name: a, url: http://h}]", "modules.m.colour"),
         ("targets: {name: a}", "at least one target"),
+        (
+            "collectors: {gpu: {deadline: 20s}}\ntargets: [{name: a, url: http://h}]",
+            "collectors.gpu.deadline: must be shorter than the interval",
+        ),
+        (
+            "collectors: {gpu: {price_per_gpu_hour: -2}}\ntargets: [{name: a, url: http://h}]",
+            "collectors.gpu.price_per_gpu_hour",
+        ),
+        (
+            "collectors: {nvml: {}}\ntargets: [{name: a, url: http://h}]",
+            "collectors.nvml: unknown key",
+        ),
         ("- just a list", "config: expected a mapping"),
     ],
 )
@@ -149,3 +161,13 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "streamobs check-config: error: targets[0].nope: unknown key"
+
+
+def test_gpu_collector_defaults_off_in_kubernetes(monkeypatch: pytest.MonkeyPatch) -> None:
+    minimal = {"targets": [{"name": "a", "url": "http://h"}]}
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert parse_config(minimal).gpu.enabled
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert not parse_config(minimal).gpu.enabled
+    on = {**minimal, "collectors": {"gpu": {"enabled": True, "price_per_gpu_hour": 2.5}}}
+    assert parse_config(on).gpu.enabled and parse_config(on).gpu.price_per_gpu_hour == 2.5
