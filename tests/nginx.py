@@ -20,6 +20,11 @@ STREAMING_SEED = """
     proxy_cache off;
 """
 
+# The reference configuration shipped for users, included as they would include it.
+REFERENCE_CONFIG = (
+    Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "streamobs-streaming.conf"
+)
+
 GZIP_EVENT_STREAMS = """
     gzip on;
     gzip_types text/event-stream;
@@ -34,11 +39,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def include(path: Path) -> str:
+    """An include directive for a config snippet, for location_config or server_config."""
+    return f"include {path};\n"
+
+
 class Nginx:
-    def __init__(self, upstream: str, location_config: str) -> None:
+    """``location_config`` goes inside ``location /`` (after proxy_pass); the optional
+    ``server_config`` goes at server level, around it, as settings a site already has."""
+
+    def __init__(self, upstream: str, location_config: str, server_config: str = "") -> None:
         self.binary = require_binary("nginx", "/usr/sbin/nginx")
         self.upstream = upstream
         self.location_config = location_config
+        self.server_config = server_config
         self.port = _free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="streamobs-nginx-")
         self._process: subprocess.Popen[bytes] | None = None
@@ -65,6 +79,7 @@ http {{
 {temp}
     server {{
         listen 127.0.0.1:{self.port};
+{self.server_config}
         location / {{
             proxy_pass {self.upstream};
 {self.location_config}
