@@ -154,6 +154,27 @@ def _efficiency_target(config: Config) -> str | None:
     return candidates[0].name if candidates else None
 
 
+class ReloadGauges:
+    """Outlive every runtime: they describe the swaps between them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._ok = Gauge(
+            "streamobs_config_last_reload_successful",
+            "1 if the last configuration reload succeeded.",
+            registry=registry,
+        )
+        self._time = Gauge(
+            "streamobs_config_last_reload_success_timestamp_seconds",
+            "Wall-clock time of the last successful configuration load.",
+            registry=registry,
+        )
+
+    def record(self, ok: bool) -> None:
+        self._ok.set(1 if ok else 0)
+        if ok:
+            self._time.set(time.time())
+
+
 class Daemon:
     def __init__(
         self,
@@ -170,16 +191,7 @@ class Daemon:
         # streamobs' own footprint, beside what it measures.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self._reload_ok = Gauge(
-            "streamobs_config_last_reload_successful",
-            "1 if the last configuration reload succeeded.",
-            registry=self.registry,
-        )
-        self._reload_time = Gauge(
-            "streamobs_config_last_reload_success_timestamp_seconds",
-            "Wall-clock time of the last successful configuration load.",
-            registry=self.registry,
-        )
+        self._reload = ReloadGauges(self.registry)
         self.runtime = Runtime(config, probe, discover)
         self._set_reload_state(True)
         self.web = WebServer(config.listen_address, self, load_web_config(config.web_config_file))
@@ -253,9 +265,7 @@ class Daemon:
 
     def _set_reload_state(self, ok: bool) -> None:
         self.last_reload_ok = ok
-        self._reload_ok.set(1 if ok else 0)
-        if ok:
-            self._reload_time.set(time.time())
+        self._reload.record(ok)
 
     # -- endpoints ------------------------------------------------------------------
     def metrics(self) -> Reply:
