@@ -193,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", help="YAML configuration")
 
+    from streamobs.doctor import cli as doctor_cli
+
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="diagnose a streaming path end to end: buffering, gzip, disconnects, timeouts",
+    )
+    doctor_cli.add_arguments(doctor)
+    _apply_env(doctor)
+
     from streamobs import demo as demo_module
 
     demo = commands.add_parser(
@@ -331,6 +341,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulator_cli.run(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from streamobs.doctor import cli as doctor_cli
+
+    return doctor_cli.run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streamobs.demo import run_demo
 
@@ -348,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "check-config": cmd_check_config,
         "simulate": cmd_simulate,
+        "doctor": cmd_doctor,
         "demo": cmd_demo,
     }
     try:

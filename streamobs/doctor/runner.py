@@ -1,0 +1,124 @@
+"""Runs the checks in order, each at most once, within the run's time bound."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import requests
+
+from streamobs.doctor.checks import buffering, compression, disconnect, errors, headers, long_stream
+from streamobs.doctor.context import Context
+from streamobs.doctor.options import CHECKS, SHORT_BUDGET_TIMEOUTS, Budget, DoctorOptions
+from streamobs.doctor.probes import Probes
+from streamobs.doctor.verdict import CheckResult, Verdict, inconclusive, skipped
+from streamobs.probe import ModelDiscoveryError, Target, discover_model
+from streamobs.probe.transport import new_session
+from streamobs.secret import Secret
+
+RUNNERS: dict[str, Callable[[Context], CheckResult]] = {
+    buffering.NAME: buffering.run,
+    compression.NAME: compression.run,
+    headers.NAME: headers.run,
+    errors.NAME: errors.run,
+    disconnect.NAME: disconnect.run,
+    long_stream.NAME: long_stream.run,
+}
+assert tuple(RUNNERS) == CHECKS
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    url: str
+    direct: str | None
+    metrics_url: str
+    model: str | None
+    checks: tuple[CheckResult, ...]
+    seconds: float
+    error: str | None = None  # the run could not start (no model, no server)
+
+    @property
+    def exit_code(self) -> int:
+        failed = any(check.verdict is Verdict.FAIL for check in self.checks)
+        return 1 if failed or self.error else 0
+
+
+def context_length(
+    target: Target, model: str, api_key: Secret | None, timeout: float
+) -> int | None:
+    """vLLM lists ``max_model_len`` per model in /v1/models; None when it is not there."""
+    headers = {"Accept": "application/json", "User-Agent": "streamobs-doctor"}
+    if api_key is not None:
+        headers["Authorization"] = "Bearer " + api_key.reveal()
+    with new_session() as session:
+        try:
+            response = session.get(target.models_url, headers=headers, timeout=timeout)
+            with response:
+                payload = response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict) and item.get("id") == model:
+            value = item.get("max_model_len")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def run_doctor(
+    options: DoctorOptions,
+    on_model: Callable[[str, int | None], None] | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
+) -> Report:
+    """Every check in order. ``on_model`` hears the model and its context length once
+    known, ``on_result`` each result as soon as it is known (for live output)."""
+    started = time.monotonic()
+    target = options.target
+
+    def report(checks: list[CheckResult], model: str | None, error: str | None = None) -> Report:
+        return Report(
+            url=target.request_url,
+            direct=options.direct.request_url if options.direct else None,
+            metrics_url=options.scrape_url,
+            model=model,
+            checks=tuple(checks),
+            seconds=round(time.monotonic() - started, 3),
+            error=error,
+        )
+
+    request_timeout = min(options.timeout, 10.0)
+    model = options.model
+    if not model:
+        try:
+            model = discover_model(target, options.api_key, request_timeout)
+        except ModelDiscoveryError as exc:
+            return report([], None, str(exc))
+    max_model_len = context_length(target, model, options.api_key, request_timeout)
+    if on_model is not None:
+        on_model(model, max_model_len)
+    budget = Budget(SHORT_BUDGET_TIMEOUTS * options.timeout)
+    ctx = Context(options, model, max_model_len, Probes(options, model, budget), budget)
+    results: list[CheckResult] = []
+    for name in CHECKS:
+        result = _run_one(name, ctx)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return report(results, model)
+
+
+def _run_one(name: str, ctx: Context) -> CheckResult:
+    if name in ctx.options.skip:
+        return skipped(name, "skipped (--skip)")
+    # long-stream has a bound of its own; the others share the budget.
+    if name != long_stream.NAME and ctx.budget.exhausted:
+        limit = SHORT_BUDGET_TIMEOUTS * ctx.options.timeout
+        return inconclusive(name, f"not run: the checks used up their {limit:g} s")
+    try:
+        return RUNNERS[name](ctx)
+    except Exception as exc:  # one check going wrong must not lose the others' verdicts
+        message = f"the check could not run: {type(exc).__name__}: {exc}"
+        api_key = ctx.options.api_key
+        return inconclusive(name, api_key.redact(message) if api_key else message)
