@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from streamobs.export.otlp_names import DEFAULT_PROVIDER
+from streamobs.export.otlp_settings import OtlpSettings, OtlpSettingsError
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,
     DEFAULT_PROMPT,
@@ -105,6 +107,7 @@ class Config:
     buckets: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: DEFAULT_BUCKETS)
     vllm: VllmCollectorConfig = field(default_factory=VllmCollectorConfig)
     gpu: GpuCollectorConfig = field(default_factory=GpuCollectorConfig)
+    otlp: OtlpSettings = field(default_factory=OtlpSettings)
     # Probe settings for /probe?target=URL&module=NAME, validated at load time.
     modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -356,6 +359,55 @@ def _gpu(section: _Section) -> GpuCollectorConfig:
     return config
 
 
+def _otlp(section: _Section) -> OtlpSettings:
+    """Only what the file sets; everything else is left to the OTEL_* variables."""
+
+    def optional_duration(key: str) -> float | None:
+        return section.duration(key, 1.0) if section.has(key) else None
+
+    def optional_bool(key: str) -> bool | None:
+        return section.boolean(key, False) if section.has(key) else None
+
+    def optional_int(key: str) -> int | None:
+        return section.integer(key, 1) if section.has(key) else None
+
+    headers = section.raw("headers")
+    if headers is not None and (
+        not isinstance(headers, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        raise ConfigError(f"{section.at('headers')}: expected a mapping of name: value")
+    compression = section.text("compression")
+    if compression is not None and compression not in ("gzip", "deflate", "none"):
+        raise ConfigError(f"{section.at('compression')}: gzip, deflate or none")
+    protocol = section.text("protocol")
+    if protocol is not None and protocol not in ("grpc", "http/protobuf"):
+        raise ConfigError(f"{section.at('protocol')}: grpc or http/protobuf")
+    certificate = section.text("certificate")
+    if certificate is not None and not Path(certificate).is_file():
+        raise ConfigError(f"{section.at('certificate')}: {certificate} does not exist")
+    try:
+        settings = OtlpSettings(
+            enabled=optional_bool("enabled"),
+            protocol=protocol,  # type: ignore[arg-type]
+            endpoint=section.text("endpoint"),
+            headers=headers,
+            timeout=optional_duration("timeout"),
+            compression=compression,  # type: ignore[arg-type]
+            certificate=certificate,
+            export_interval=optional_duration("export_interval"),
+            service_name=section.text("service_name"),
+            provider_name=section.text("provider_name", DEFAULT_PROVIDER) or DEFAULT_PROVIDER,
+            traces=optional_bool("traces"),
+            span_queue_size=optional_int("span_queue_size"),
+            max_series_per_instrument=section.integer("max_series_per_instrument", 1000),
+        )
+    except OtlpSettingsError as exc:
+        raise ConfigError(f"{section.path}: {exc}") from None
+    section.done()
+    return settings
+
+
 def _listen_address(value: str | None, path: str) -> str:
     value = value or DEFAULT_LISTEN
     _host, sep, port = value.rpartition(":")
@@ -405,6 +457,7 @@ def parse_config(data: object) -> Config:
         if name in names[:i]:
             raise ConfigError(f"targets[{i}].name: duplicate target name {name!r}")
     modules = _modules(root.section("modules"), defaults)
+    otlp = _otlp(root.section("otlp"))
     collectors = root.section("collectors")
     vllm = collectors.section("vllm")
     vllm_config = VllmCollectorConfig(
@@ -425,6 +478,7 @@ def parse_config(data: object) -> Config:
         buckets=_buckets(root.section("histogram_buckets")),
         vllm=vllm_config,
         gpu=gpu_config,
+        otlp=otlp,
         modules=modules,
     )
     root.done()

@@ -34,6 +34,8 @@ from streamobs.collectors.vllm_export import VllmCollector
 from streamobs.config import Config, ConfigError, TargetConfig, load_config
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
 from streamobs.export.blackbox import probe_registry
+from streamobs.export.otlp import OtlpExporter
+from streamobs.export.otlp_settings import OtlpSettingsError
 from streamobs.export.prometheus import ProbeMetrics
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.models import discover_model
@@ -95,6 +97,16 @@ class Runtime:
         self.registry.register(EfficiencyCollector(self.efficiency.latest))
         self.registry.register(CollectorHealth(health))
         self._efficiency_target = _efficiency_target(config)
+        # OTLP carries the same results and snapshots; it never measures on its own.
+        try:
+            self.otlp = OtlpExporter(config.otlp, config, self.registry)
+        except OtlpSettingsError as exc:
+            raise ConfigError(f"otlp: {exc}") from None
+        if self.vllm is not None:
+            self.otlp.observe_vllm(self.vllm.latest, self.vllm.target_names)
+            self.otlp.observe_overhead(self.overhead)
+        if self.gpu is not None:
+            self.otlp.observe_gpu(self.gpu.latest)
 
     def render(self) -> bytes:
         """This runtime's series in the text exposition format."""
@@ -107,6 +119,7 @@ class Runtime:
         self.metrics.record(target.name, result)
         self.status.record(target, result)
         self.overhead.record_probe(target, result)
+        self.otlp.record_probe(target, result)
 
     def _on_vllm_snapshot(self, target: TargetConfig, snapshot: VllmSnapshot) -> None:
         self.overhead.record_snapshot(target, snapshot)
@@ -142,7 +155,9 @@ class Runtime:
             self.vllm.stop()
         if self.gpu is not None:
             self.gpu.stop()
-        return self.scheduler.stop(grace)
+        clean = self.scheduler.stop(grace)
+        self.otlp.shutdown(min(grace, 5.0))
+        return clean
 
 
 def _efficiency_target(config: Config) -> str | None:
@@ -246,12 +261,12 @@ class Daemon:
                     raise ConfigError("web.listen_address cannot change on reload; restart")
                 if config.web_config_file != self.runtime.config.web_config_file:
                     raise ConfigError("web.config_file cannot change on reload; restart")
+                new = Runtime(config, self._probe, self._discover)
             except ConfigError as exc:
                 self._set_reload_state(False)
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 return False, str(exc)
             old = self.runtime
-            new = Runtime(config, self._probe, self._discover)
             self.runtime = new
             if self._started:
                 new.start()

@@ -1,0 +1,61 @@
+"""The one table of OTLP names, units and bucket boundaries streamobs uses.
+
+GenAI names follow the OpenTelemetry GenAI semantic conventions (client metrics, status
+Development): ``gen_ai.client.operation.duration``, ``.time_to_first_chunk``,
+``.time_per_output_chunk`` and ``gen_ai.client.token.usage``, with the boundaries the
+convention recommends. Everything without a convention is ``streamobs.*``. Constants are
+spelled out here rather than imported from ``opentelemetry-semantic-conventions``, whose
+GenAI constants are deprecated there since the conventions moved to their own repository.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Attributes.
+OPERATION_NAME: Final = "gen_ai.operation.name"
+PROVIDER_NAME: Final = "gen_ai.provider.name"
+REQUEST_MODEL: Final = "gen_ai.request.model"
+RESPONSE_MODEL: Final = "gen_ai.response.model"
+TOKEN_TYPE: Final = "gen_ai.token.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+ERROR_TYPE: Final = "error.type"
+TARGET: Final = "streamobs.target"  # the configured target name, the Prometheus `target`
+
+# Values of gen_ai.operation.name by probe endpoint.
+OPERATIONS: Final = {"chat": "chat", "completions": "text_completion"}
+DEFAULT_PROVIDER: Final = "vllm"
+
+# GenAI client metrics.
+OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
+TIME_PER_OUTPUT_CHUNK: Final = "gen_ai.client.operation.time_per_output_chunk"
+TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+
+# streamobs' own probe metrics (no convention).
+PROBE_ATTEMPTS: Final = "streamobs.probe.attempts"
+PROBE_FAILURES: Final = "streamobs.probe.failures"
+PROBE_BUFFERED: Final = "streamobs.probe.buffered"
+PROBE_TPOT: Final = "streamobs.probe.time_per_output_token"
+PROBE_HEADERS: Final = "streamobs.probe.time_to_headers"
+PROBE_SUCCESS: Final = "streamobs.probe.success"
+PROBE_BURST_SHARE: Final = "streamobs.probe.burst_share"
+PROBE_LAST_RUN: Final = "streamobs.probe.last_run"
+PROBE_TTFT_OVERHEAD: Final = "streamobs.probe.ttft_overhead"
+SLO_TTFT: Final = "streamobs.slo.ttft.threshold"
+SLO_TPOT: Final = "streamobs.slo.tpot.threshold"
+SLO_OBJECTIVE: Final = "streamobs.slo.objective"
+
+# The convention's ExplicitBucketBoundaries.
+DURATION_BOUNDARIES: Final[tuple[float, ...]] = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+TOKEN_BOUNDARIES: Final[tuple[float, ...]] = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+
+SECONDS: Final = "s"
+RATIO: Final = "1"
+PROBES: Final = "{probe}"
+TOKENS: Final = "{token}"

@@ -1,0 +1,79 @@
+"""One CLIENT span per probe, after the fact, from the result's own timestamps.
+
+The probe stamps ``perf_counter_ns`` offsets from its start; ``started_at`` is the wall clock
+read right before the start stamp, so each phase's wall-clock time is ``started_at`` plus its
+offset: the span shows when things really happened, not when the result was recorded.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from streamobs.config import TargetConfig
+from streamobs.export import otlp_names as n
+from streamobs.export.otlp_health import AttributeValue
+from streamobs.export.otlp_probe import operation_name
+from streamobs.probe.result import ProbeResult
+
+# Phase events, in the order a stream goes through them.
+PHASES = (
+    ("streamobs.probe.connect", "connect_ns"),
+    ("streamobs.probe.headers", "headers_ns"),
+    ("streamobs.probe.first_event", "first_event_ns"),
+    ("streamobs.probe.first_token", "first_token_ns"),
+    ("streamobs.probe.first_answer", "first_answer_ns"),
+    ("streamobs.probe.last_token", "last_token_ns"),
+    ("streamobs.probe.done", "done_ns"),
+)
+
+
+def record_span(tracer: Tracer, provider: str, target: TargetConfig, result: ProbeResult) -> None:
+    start = round(result.started_at * 1e9)
+    operation = operation_name(target)
+    attributes: dict[str, AttributeValue | list[str]] = {
+        n.OPERATION_NAME: operation,
+        n.PROVIDER_NAME: provider,
+        n.REQUEST_MODEL: result.model,
+        n.SERVER_ADDRESS: target.target.host,
+        n.SERVER_PORT: target.target.port,
+        n.TARGET: target.name,
+        "gen_ai.request.stream": True,
+        "gen_ai.request.max_tokens": target.max_tokens,
+        "gen_ai.request.temperature": 0.0,
+        "url.full": result.url,
+    }
+    optional: dict[str, AttributeValue | list[str] | None] = {
+        n.RESPONSE_MODEL: result.response_model,
+        "gen_ai.response.id": result.response_id,
+        "gen_ai.response.finish_reasons": [result.finish_reason] if result.finish_reason else None,
+        "gen_ai.response.time_to_first_chunk": _seconds(result.first_token_ns),
+        "gen_ai.usage.input_tokens": result.prompt_tokens,
+        "gen_ai.usage.output_tokens": result.output_tokens,
+        "http.response.status_code": result.http_status,
+        "streamobs.probe.tpot": _seconds(result.tpot_ns),
+        "streamobs.probe.buffered": result.delivery.buffered if result.delivery else None,
+    }
+    attributes.update({k: v for k, v in optional.items() if v is not None})
+    if not result.ok:
+        attributes[n.ERROR_TYPE] = result.outcome.value
+    span = tracer.start_span(
+        f"{operation} {result.model}", kind=SpanKind.CLIENT, start_time=start, attributes=attributes
+    )
+    for event, field in PHASES:
+        offset = getattr(result, field)
+        if offset is not None:
+            span.add_event(event, timestamp=start + offset)
+    if not result.ok:  # success leaves the status unset, as the conventions ask
+        span.set_status(Status(StatusCode.ERROR, result.error or result.outcome.value))
+    span.end(end_time=start + _end_offset(result))
+
+
+def _seconds(ns: float | None) -> float | None:
+    return None if ns is None else ns / 1e9
+
+
+def _end_offset(result: ProbeResult) -> int:
+    if result.end_ns:
+        return result.end_ns
+    stamps = [getattr(result, field) for _, field in PHASES]
+    return max((s for s in stamps if s is not None), default=0)
