@@ -1,9 +1,10 @@
 """Soak with faults: the daemon probing a simulator that cycles through every fault class,
-while the vLLM metrics endpoint flaps. Checks for thread and file-descriptor leaks, flat
-RSS, every fault counted in its class, and /metrics answering throughout.
+while the vLLM metrics endpoint flaps and the OTLP endpoint is down about half the time.
+Checks for thread and file-descriptor leaks, flat RSS, every fault counted in its class,
+export failures counted, and /metrics answering throughout.
 
     python -m benchmarks.soak --duration 3600      # the hour-long run
-    python -m benchmarks.soak --duration 20        # the smoke run `make test` uses
+    python -m benchmarks.soak --duration 22        # the smoke run `make test` uses
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class SoakReport:
     metrics_failures: int
     metrics_slowest_s: float
     vllm_up_seen: list[float] = field(default_factory=list)
+    otlp_failures: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,7 @@ class SoakReport:
             and self.fds_end <= self.fds_start + 8
             and self.rss_last_mb <= self.rss_first_mb * 1.25 + 5
             and {0.0, 1.0} <= set(self.vllm_up_seen)
+            and self.otlp_failures > 0
         )
 
 
@@ -99,6 +102,24 @@ class _FlappingMetrics(ThreadingHTTPServer):
 
 class _FlapHandler(BaseHTTPRequestHandler):
     server: _FlappingMetrics
+
+    def do_POST(self) -> None:
+        # The OTLP/HTTP endpoint: reachable in the "ok" and "garbage" phases, failing,
+        # hanging or gone in the others, so export is down about half the time.
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        mode = self.server.mode
+        if mode == "down":
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if mode == "hang":
+            time.sleep(3)
+            return
+        status = 500 if mode == "http_500" else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:
         mode = self.server.mode
@@ -158,7 +179,15 @@ def run_soak(duration: float, phase: float = 1.0) -> SoakReport:
                 {
                     "web": {"listen_address": "127.0.0.1:0"},
                     "shutdown_grace": "3s",
-                    "collectors": {"vllm": {"timeout": "500ms"}},
+                    "collectors": {"vllm": {"timeout": "500ms"}, "gpu": {"enabled": False}},
+                    "otlp": {
+                        "enabled": True,
+                        "protocol": "http/protobuf",
+                        "endpoint": f"http://127.0.0.1:{flapping.server_address[1]}",
+                        "export_interval": "500ms",
+                        "timeout": "1s",
+                        "traces": True,
+                    },
                     "targets": [
                         {
                             "name": "soak",
@@ -261,6 +290,7 @@ def _drive(
         metrics_failures=failures,
         metrics_slowest_s=round(slowest, 3),
         vllm_up_seen=sorted(vllm_up),
+        otlp_failures=sum(v for _, v in _samples(text, "streamobs_otlp_export_failures_total")),
     )
 
 

@@ -18,4 +18,5 @@ def test_soak_smoke() -> None:
     assert report.fds_end <= report.fds_start + 8, details
     assert report.rss_last_mb <= report.rss_first_mb * 1.25 + 5, details
     assert {0.0, 1.0} <= set(report.vllm_up_seen), details
+    assert report.otlp_failures > 0, details
     assert report.ok
