@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench install lint typecheck clean
+.PHONY: test demo bench pack install lint typecheck clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 lint: install
 	$(BIN)/ruff check streamobs tests benchmarks
 	$(BIN)/ruff format --check streamobs tests benchmarks
+	$(BIN)/python -m streamobs.pack --check
+	$(BIN)/python -m streamobs.reference --check
 
 typecheck: install
 	$(BIN)/mypy
@@ -25,6 +27,11 @@ test: lint typecheck
 
 demo: install
 	$(BIN)/streamobs demo
+
+# Regenerate alerts/, dashboards/ and the PrometheusRule after changing streamobs/pack/.
+pack: install
+	$(BIN)/python -m streamobs.pack
+	$(BIN)/python -m streamobs.reference --write
 
 # Run by hand on a quiet machine; writes the results table into README.md.
 bench: install

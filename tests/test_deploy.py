@@ -139,3 +139,11 @@ def test_dockerfile_final_stage_is_slim_and_non_root() -> None:
     for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in final, tool
     assert '"streamobs"' in final
+
+
+def test_prometheus_rule_equals_the_shipped_rules() -> None:
+    rule = manifests()["PrometheusRule/streamobs"]
+    shipped = yaml.safe_load((ROOT / "alerts" / "streamobs.rules.yml").read_text())
+    assert rule["spec"] == shipped
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert "prometheusrule.yaml" in (KUBE / "kustomization.yaml").read_text()

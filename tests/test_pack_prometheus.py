@@ -1,0 +1,263 @@
+"""The pack against a real Prometheus (and Alertmanager) scraping ``streamobs run``.
+
+1. Every dashboard query, with its template variables resolved through Prometheus the way
+   Grafana resolves them, and every rule expression return data without error; alert
+   conditions are false on a healthy system, so for alerts each series the condition
+   compares must return data. Series the simulator cannot make (NVML, the efficiency
+   series derived from it, OTLP export health) come from a second scrape target that
+   serves ``tests/data/pack/gpu-host.prom``, as a streamobs on a GPU host would.
+2. Degrading the simulator's TTFT makes Prometheus page through the example Alertmanager
+   routing to a webhook, while the TTFT ticket is inhibited. The windows are shortened to
+   seconds (the same generator, other numbers); the shipped windows are promtool-tested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamobs.config import parse_config
+from streamobs.daemon import Daemon
+from streamobs.pack.alerts import alert_rules, error_ratio_record, render_rules, rule_groups
+from streamobs.pack.config import DEFAULT, BurnWindow, LatencyObjective
+from streamobs.simulator import Simulator, SimulatorConfig
+from tests.fixtures import require_binary
+from tests.pack_helpers import (
+    ALERTMANAGER_EXAMPLE,
+    GPU_HOST_SERIES,
+    RULES,
+    dashboards,
+    data_panels,
+    eventually,
+    parse_label_values,
+    query_variables,
+    substitute,
+)
+from tests.prometheus_server import (
+    Alertmanager,
+    Prometheus,
+    QueryError,
+    StaticMetrics,
+    WebhookReceiver,
+    wait_until,
+)
+
+# What Grafana puts in for its built-in variables, for a 1 s scrape interval.
+BUILTINS = {"__rate_interval": "10s", "__interval": "2s", "__range": "1m"}
+
+
+def daemon_config(url: str, **target: Any) -> dict[str, Any]:
+    return {
+        "web": {"listen_address": "127.0.0.1:0"},
+        "shutdown_grace": "2s",
+        "targets": [{"name": "sim", "url": url, "interval": "200ms", "max_tokens": 8, **target}],
+    }
+
+
+@dataclass
+class Stack:
+    prometheus: Prometheus
+    daemon_instance: str
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    binary = require_binary("prometheus")
+    workdir = tmp_path_factory.mktemp("prometheus")
+    with Simulator(SimulatorConfig(model="sim", ttft=0.02, itl=0.005)) as sim:
+        config = daemon_config(sim.url)
+        # A second target whose every stream ends in an error event, so the outcome
+        # panels have failures to show.
+        config["targets"].append(
+            {
+                "name": "sim-errors",
+                "url": sim.url,
+                "interval": "300ms",
+                "max_tokens": 8,
+                "headers": {"X-Streamobs-Sim-Fault": "error_event"},
+            }
+        )
+        daemon = Daemon(parse_config(config))
+        daemon.start()
+        gpu_host = StaticMetrics(GPU_HOST_SERIES.read_text(encoding="utf-8"))
+        instance = f"127.0.0.1:{daemon.web.port}"
+        try:
+            with Prometheus(
+                binary, workdir, {"streamobs": [instance, gpu_host.host]}, [RULES]
+            ) as prometheus:
+                # Enough scrapes for every rate() and the rules' first evaluations.
+                wait_until(
+                    lambda: bool(
+                        prometheus.query(f'count_over_time(up{{instance="{instance}"}}[1m]) >= 6')
+                    ),
+                    60,
+                    "six scrapes of streamobs",
+                )
+                yield Stack(prometheus, instance)
+        finally:
+            gpu_host.stop()
+            daemon.stop()
+
+
+def _resolve_variables(prometheus: Prometheus, dashboard: dict[str, Any]) -> dict[str, str]:
+    """Each query variable set to all its values, as Grafana's multi-select sends them."""
+    values = dict(BUILTINS)
+    for variable in query_variables(dashboard):
+        match, label = parse_label_values(variable["query"])
+        found = prometheus.label_values(label, substitute(match, values) if match else "")
+        assert found, f"variable {variable['name']}: {variable['query']} found no values"
+        values[variable["name"]] = "|".join(found)
+    return values
+
+
+def test_every_dashboard_query_returns_data(healthy: Stack) -> None:
+    prometheus = healthy.prometheus
+    resolved: list[tuple[str, str]] = []
+    for name, dashboard in dashboards().items():
+        values = _resolve_variables(prometheus, dashboard)
+        for panel in data_panels(dashboard):
+            for target in panel["targets"]:
+                where = f"{name} / {panel['title']} / {target['refId']}"
+                resolved.append((where, substitute(target["expr"], values)))
+    assert len(resolved) > 60
+
+    def problems() -> list[str]:
+        found = []
+        for where, expr in resolved:
+            try:
+                if not prometheus.query(expr):
+                    found.append(f"{where}: no data: {expr}")
+            except QueryError as exc:
+                found.append(f"{where}: {exc}")
+        return found
+
+    # Rates over a few seconds of data can be empty for a moment; errors never are.
+    assert eventually(problems, 15) == []
+
+
+def test_every_rule_expression_runs_and_every_alert_signal_has_data(healthy: Stack) -> None:
+    prometheus = healthy.prometheus
+    groups = rule_groups(DEFAULT)
+    exprs = [rule.expr for group in groups for rule in group.rules]
+    signals = [signal for alert in alert_rules(groups) for signal in alert.signals]
+    recorded = [
+        f'{error_ratio_record(DEFAULT, window)}{{slo="{slo}"}}'
+        for window in DEFAULT.slo_windows
+        for slo in ("ttft", "tpot", "availability")
+    ]
+
+    def problems() -> list[str]:
+        found = []
+        for expr in exprs:
+            try:
+                prometheus.query(expr)  # alert conditions: false now, but must run
+            except QueryError as exc:
+                found.append(str(exc))
+        for expr in signals + recorded:
+            try:
+                if not prometheus.query(expr):
+                    found.append(f"no data: {expr}")
+            except QueryError as exc:
+                found.append(str(exc))
+        # Prometheus' own verdict on each loaded rule after its evaluations.
+        for rule in prometheus.rules():
+            if rule["health"] != "ok":
+                found.append(f"{rule['name']}: {rule['health']} {rule.get('lastError')}")
+        return found
+
+    assert eventually(problems, 15) == []
+    assert {r["name"] for r in prometheus.rules()} >= {a.alert for a in alert_rules(groups)}
+
+
+def _fast_rules(threshold: float) -> str:
+    """The TTFT SLO group from the same generator, with windows of seconds."""
+    config = dataclasses.replace(
+        DEFAULT,
+        ttft=LatencyObjective(threshold_seconds=threshold, objective=0.99),
+        burn_windows=(
+            BurnWindow("20s", "5s", 14.4, "critical", "0s"),
+            BurnWindow("40s", "10s", 6.0, "critical", "0s"),
+            # As with the shipped windows' "for", a ticket only fires after the page would.
+            BurnWindow("60s", "15s", 3.0, "warning", "10s"),
+            BurnWindow("90s", "20s", 1.0, "warning", "15s"),
+        ),
+    )
+    groups = [g for g in rule_groups(config) if g.name == "streamobs-slo-ttft"]
+    return render_rules(config, groups)
+
+
+def _alertmanager_config(webhook: WebhookReceiver) -> dict[str, Any]:
+    """The example config, its receivers pointed at the test's webhook and its waits cut."""
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text(encoding="utf-8"))
+    for receiver in config["receivers"]:
+        for hook in receiver["webhook_configs"]:
+            hook["url"] = f"{webhook.url}/{receiver['name']}"
+    config["route"].update(group_wait="1s", group_interval="1s")
+    return config
+
+
+def test_slow_ttft_pages_through_alertmanager_and_the_ticket_is_inhibited(
+    tmp_path: Path,
+) -> None:
+    prometheus_binary = require_binary("prometheus")
+    alertmanager_binary = require_binary("prometheus-alertmanager", "alertmanager")
+    threshold = 0.25
+    rules = tmp_path / "fast.rules.yml"
+    rules.write_text(_fast_rules(threshold))
+    webhook = WebhookReceiver()
+    with Simulator(SimulatorConfig(model="sim", ttft=0.02, itl=0.005)) as sim:
+        daemon = Daemon(
+            parse_config(
+                daemon_config(sim.url, interval="100ms", max_tokens=4, slo={"ttft": "250ms"})
+            )
+        )
+        daemon.start()
+        try:
+            with (
+                Alertmanager(
+                    alertmanager_binary, tmp_path / "am", _alertmanager_config(webhook)
+                ) as alertmanager,
+                Prometheus(
+                    prometheus_binary,
+                    tmp_path / "prom",
+                    {"streamobs": [f"127.0.0.1:{daemon.web.port}"]},
+                    [rules],
+                    alertmanager=alertmanager.url,
+                ) as prometheus,
+            ):
+                healthy = 'job_target:streamobs_slo_errors:ratio_rate20s{slo="ttft"} < 0.01'
+                wait_until(lambda: bool(prometheus.query(healthy)), 60, "a healthy TTFT SLI")
+                assert webhook.alerts("/page") == []
+
+                degraded = time.monotonic()
+                sim.reconfigure(ttft=0.6)
+                wait_until(lambda: bool(webhook.alerts("/page")), 60, "the TTFT page")
+                # Windows of 20s and 5s, a 1 s scrape and evaluation, a 1 s group wait.
+                assert time.monotonic() - degraded < 30
+                page = webhook.alerts("/page")[0]
+                assert page["status"] == "firing"
+                assert page["labels"]["alertname"] == "StreamobsTTFTBudgetBurn"
+                assert page["labels"]["severity"] == "critical"
+                assert page["labels"]["slo"] == "ttft"
+                assert page["labels"]["target"] == "sim"
+                assert page["annotations"]["runbook_url"].endswith("#streamobsttftbudgetburn")
+
+                # The ticket windows fire too, and the page inhibits them.
+                def ticket_inhibited() -> bool:
+                    return any(
+                        a["labels"]["severity"] == "warning" and a["status"]["inhibitedBy"]
+                        for a in alertmanager.alerts()
+                    )
+
+                wait_until(ticket_inhibited, 60, "the TTFT ticket to be inhibited")
+                assert webhook.alerts("/ticket") == []
+        finally:
+            daemon.stop()
+            webhook.stop()
