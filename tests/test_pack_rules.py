@@ -191,11 +191,12 @@ def test_overrides_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "colour: unknown key" in capsys.readouterr().err
 
 
-def test_generated_files_are_the_rules_and_four_dashboards() -> None:
+def test_generated_files_are_the_rules_four_dashboards_and_the_prometheus_rule() -> None:
     assert sorted(str(p) for p in generated_files()) == [
         "alerts/streamobs.rules.yml",
         "dashboards/streamobs-gpu.json",
         "dashboards/streamobs-probes.json",
         "dashboards/streamobs-slo.json",
         "dashboards/streamobs-vllm.json",
+        "deploy/kubernetes/prometheusrule.yaml",
     ]
