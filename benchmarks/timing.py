@@ -4,7 +4,7 @@ a user would write, and an aiohttp loop as `vllm bench serve` does.
 
 The simulator runs in its own process and stamps ``perf_counter_ns`` (CLOCK_MONOTONIC,
 shared by every process on the host) right after each write; each client stamps when it
-got the bytes. Error = arrival - write for the first token, and |client gap - server gap|
+got the bytes. Error = |arrival - write| for the first token, and |client gap - server gap|
 for each later token.
 """
 
@@ -199,7 +199,9 @@ def fidelity(url: str, client: str, streams: int, rounds: int) -> Fidelity:
             writes = server_writes(url, stream.response_id)
             if len(writes) != len(stream.arrivals_ns) or not writes:
                 continue
-            ttft_errors.append(stream.arrivals_ns[0] - writes[0])
+            # Magnitudes: a kernel receive stamp can precede the server's own stamp, which is
+            # taken after its write call returned.
+            ttft_errors.append(abs(stream.arrivals_ns[0] - writes[0]))
             for k in range(1, len(writes)):
                 client_gap = stream.arrivals_ns[k] - stream.arrivals_ns[k - 1]
                 itl_errors.append(abs(client_gap - (writes[k] - writes[k - 1])))

@@ -180,3 +180,33 @@ def test_keepalives_before_the_first_token_do_not_count() -> None:
         assert result.first_token_ns is not None
         assert result.start_ns + result.first_token_ns - record.token_write_ns[0] < 5 * MS
         assert result.first_token_ns == pytest.approx(10e9, abs=0.1e9)
+
+
+def test_plain_tcp_reads_use_the_kernel_receive_timestamp(simulator: Simulator) -> None:
+    from streamobs.probe import transport
+
+    if transport._SO_TIMESTAMPNS is None:
+        pytest.skip("kernel receive timestamps are used on Linux only")
+    used: list[int] = []
+    original = transport._KernelStampedSocket.recv_into
+
+    def spy(self: transport._KernelStampedSocket, *args: object) -> int:
+        used.append(1)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    transport._KernelStampedSocket.recv_into = spy  # type: ignore[method-assign]
+    try:
+        result = run_probe(spec_for(simulator))
+    finally:
+        transport._KernelStampedSocket.recv_into = original  # type: ignore[method-assign]
+    assert result.outcome is Outcome.OK and used
+    assert result.response_id is not None
+    record = simulator.request_log(result.response_id)
+    assert record is not None
+    # Stamped where the bytes reached the host: within a fraction of a millisecond of the
+    # server's write, whichever clock read came first.
+    errors = [
+        abs(result.start_ns + arrival - write)
+        for arrival, write in zip(result.token_arrivals_ns, record.token_write_ns, strict=True)
+    ]
+    assert statistics.median(errors) < 0.5 * MS

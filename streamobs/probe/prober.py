@@ -1,8 +1,11 @@
 """One streaming probe: send the request, stamp every phase, classify the outcome.
 
-Every stamp is ``time.perf_counter_ns()`` taken right after the call that produced the
-bytes returned; decoding and bookkeeping happen after the stamp, so they never inflate a
-result. The connection is closed on every exit path so the server stops generating.
+Every stamp is on the ``time.perf_counter_ns()`` timeline and is taken for the bytes just
+read: on plain TCP under Linux from the kernel's receive timestamp (``SO_TIMESTAMPNS``),
+so neither this process's scheduling nor other probes holding the interpreter lock count;
+otherwise (TLS) right after the call that returned them. Decoding and bookkeeping happen
+after the stamp and never inflate a result. The connection is closed on every exit path so
+the server stops generating.
 """
 
 from __future__ import annotations
@@ -207,7 +210,7 @@ class _ProbeRun:
                     data = read_some(raw, READ_LIMIT)
                 except ReadTimeoutError:
                     raise self._timeout() from None
-                received_ns = time.perf_counter_ns()
+                received_ns = self.clock.received()
                 if not data:
                     self._end_of_body(decoder)
                     return
