@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamobs.collectors import VllmCollector, snapshot_from_text
 from streamobs.config import parse_config
 from streamobs.daemon import Runtime
-from streamobs.probe.result import Delivery, Outcome, ProbeResult
+from streamobs.reference import sample_result
 from tests.fixtures import FIXTURES
 
 
@@ -105,16 +105,16 @@ def render_eight_targets(repeat: int) -> Timing:
         {"name": f"t{i}", "url": f"http://10.0.0.{i}:8000", "model": "tiny"} for i in range(8)
     ]
     config = parse_config({"targets": targets})
-    runtime = Runtime(config, probe=lambda spec: _result(), discover=lambda *a: "tiny")
+    runtime = Runtime(config, probe=lambda spec: sample_result(), discover=lambda *a: "tiny")
     assert runtime.vllm is not None
     snapshot = snapshot_from_text((FIXTURES / "metrics.txt").read_text())
     for target in config.targets:
         runtime.vllm.accept(target, snapshot)
         for _ in range(5):
-            runtime.metrics.record(target.name, _result())
+            runtime.metrics.record(target.name, sample_result())
     no_reexpose = Runtime(
         parse_config({"targets": targets, "collectors": {"vllm": {"reexpose": False}}}),
-        probe=lambda spec: _result(),
+        probe=lambda spec: sample_result(),
         discover=lambda *a: "tiny",
     )
     assert no_reexpose.vllm is not None
@@ -124,24 +124,4 @@ def render_eight_targets(repeat: int) -> Timing:
         "our /metrics, 8 targets, vLLM re-exposed (vs not re-exposed)",
         median_ms(runtime.render, repeat),
         median_ms(no_reexpose.render, repeat),
-    )
-
-
-def _result() -> ProbeResult:
-    ms = 1_000_000
-    return ProbeResult(
-        url="http://10.0.0.1:8000/v1/chat/completions",
-        endpoint="chat",
-        model="tiny",
-        outcome=Outcome.OK,
-        start_ns=0,
-        started_at=0.0,
-        headers_ns=2 * ms,
-        first_token_ns=150 * ms,
-        last_token_ns=450 * ms,
-        done_ns=451 * ms,
-        token_arrivals_ns=tuple(150 * ms + i * 20 * ms for i in range(16)),
-        output_tokens=16,
-        delivery=Delivery(18, 18, 1.0, 1, 0.0, False),
-        http_status=200,
     )

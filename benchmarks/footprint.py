@@ -4,7 +4,6 @@ scraping their vLLM-shaped /metrics; average CPU and peak RSS of the daemon proc
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import requests
 import yaml
 
 from benchmarks.timing import simulator_process
+from tests.fixtures import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -41,15 +41,9 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def measure(targets: int, seconds: float, interval: str = "15s") -> Footprint:
     with simulator_process() as url, tempfile.TemporaryDirectory() as folder:
-        port = _free_port()
+        port = free_port()
         config = {
             "web": {"listen_address": f"127.0.0.1:{port}"},
             "targets": [

@@ -24,6 +24,7 @@ import requests
 
 from streamobs.probe import ProbeSpec, Timeouts, parse_target, run_probe
 from streamobs.stats import quantile
+from tests.fixtures import free_port
 
 MODEL = "bench"
 TOKENS = 32
@@ -51,11 +52,7 @@ class Fidelity:
 @contextmanager
 def simulator_process(ttft: float = 0.05, itl: float = 0.02) -> Iterator[str]:
     """`streamobs simulate` in its own process, so it does not share our GIL."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamobs", "simulate", "--port", str(port),
          "--model", MODEL, "--ttft", str(ttft), "--itl", str(itl)],

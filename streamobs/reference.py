@@ -39,7 +39,7 @@ class Family:
     help: str
 
 
-def _sample_result() -> ProbeResult:
+def sample_result() -> ProbeResult:
     ms = 1_000_000
     return ProbeResult(
         url="http://127.0.0.1:8000/v1/chat/completions",
@@ -83,8 +83,8 @@ def daemon_families() -> list[Family]:
             "collectors": {"gpu": {"enabled": True}},
         }
     )
-    runtime = Runtime(config, probe=lambda spec: _sample_result(), discover=lambda *a: "m")
-    runtime.metrics.record("t", _sample_result())
+    runtime = Runtime(config, probe=lambda spec: sample_result(), discover=lambda *a: "m")
+    runtime.metrics.record("t", sample_result())
     registry = CollectorRegistry()
     ReloadGauges(registry)
     families = {
@@ -100,7 +100,7 @@ def daemon_families() -> list[Family]:
 
 
 def probe_endpoint_families() -> list[Family]:
-    return sorted(_from_metrics(probe_registry(_sample_result()).collect()), key=lambda f: f.name)
+    return sorted(_from_metrics(probe_registry(sample_result()).collect()), key=lambda f: f.name)
 
 
 def _table(families: Iterable[Family]) -> list[str]:

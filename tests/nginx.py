@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.fixtures import require_binary
+from tests.fixtures import free_port, require_binary
 
 STREAMING_SEED = """
     proxy_http_version 1.1;
@@ -33,12 +33,6 @@ GZIP_EVENT_STREAMS = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def include(path: Path) -> str:
     """An include directive for a config snippet, for location_config or server_config."""
     return f"include {path};\n"
@@ -53,7 +47,7 @@ class Nginx:
         self.upstream = upstream
         self.location_config = location_config
         self.server_config = server_config
-        self.port = _free_port()
+        self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="streamobs-nginx-")
         self._process: subprocess.Popen[bytes] | None = None
 

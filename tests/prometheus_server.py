@@ -8,7 +8,6 @@ and every process started here is stopped by its own handle.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -21,14 +20,10 @@ from typing import Any, TypeVar
 import requests
 import yaml
 
+from tests.fixtures import free_port
+
 LOOPBACK = "127.0.0.1"
 _P = TypeVar("_P", bound="_Process")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:

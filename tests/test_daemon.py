@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
 from streamobs.simulator import Simulator, SimulatorConfig
+from tests.fixtures import free_port
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -155,14 +155,8 @@ def test_reload_keeps_old_config_on_error(simulator: Simulator, tmp_path: Path) 
         d.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_daemon(config: Path) -> tuple[subprocess.Popen[str], int]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamobs", "run", "--config", str(config),
          "--listen-address", f"127.0.0.1:{port}"],
@@ -287,7 +281,7 @@ def test_no_collector_gpu_flag_removes_the_collector(simulator: Simulator, tmp_p
 
     path = tmp_path / "c.yml"
     path.write_text(yaml.safe_dump(config_for(simulator.url)))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamobs", "run", "--config", str(path),
          "--listen-address", f"127.0.0.1:{port}", "--no-collector.gpu"],

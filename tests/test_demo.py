@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import requests
 
+from tests.fixtures import free_port
 from tests.test_daemon import sample, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_demo_serves_probe_series_and_a_fault_flag_shows() -> None:
