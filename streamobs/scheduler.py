@@ -91,13 +91,6 @@ class Scheduler:
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._busy = 0
-        self._busy_lock = threading.Lock()
-
-    @property
-    def in_flight(self) -> int:
-        with self._busy_lock:
-            return self._busy
 
     def start(self) -> None:
         for target in self._targets:
@@ -126,16 +119,16 @@ class Scheduler:
         while not self._stop.wait(max(0.0, next_due - time.monotonic())):
             if not self._acquire_slot():
                 return
+            started = time.monotonic()
             try:
-                with self._busy_lock:
-                    self._busy += 1
-                started = time.monotonic()
                 result = self._probe(build_spec(target, resolver.model()))
+            except Exception:
+                # A bug must cost one probe, not this target's whole schedule.
+                log.exception("target %s: the probe itself failed", target.name)
+            else:
                 resolver.after(result)
                 self._deliver(target, result)
             finally:
-                with self._busy_lock:
-                    self._busy -= 1
                 self._slots.release()
             # Fixed rate from the start of the probe; a probe longer than the interval
             # delays the next one rather than overlapping it.

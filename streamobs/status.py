@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streamobs.config import Config, TargetConfig
@@ -54,6 +54,3 @@ class StatusBoard:
                 TargetStatus(t, tuple(self._recent[name]), self._last_error.get(name))
                 for name, t in self._targets.items()
             )
-
-    def targets(self) -> Mapping[str, TargetConfig]:
-        return dict(self._targets)

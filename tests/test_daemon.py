@@ -301,3 +301,23 @@ def test_no_collector_gpu_flag_removes_the_collector(simulator: Simulator, tmp_p
     finally:
         proc.terminate()
         proc.communicate(timeout=15)
+
+
+def test_a_probe_that_raises_does_not_stop_the_schedule(simulator: Simulator) -> None:
+    from streamobs.probe.prober import run_probe
+
+    calls: list[int] = []
+
+    def flaky(spec: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return run_probe(spec)  # type: ignore[arg-type]
+
+    d = Daemon(parse_config(config_for(simulator.url)), probe=flaky)  # type: ignore[arg-type]
+    d.start()
+    try:
+        wait_for(lambda: (sample(metrics(d), "streamobs_probe_attempts_total") or 0) >= 2)
+    finally:
+        d.stop()
+    assert len(calls) >= 3

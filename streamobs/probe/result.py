@@ -80,14 +80,6 @@ class ProbeResult:
         return self.outcome is Outcome.OK
 
     @property
-    def ttft_ns(self) -> int | None:
-        return self.first_token_ns
-
-    @property
-    def e2e_ns(self) -> int | None:
-        return self.done_ns
-
-    @property
     def itl_ns(self) -> tuple[int, ...]:
         arrivals = self.token_arrivals_ns
         return tuple(b - a for a, b in pairwise(arrivals))

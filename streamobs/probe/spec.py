@@ -133,10 +133,6 @@ class ProbeSpec:
             raise TargetError("max_tokens must be a positive integer")
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 
-    @property
-    def header_names(self) -> tuple[str, ...]:
-        return tuple(sorted(self.headers))
-
     def request_body(self) -> bytes:
         body: dict[str, Any] = {
             "model": self.model,
