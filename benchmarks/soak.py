@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import statistics
@@ -64,6 +65,8 @@ class SoakReport:
     metrics_slowest_s: float
     vllm_up_seen: list[float] = field(default_factory=list)
     otlp_failures: float = 0.0
+    log_lines: int = 0  # warnings and errors logged: states are logged once per change
+    phases: int = 0
 
     @property
     def ok(self) -> bool:
@@ -75,6 +78,7 @@ class SoakReport:
             and self.rss_last_mb <= self.rss_first_mb * 1.25 + 5
             and {0.0, 1.0} <= set(self.vllm_up_seen)
             and self.otlp_failures > 0
+            and self.log_lines <= 6 * max(1, self.phases)
         )
 
 
@@ -170,7 +174,27 @@ def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     ]
 
 
+class _CountingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
 def run_soak(duration: float, phase: float = 1.0) -> SoakReport:
+    counter = _CountingHandler()
+    logging.getLogger().addHandler(counter)
+    try:
+        report = _run_soak(duration, phase)
+    finally:
+        logging.getLogger().removeHandler(counter)
+    report.log_lines = counter.count
+    return report
+
+
+def _run_soak(duration: float, phase: float) -> SoakReport:
     sim_config = SimulatorConfig(model="soak", ttft=0.01, itl=0.002, tokens=16, stall_seconds=5)
     with Simulator(sim_config) as sim:
         flapping = _FlappingMetrics(sim.url + "/metrics")
@@ -291,6 +315,7 @@ def _drive(
         metrics_slowest_s=round(slowest, 3),
         vllm_up_seen=sorted(vllm_up),
         otlp_failures=sum(v for _, v in _samples(text, "streamobs_otlp_export_failures_total")),
+        phases=step,
     )
 
 

@@ -151,3 +151,17 @@ def test_quantile_matches_numpy_linear() -> None:
     assert quantile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.9) == pytest.approx(9.1)
     with pytest.raises(ValueError):
         quantile([], 0.5)
+
+
+def test_stamps_never_go_backwards_and_buffered_bytes_keep_their_arrival() -> None:
+    import time
+
+    from streamobs.probe.transport import PhaseClock
+
+    clock = PhaseClock()
+    clock.arrival_realtime_ns = time.clock_gettime_ns(time.CLOCK_REALTIME) - 200_000
+    first = clock.received()
+    assert time.perf_counter_ns() - first >= 200_000  # the kernel's time, not ours
+    assert clock.received() == first  # the same read's bytes served from the buffer
+    clock.arrival_realtime_ns = None  # e.g. a read without a kernel timestamp
+    assert clock.received() >= first

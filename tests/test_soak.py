@@ -19,4 +19,5 @@ def test_soak_smoke() -> None:
     assert report.rss_last_mb <= report.rss_first_mb * 1.25 + 5, details
     assert {0.0, 1.0} <= set(report.vllm_up_seen), details
     assert report.otlp_failures > 0, details
+    assert report.log_lines <= 6 * report.phases, details  # once per change, not per scrape
     assert report.ok

@@ -37,6 +37,20 @@ class VllmPoller:
         self._latest: dict[str, VllmSnapshot] = {}
         self._lock = threading.Lock()
         self._reexposed: bytes | None = None  # rendered once per new snapshot, not per scrape
+        # One collector for the whole life of the poller: it logs target states once per
+        # change, which a collector made per render would repeat on every new snapshot.
+        self._reexposing = CollectorRegistry(auto_describe=False)
+        self._reexposing.register(
+            VllmCollector(
+                self.latest,
+                targets=self.target_names,
+                reexpose=True,
+                # Only vLLM's own families: its process_*/python_* would collide with ours.
+                reexpose_prefixes=("vllm:",),
+                health=False,
+                normalise=False,
+            )
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -57,19 +71,7 @@ class VllmPoller:
             cached = self._reexposed
         if cached is not None:
             return cached
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(
-            VllmCollector(
-                self.latest,
-                targets=self.target_names,
-                reexpose=True,
-                # Only vLLM's own families: its process_*/python_* would collide with ours.
-                reexpose_prefixes=("vllm:",),
-                health=False,
-                normalise=False,
-            )
-        )
-        text = generate_latest(registry)
+        text = generate_latest(self._reexposing)
         with self._lock:
             self._reexposed = text
         return text

@@ -48,6 +48,8 @@ class PhaseClock:
     connection: HTTPConnection | None = None
     # CLOCK_REALTIME of the latest bytes the kernel received for this probe, when it says.
     arrival_realtime_ns: int | None = None
+    _last_arrival: int | None = None
+    _last_stamp: int = 0
 
     def received(self) -> int:
         """When the bytes just read arrived, on the ``perf_counter_ns`` timeline.
@@ -55,13 +57,20 @@ class PhaseClock:
         With kernel receive timestamps this is when they reached the host: with many
         probes in one process, the wait for the interpreter lock between the kernel and
         this code is not the server's or the network's time. Without them (TLS, other
-        systems) it is now, right after the read."""
+        systems) it is now, right after the read. Stamps never go backwards: bytes served
+        from a buffer filled by an earlier read keep that read's arrival exactly."""
         now = time.perf_counter_ns()
         arrival = self.arrival_realtime_ns
-        if arrival is None:
-            return now
-        lag = time.clock_gettime_ns(time.CLOCK_REALTIME) - arrival
-        return now - lag if 0 <= lag < _MAX_KERNEL_LAG_NS else now
+        if arrival is not None and arrival == self._last_arrival:
+            return self._last_stamp
+        stamp = now
+        if arrival is not None:
+            lag = time.clock_gettime_ns(time.CLOCK_REALTIME) - arrival
+            if 0 <= lag < _MAX_KERNEL_LAG_NS:
+                stamp = now - lag
+        stamp = max(stamp, self._last_stamp)
+        self._last_arrival, self._last_stamp = arrival, stamp
+        return stamp
 
     def set_read_timeout(self, seconds: float) -> None:
         """Bound the next socket read; the probe tightens it as deadlines approach."""
