@@ -115,27 +115,28 @@ class _FlapHandler(BaseHTTPRequestHandler):
         # hanging or gone in the others, so export is down about half the time.
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
-        mode = self.server.mode
-        if mode == "down":
-            self.connection.shutdown(socket.SHUT_RDWR)
+        if self._dropped():
             return
-        if mode == "hang":
-            time.sleep(3)
-            return
-        status = 500 if mode == "http_500" else 200
+        status = 500 if self.server.mode == "http_500" else 200
         self.send_response(status)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_GET(self) -> None:
-        mode = self.server.mode
-        if mode == "down":
+    def _dropped(self) -> bool:
+        """In the "down" and "hang" phases the request gets no answer at all."""
+        if self.server.mode == "down":
             self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if mode == "hang":
+            return True
+        if self.server.mode == "hang":
             time.sleep(3)
+            return True
+        return False
+
+    def do_GET(self) -> None:
+        if self._dropped():
             return
+        mode = self.server.mode
         if mode == "ok":
             body = requests.get(self.server.upstream, timeout=2).content
         elif mode == "garbage":
