@@ -6,15 +6,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import requests
-
 from streamobs.doctor.checks import buffering, compression, disconnect, errors, headers, long_stream
 from streamobs.doctor.context import Context
 from streamobs.doctor.options import CHECKS, SHORT_BUDGET_TIMEOUTS, Budget, DoctorOptions
 from streamobs.doctor.probes import Probes
 from streamobs.doctor.verdict import CheckResult, Verdict, inconclusive, skipped
 from streamobs.probe import ModelDiscoveryError, Target, discover_model
-from streamobs.probe.transport import new_session
+from streamobs.probe.models import list_models
 from streamobs.secret import Secret
 
 RUNNERS: dict[str, Callable[[Context], CheckResult]] = {
@@ -48,19 +46,12 @@ def context_length(
     target: Target, model: str, api_key: Secret | None, timeout: float
 ) -> int | None:
     """vLLM lists ``max_model_len`` per model in /v1/models; None when it is not there."""
-    headers = {"Accept": "application/json", "User-Agent": "streamobs-doctor"}
-    if api_key is not None:
-        headers["Authorization"] = "Bearer " + api_key.reveal()
-    with new_session() as session:
-        try:
-            response = session.get(target.models_url, headers=headers, timeout=timeout)
-            with response:
-                payload = response.json() if response.status_code == 200 else None
-        except (requests.RequestException, ValueError):
-            return None
-    data = payload.get("data") if isinstance(payload, dict) else None
-    for item in data if isinstance(data, list) else []:
-        if isinstance(item, dict) and item.get("id") == model:
+    try:
+        models = list_models(target, api_key, timeout)
+    except ModelDiscoveryError:
+        return None
+    for item in models:
+        if item.get("id") == model:
             value = item.get("max_model_len")
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value

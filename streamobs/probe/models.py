@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import requests
 
 from streamobs.probe.spec import Target
@@ -19,6 +21,17 @@ def discover_model(
     timeout: float = 10.0,
     verify_tls: bool = True,
 ) -> str:
+    """The first model ``/v1/models`` lists."""
+    return str(list_models(target, api_key, timeout, verify_tls)[0]["id"])
+
+
+def list_models(
+    target: Target,
+    api_key: Secret | None = None,
+    timeout: float = 10.0,
+    verify_tls: bool = True,
+) -> list[dict[str, Any]]:
+    """The entries of ``/v1/models`` that name a model (vLLM adds ``max_model_len``)."""
     headers = {"Accept": "application/json", "User-Agent": "streamobs-probe"}
     if api_key is not None:
         headers["Authorization"] = "Bearer " + api_key.reveal()
@@ -44,15 +57,15 @@ def discover_model(
             except ValueError:
                 payload = None
             data = payload.get("data") if isinstance(payload, dict) else None
-            ids = [
-                item["id"]
+            models = [
+                item
                 for item in data or []
                 if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
             ]
-            if not ids:
+            if not models:
                 raise ModelDiscoveryError(
                     f"{url} did not answer like an OpenAI-compatible server "
                     f"(HTTP {response.status_code}, Content-Type {content_type}); "
                     "check the URL, or name the model with --model"
                 )
-            return str(ids[0])
+            return models
