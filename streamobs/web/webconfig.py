@@ -11,19 +11,14 @@ basic_auth_users:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import ssl
-import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bcrypt
 import yaml
 
 from streamobs.config import ConfigError
+from streamobs.web.basic_auth import BasicAuth
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -37,38 +32,11 @@ _CLIENT_AUTH = {
 @dataclass(frozen=True)
 class WebConfig:
     tls: ssl.SSLContext | None = None
-    users: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    _cache: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    auth: BasicAuth | None = field(default=None, repr=False)
 
     def authorised(self, header: str | None) -> bool:
-        """Check an ``Authorization: Basic`` header. bcrypt is slow by design, so a good
-        pair is remembered (as a digest) to keep frequent scrapes cheap."""
-        if not self.users:
-            return True
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            user, sep, password = (
-                base64.b64decode(header[6:], validate=True).decode().partition(":")
-            )
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        hashed = self.users.get(user)
-        if not sep or hashed is None:
-            return False
-        key = (user, hmac.new(hashed, password.encode(), "sha256").hexdigest())
-        with self._lock:
-            if key in self._cache:
-                return True
-        try:
-            ok = bcrypt.checkpw(password.encode(), hashed)
-        except ValueError:
-            return False
-        if ok:
-            with self._lock:
-                self._cache[key] = True
-        return ok
+        """True when no users are configured or the ``Authorization`` header names one."""
+        return self.auth is None or self.auth.check(header)
 
 
 def load_web_config(path: str | None) -> WebConfig:
@@ -86,9 +54,10 @@ def load_web_config(path: str | None) -> WebConfig:
     if unknown:
         raise ConfigError(f"web config {path}: {unknown[0]}: unknown key")
     base = Path(path).parent
+    users = _users(data.get("basic_auth_users"), path)
     return WebConfig(
         tls=_tls(data.get("tls_server_config"), base, path),
-        users=_users(data.get("basic_auth_users"), path),
+        auth=BasicAuth(users) if users else None,
     )
 
 
