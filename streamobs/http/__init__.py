@@ -1,0 +1,1 @@
+"""The one HTTP stack: deadline-bound exchanges with kernel stamps at both ends."""

@@ -1,0 +1,98 @@
+"""Kernel timestamps for one TCP socket: receive stamps of reads, transmit stamps of sends.
+
+Linux stamps a segment in software as it arrives (``SOF_TIMESTAMPING_RX_SOFTWARE``) and as
+it is handed to the device (``SOF_TIMESTAMPING_TX_SOFTWARE``). Transmit stamps come back on
+the socket's error queue, each with the byte offset of the last byte of the send it belongs
+to (``OPT_ID``); ``OPT_TSONLY`` returns the stamp without the payload, which also spares an
+unprivileged process the need for ``CAP_NET_RAW``. The stamps are ``CLOCK_REALTIME``;
+``to_monotonic`` moves them onto the ``perf_counter_ns`` timeline the rest of a probe uses.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import sys
+import time
+
+# <linux/net_tstamp.h> and <linux/errqueue.h>; Python's socket module names none of them.
+SO_TIMESTAMPING = 37
+SCM_TIMESTAMPING = SO_TIMESTAMPING
+_TX_SOFTWARE = 1 << 1
+_RX_SOFTWARE = 1 << 3
+_SOFTWARE = 1 << 4
+_OPT_ID = 1 << 7
+_OPT_TSONLY = 1 << 11
+FLAGS = _TX_SOFTWARE | _RX_SOFTWARE | _SOFTWARE | _OPT_ID | _OPT_TSONLY
+_SO_EE_ORIGIN_TIMESTAMPING = 4
+_SCM_TSTAMP_SND = 0
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_RECVERR = ((socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR))
+
+_TIMESPECS = struct.Struct("qqqqqq")  # scm_timestamping: software, (deprecated), hardware
+_EXTENDED_ERR = struct.Struct("IBBBBII")  # sock_extended_err
+ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPECS.size) if hasattr(socket, "CMSG_SPACE") else 0
+_ERRQUEUE_BYTES = ANCILLARY_BYTES + (
+    socket.CMSG_SPACE(_EXTENDED_ERR.size + 16) if hasattr(socket, "CMSG_SPACE") else 0
+)
+_OFFERED = sys.platform == "linux" and hasattr(socket, "MSG_ERRQUEUE")
+
+
+def enable(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp this socket's reads and sends; False where it will not."""
+    if not _OFFERED:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, FLAGS)
+    except OSError:
+        return False
+    return True
+
+
+def receive_stamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The software receive stamp (``CLOCK_REALTIME`` ns) in a read's ancillary data."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPING and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack_from("qq", data)
+            if seconds or nanoseconds:
+                return int(seconds) * 1_000_000_000 + int(nanoseconds)
+    return None
+
+
+def transmit_stamps(sock: socket.socket) -> list[tuple[int, int]]:
+    """Drain the error queue: (byte offset of the stamped send's last byte, realtime ns)
+    for each software transmit stamp the kernel has queued so far."""
+    stamps: list[tuple[int, int]] = []
+    if not _OFFERED:
+        return stamps
+    while True:
+        try:
+            _data, ancillary, _flags, _address = sock.recvmsg(
+                0, _ERRQUEUE_BYTES, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
+            )
+        except (BlockingIOError, InterruptedError):
+            return stamps
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return stamps
+            raise
+        stamp: int | None = None
+        key: int | None = None
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPING:
+                stamp = receive_stamp([(level, kind, data)])
+            elif (level, kind) in _RECVERR and len(data) >= _EXTENDED_ERR.size:
+                _errno, origin, _type, _code, _pad, info, ee_data = _EXTENDED_ERR.unpack_from(data)
+                if origin == _SO_EE_ORIGIN_TIMESTAMPING and info == _SCM_TSTAMP_SND:
+                    key = ee_data
+        if stamp is not None and key is not None:
+            stamps.append((key, stamp))
+
+
+def to_monotonic(realtime_ns: int) -> tuple[int, int]:
+    """(the stamp on the ``perf_counter_ns`` timeline, how long ago it was in ns)."""
+    mono = time.perf_counter_ns()
+    ago = time.clock_gettime_ns(time.CLOCK_REALTIME) - realtime_ns
+    return mono - ago, ago
