@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from streamobs.credential_hosts import CredentialHostError, HostPattern, parse_host_pattern
 from streamobs.export.otlp_names import DEFAULT_PROVIDER
 from streamobs.export.otlp_settings import OtlpSettings, OtlpSettingsError
 from streamobs.probe.spec import (
@@ -93,6 +94,15 @@ class GpuCollectorConfig:
     efficiency_window: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class Module:
+    """Probe settings for ``/probe?module=NAME``; its credentials (API key, headers) go only
+    to the hosts ``credential_hosts`` names."""
+
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    credential_hosts: tuple[HostPattern, ...] = ()
+
+
 def running_in_kubernetes() -> bool:
     return "KUBERNETES_SERVICE_HOST" in os.environ
 
@@ -109,13 +119,14 @@ class Config:
     gpu: GpuCollectorConfig = field(default_factory=GpuCollectorConfig)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
     # Probe settings for /probe?target=URL&module=NAME, validated at load time.
-    modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    modules: Mapping[str, Module] = field(default_factory=dict)
 
     def module_target(self, module: str, url: str) -> TargetConfig:
-        """A target for one blackbox-style probe; ConfigError for an unknown module or URL."""
+        """A target for one blackbox-style probe, credentials included (the caller decides
+        whether the host may have them); ConfigError for an unknown module or URL."""
         if module not in self.modules:
-            raise ConfigError(f"unknown module {module!r}")
-        settings = {**self.modules[module], "name": "probe", "url": url}
+            raise ConfigError(f"unknown module {module[:64]!r}")
+        settings = {**self.modules[module].settings, "name": "probe", "url": url}
         return _target(_Section(settings, f"modules.{module}"), {})
 
     def buckets_for(self, name: str) -> tuple[float, ...]:
@@ -416,8 +427,22 @@ def _listen_address(value: str | None, path: str) -> str:
     return value
 
 
-def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    modules: dict[str, Mapping[str, Any]] = {"default": dict(defaults)}
+def _credential_hosts(raw: object, path: str) -> tuple[HostPattern, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: expected a list of host names or patterns")
+    patterns = []
+    for i, entry in enumerate(raw):
+        try:
+            patterns.append(parse_host_pattern(entry))
+        except CredentialHostError as exc:
+            raise ConfigError(f"{path}[{i}]: {exc}") from None
+    return tuple(patterns)
+
+
+def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Module]:
+    modules: dict[str, Module] = {"default": Module(dict(defaults))}
     for name in list(section.data):
         raw = section.raw(name)
         path = section.at(name)
@@ -425,10 +450,12 @@ def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Mappin
             raise ConfigError(f"{path}: expected a mapping of probe settings")
         if "name" in raw or "url" in raw:
             raise ConfigError(f"{path}: a module has no name or url (the scrape gives the target)")
-        merged = {**defaults, **raw}
+        settings = {k: v for k, v in raw.items() if k != "credential_hosts"}
+        hosts = _credential_hosts(raw.get("credential_hosts"), f"{path}.credential_hosts")
+        merged = {**defaults, **settings}
         # Validate now, with a stand-in URL, so a bad module fails at load, not at scrape.
         _target(_Section({**merged, "name": "probe", "url": "http://127.0.0.1"}, path), {})
-        modules[str(name)] = merged
+        modules[str(name)] = Module(merged, hosts)
     section.done()
     return modules
 
@@ -446,6 +473,11 @@ def parse_config(data: object) -> Config:
         raise ConfigError("target_defaults: expected a mapping")
     if "name" in defaults or "url" in defaults:
         raise ConfigError("target_defaults: name and url belong to each target")
+    if "credential_hosts" in defaults:
+        raise ConfigError(
+            "target_defaults.credential_hosts: belongs to a /probe module "
+            "(modules.NAME.credential_hosts; modules.default for /probe without module=)"
+        )
     raw_targets = root.raw("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         raise ConfigError("targets: at least one target is required")

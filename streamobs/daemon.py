@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from types import FrameType
 from urllib.parse import urlsplit
 
@@ -23,7 +22,6 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.exposition import choose_encoder
 
 from streamobs.collectors.gpu_export import GpuCollector
 from streamobs.collectors.gpu_sampler import GpuSampler
@@ -33,16 +31,16 @@ from streamobs.collectors.vllm import VllmSnapshot
 from streamobs.collectors.vllm_export import VllmCollector
 from streamobs.config import Config, ConfigError, TargetConfig, load_config
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
-from streamobs.export.blackbox import probe_registry
 from streamobs.export.otlp import OtlpExporter
 from streamobs.export.otlp_settings import OtlpSettingsError
 from streamobs.export.prometheus import ProbeMetrics
+from streamobs.ondemand import OnDemandProbes
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.models import discover_model
 from streamobs.probe.prober import run_probe
 from streamobs.probe.result import ProbeResult
-from streamobs.probe.spec import ProbeSpec, Timeouts
-from streamobs.scheduler import ModelResolver, Scheduler, build_spec
+from streamobs.probe.spec import ProbeSpec
+from streamobs.scheduler import Scheduler
 from streamobs.status import StatusBoard
 from streamobs.web.server import Reply, WebServer
 from streamobs.web.status_page import render_status_page
@@ -207,6 +205,8 @@ class Daemon:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._reload = ReloadGauges(self.registry)
+        # /probe has its own slots, apart from the scheduled probes' (see ondemand.py).
+        self.on_demand = OnDemandProbes(probe, discover, self.registry, config.max_concurrency)
         self.runtime = Runtime(config, probe, discover)
         self._set_reload_state(True)
         self.web = WebServer(config.listen_address, self, load_web_config(config.web_config_file))
@@ -268,6 +268,7 @@ class Daemon:
                 return False, str(exc)
             old = self.runtime
             self.runtime = new
+            self.on_demand.resize(config.max_concurrency)
             if self._started:
                 new.start()
             # The old probes finish in the background; their results go nowhere visible.
@@ -304,31 +305,4 @@ class Daemon:
         return Reply(200 if ok else 500, (message + "\n").encode())
 
     def probe(self, query: dict[str, list[str]], scrape_timeout: float | None) -> Reply:
-        targets = query.get("target", [])
-        module = (query.get("module") or ["default"])[0]
-        if len(targets) != 1 or not targets[0]:
-            return Reply(400, b"exactly one 'target' parameter is required\n")
-        config = self.runtime.config
-        try:
-            target = config.module_target(module, targets[0])
-        except ConfigError as exc:
-            return Reply(400, (str(exc) + "\n").encode())
-        if scrape_timeout is not None:
-            target = _within_scrape_timeout(target, scrape_timeout)
-        model = ModelResolver(target, self._discover).model()
-        result = self._probe(build_spec(target, model))
-        encoder, content_type = choose_encoder("")
-        return Reply(200, encoder(probe_registry(result)), content_type)
-
-
-def _within_scrape_timeout(target: TargetConfig, scrape_timeout: float) -> TargetConfig:
-    """Leave half a second (or a tenth) of the scrape for rendering and the network."""
-    budget = max(scrape_timeout - min(0.5, scrape_timeout / 10), 0.1)
-    t = target.timeouts
-    timeouts = Timeouts(
-        connect=min(t.connect, budget),
-        headers=min(t.headers, budget),
-        first_token=min(t.first_token, budget),
-        total=min(t.total, budget),
-    )
-    return replace(target, timeouts=timeouts)
+        return self.on_demand.handle(self.runtime.config, query, scrape_timeout)

@@ -24,6 +24,7 @@ from streamobs.collectors.vllm_names import NORMALISED, SERIES_LABELS
 from streamobs.config import parse_config
 from streamobs.daemon import ReloadGauges, Runtime
 from streamobs.export.blackbox import probe_registry
+from streamobs.ondemand import OnDemandProbes
 from streamobs.probe.result import Delivery, Outcome, ProbeResult
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -87,6 +88,7 @@ def daemon_families() -> list[Family]:
     runtime.metrics.record("t", sample_result())
     registry = CollectorRegistry()
     ReloadGauges(registry)
+    OnDemandProbes(lambda spec: sample_result(), lambda *a: "m", registry, max_concurrency=1)
     families = {
         f.name: f for f in _from_metrics([*registry.collect(), *runtime.registry.collect()])
     }

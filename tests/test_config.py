@@ -54,6 +54,15 @@ def test_good_config_loads(tmp_path: Path) -> None:
     assert config.buckets_for("ttft") == (0.1, 1.0, 1.5, 2.0, 5.0)
     assert 0.1 in config.buckets_for("tpot")
     assert config.module_target("short", "http://h:1").max_tokens == 4
+    assert config.modules["short"].credential_hosts == ()
+
+
+def test_module_credential_hosts_load(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "short: {max_tokens: 4}", "short: {credential_hosts: [gw.example, '*.lab']}"
+    )
+    hosts = load_config(write(tmp_path, text)).modules["short"].credential_hosts
+    assert [str(h) for h in hosts] == ["gw.example", "*.lab"]
 
 
 @pytest.mark.parametrize(
@@ -116,6 +125,22 @@ def test_good_config_loads(tmp_path: Path) -> None:
             "collectors.nvml: unknown key",
         ),
         ("- just a list", "config: expected a mapping"),
+        (
+            "modules: {m: {credential_hosts: vllm}}\ntargets: [{name: a, url: http://h}]",
+            "modules.m.credential_hosts: expected a list",
+        ),
+        (
+            "modules: {m: {credential_hosts: [ok, 'http://x/']}}\ntargets: [{name: a, url: http://h}]",
+            "modules.m.credential_hosts[1]: 'http://x/' is not a host pattern",
+        ),
+        (
+            "target_defaults: {credential_hosts: [h]}\ntargets: [{name: a, url: http://h}]",
+            "target_defaults.credential_hosts: belongs to a /probe module",
+        ),
+        (
+            "targets: [{name: a, url: http://h, credential_hosts: [h]}]",
+            "targets[0].credential_hosts: unknown key",
+        ),
     ],
 )
 def test_invalid_configs_name_the_key(text: str, message: str, tmp_path: Path) -> None:

@@ -1,0 +1,248 @@
+"""``/probe?target=URL&module=NAME``: one probe now, blackbox_exporter style, made safe for
+a URL chosen by whoever asks.
+
+- Credentials: the module's API key and headers go only to a host its ``credential_hosts``
+  names; any other host is probed without them, and the debug output and the log say so
+  (never the values).
+- Concurrency: these probes have their own budget of ``max_concurrency`` slots, apart from
+  the scheduled probes, so a flood of scrapes can neither starve the SLO measurements nor
+  run more than ``max_concurrency`` on-demand probes at once. At most as many requests
+  again wait for a slot; past that, and when no slot frees up before the deadline, the
+  answer is 503 at once.
+- Deadline: the scrape timeout (less a margin for the reply) bounds model discovery and
+  the probe together; when it passes, the answer is a failed probe at that moment, while
+  the probe itself ends at its own (shortened) timeouts and only then frees its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import choose_encoder, generate_latest
+
+from streamobs.config import Config, ConfigError, TargetConfig
+from streamobs.credential_hosts import host_allowed
+from streamobs.export.blackbox import probe_registry
+from streamobs.probe.result import Outcome, ProbeResult
+from streamobs.probe.spec import ProbeSpec, Timeouts
+from streamobs.scheduler import ModelResolver, build_spec
+from streamobs.secret import redact
+from streamobs.web.server import Reply
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[ProbeSpec], ProbeResult]
+_WARNED = 256  # (module, host) pairs remembered so a flood logs each pair once
+
+
+class ProbeGate:
+    """At most ``slots`` holders at once and at most ``waiting`` callers waiting for one."""
+
+    def __init__(self, slots: int, waiting: int) -> None:
+        self._cond = threading.Condition()
+        self._slots, self._waiting_max = slots, waiting
+        self.running = 0
+        self.most_running = 0
+        self._waiting = 0
+
+    def resize(self, slots: int, waiting: int) -> None:
+        with self._cond:
+            self._slots, self._waiting_max = slots, waiting
+            self._cond.notify_all()
+
+    def acquire(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self.running >= self._slots:
+                if self._waiting >= self._waiting_max:
+                    return False
+                self._waiting += 1
+                try:
+                    while self.running >= self._slots:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return False
+                        self._cond.wait(left)
+                finally:
+                    self._waiting -= 1
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self.running -= 1
+            self._cond.notify()
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What /probe did with the module's credentials: a sentence, never a value."""
+
+    sent: bool
+    note: str
+
+
+class OnDemandProbes:
+    def __init__(
+        self,
+        probe: Probe,
+        discover: Callable[..., str],
+        registry: CollectorRegistry,
+        max_concurrency: int,
+    ) -> None:
+        self._probe = probe
+        self._discover = discover
+        self.gate = ProbeGate(max_concurrency, max_concurrency)
+        self._warned: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._warned_lock = threading.Lock()
+        self._refused = Counter(
+            "streamobs_probe_endpoint_refused",
+            "/probe requests answered 503: every on-demand probe slot busy.",
+            registry=registry,
+        )
+        self._withheld = Counter(
+            "streamobs_probe_endpoint_credentials_withheld",
+            "/probe requests run without the module's credentials: the host is not in its "
+            "credential_hosts.",
+            registry=registry,
+        )
+        running = Gauge(
+            "streamobs_probe_endpoint_running",
+            "On-demand /probe probes running now.",
+            registry=registry,
+        )
+        running.set_function(lambda: self.gate.running)
+
+    def resize(self, max_concurrency: int) -> None:
+        self.gate.resize(max_concurrency, max_concurrency)
+
+    def handle(
+        self, config: Config, query: dict[str, list[str]], scrape_timeout: float | None
+    ) -> Reply:
+        urls = query.get("target", [])
+        module = (query.get("module") or ["default"])[0]
+        debug = (query.get("debug") or [""])[0].lower() in ("1", "true")
+        if len(urls) != 1 or not urls[0]:
+            return Reply(400, b"exactly one 'target' parameter is required\n")
+        try:
+            target = config.module_target(module, urls[0])
+        except ConfigError as exc:
+            return Reply(400, (str(exc) + "\n").encode())
+        target, credentials = self._gate_credentials(config, module, target)
+        deadline = target.timeouts.total
+        if scrape_timeout is not None:
+            deadline = min(deadline, _budget(scrape_timeout))
+        started = time.monotonic()
+        if not self.gate.acquire(deadline):
+            self._refused.inc()
+            return Reply(503, b"too many /probe requests at once; try again\n")
+        left = max(deadline - (time.monotonic() - started), 0.1)
+        # The probe's own timeouts end a little before the hard deadline, so a slow server
+        # is reported by the probe itself (timeout_first_token, ...), not by the deadline.
+        result = self._run(_within(target, left - min(0.2, left / 10)), left)
+        return self._reply(result, target, module, credentials, debug)
+
+    def _gate_credentials(
+        self, config: Config, module: str, target: TargetConfig
+    ) -> tuple[TargetConfig, Credentials]:
+        if target.api_key is None and not target.headers:
+            return target, Credentials(False, "none configured")
+        host, port = target.target.host, target.target.port
+        if host_allowed(config.modules[module].credential_hosts, host, port):
+            return target, Credentials(True, "sent (the host is in credential_hosts)")
+        self._withheld.inc()
+        note = (
+            f"withheld: module {module!r} does not name {host}:{port} in credential_hosts, "
+            "so the probe ran without its API key and headers"
+        )
+        self._warn_once(module, host, note)
+        return replace(target, api_key=None, headers={}), Credentials(False, note)
+
+    def _warn_once(self, module: str, host: str, note: str) -> None:
+        with self._warned_lock:
+            if (module, host) in self._warned:
+                return
+            self._warned[(module, host)] = None
+            while len(self._warned) > _WARNED:
+                self._warned.popitem(last=False)
+        log.warning("/probe of %s: credentials %s", host, note)
+
+    def _run(self, target: TargetConfig, deadline: float) -> ProbeResult:
+        """The probe in its own thread, answered at ``deadline`` at the latest. The thread
+        holds the slot until it really ends, so the concurrency bound stays true."""
+        box: list[ProbeResult] = []
+        begun_ns, begun_at = time.perf_counter_ns(), time.time()
+
+        def work() -> None:
+            try:
+                model = ModelResolver(target, self._discover).model()
+                box.append(self._probe(build_spec(target, model)))
+            except Exception:
+                log.exception("/probe of %s: the probe itself failed", target.target.host)
+            finally:
+                self.gate.release()
+
+        thread = threading.Thread(target=work, name="probe-on-demand", daemon=True)
+        thread.start()
+        thread.join(deadline)
+        if box:
+            return box[0]
+        late = "no result" if thread.is_alive() else "the probe failed internally"
+        return ProbeResult(
+            url=target.target.request_url,
+            endpoint=target.target.endpoint,
+            model=target.model or "unknown",
+            outcome=Outcome.TIMEOUT_TOTAL,
+            start_ns=begun_ns,
+            started_at=begun_at,
+            end_ns=time.perf_counter_ns() - begun_ns,
+            error=f"{late} within the /probe deadline of {deadline:.1f} s",
+        )
+
+    def _reply(
+        self,
+        result: ProbeResult,
+        target: TargetConfig,
+        module: str,
+        credentials: Credentials,
+        debug: bool,
+    ) -> Reply:
+        registry = probe_registry(result)
+        if not debug:
+            encoder, content_type = choose_encoder("")
+            return Reply(200, encoder(registry), content_type)
+        secrets = [target.api_key, *target.headers.values()]
+        lines = [
+            f"Probe of {result.url} with module {module!r}",
+            f"Credentials: {credentials.note}",
+            f"Model: {result.model}",
+            f"Outcome: {result.outcome.value}",
+            f"Error: {redact(result.error or '-', secrets, max_length=2000)}",
+            "",
+            "Metrics that would have been returned:",
+        ]
+        body = "\n".join(lines).encode() + b"\n" + generate_latest(registry)
+        return Reply(200, body)
+
+
+def _budget(scrape_timeout: float) -> float:
+    """Leave half a second (or a tenth) of the scrape for rendering and the network."""
+    return max(scrape_timeout - min(0.5, scrape_timeout / 10), 0.1)
+
+
+def _within(target: TargetConfig, budget: float) -> TargetConfig:
+    t = target.timeouts
+    timeouts = Timeouts(
+        connect=min(t.connect, budget),
+        headers=min(t.headers, budget),
+        first_token=min(t.first_token, budget),
+        total=min(t.total, budget),
+    )
+    return replace(target, timeouts=timeouts)
