@@ -31,8 +31,15 @@ from streamobs.probe.spec import (
     Timeouts,
 )
 from streamobs.probe.spec import parse_target as parse_target_url
-from streamobs.report import describe, describe_summary, one_line, to_json
-from streamobs.secret import SecretError, load_api_key
+from streamobs.report import (
+    ERROR_CHARS,
+    describe,
+    describe_summary,
+    one_line,
+    redact_result,
+    to_json,
+)
+from streamobs.secret import SecretError, is_credential_header, load_api_key, redact
 from streamobs.web.webconfig import load_web_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -220,7 +227,16 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
         if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
             # Never echo the value: headers often carry credentials.
             raise ValueError(f"bad --header {name.strip()[:40]!r}: expected 'Name: value'")
-        headers[name.strip()] = content.strip()
+        value = content.strip()
+        if any(c in value for c in "\r\n\0") or len(value) > 8192:
+            raise ValueError(f"bad --header {name.strip()[:40]!r}: the value must be one line")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"bad --header {name.strip()[:40]!r}: holds characters a header cannot carry"
+            ) from None
+        headers[name.strip()] = value
     return headers
 
 
@@ -242,6 +258,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
     except (TargetError, SecretError, ValueError) as exc:
         return _fail(EXIT_USAGE, str(exc))
+    secrets = [v for k, v in headers.items() if is_credential_header(k)]
+    if api_key is not None:
+        secrets.append(api_key.reveal())
     model = args.model
     if not model:
         try:
@@ -249,7 +268,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 target, api_key, args.connect_timeout + args.headers_timeout, not args.insecure
             )
         except ModelDiscoveryError as exc:
-            return _fail(EXIT_FAILED, str(exc))
+            return _fail(EXIT_FAILED, redact(str(exc), secrets, max_length=ERROR_CHARS))
     try:
         spec = ProbeSpec(
             target=target,
@@ -275,6 +294,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         results = run_batch(spec, args.count, args.concurrency, on_result=show)
     except BatchInterrupted as stop:
         results, interrupted = stop.results, True
+    results = [redact_result(r, secrets) for r in results]
     if args.json:
         print(to_json(results))
     elif args.count == 1 and results:

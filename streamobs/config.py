@@ -19,6 +19,7 @@ import yaml
 from streamobs.credential_hosts import CredentialHostError, HostPattern, parse_host_pattern
 from streamobs.export.otlp_names import DEFAULT_PROVIDER
 from streamobs.export.otlp_settings import OtlpSettings, OtlpSettingsError
+from streamobs.files import KIB
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,
     DEFAULT_PROMPT,
@@ -27,9 +28,10 @@ from streamobs.probe.spec import (
     Timeouts,
     parse_target,
 )
-from streamobs.secret import Secret, SecretError, load_api_key
+from streamobs.secret import Secret, SecretError, is_credential_header, load_api_key, load_secret
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
+MAX_HEADER_VALUE = 8 * KIB
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -68,10 +70,16 @@ class TargetConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     api_key: Secret | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    secret_headers: frozenset[str] = frozenset()  # names in headers whose values are secrets
     accept_encoding: str = DEFAULT_ACCEPT_ENCODING
     verify_tls: bool = True
     metrics_url: str | None = None  # the server's own /metrics, for the vLLM collector
     slo: SLO = field(default_factory=SLO)
+
+    def secrets(self) -> tuple[Secret | str, ...]:
+        """Every credential this target sends, for ``secret.redact``."""
+        values = [v for k, v in self.headers.items() if k in self.secret_headers]
+        return (self.api_key, *values) if self.api_key is not None else tuple(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,23 +232,53 @@ class _Section:
             raise ConfigError(f"{self.at(unknown[0])}: unknown key")
 
 
-def _headers(section: _Section) -> dict[str, str]:
+def _header_value(value: str, path: str) -> str:
+    # The value may be a credential: errors never echo it.
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ConfigError(f"{path}: expected a one-line string (no CR, LF or NUL)")
+    if len(value) > MAX_HEADER_VALUE:
+        raise ConfigError(f"{path}: longer than {MAX_HEADER_VALUE} characters")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{path}: holds characters an HTTP header cannot carry") from None
+    return value
+
+
+def _headers(section: _Section) -> tuple[dict[str, str], frozenset[str]]:
+    """Extra request headers, and the names of those whose values are secrets: given as
+    ``{env: VAR}`` or ``{file: PATH}``, or named like a credential (``api-key``, ...)."""
     raw = section.raw("headers", {}) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{section.at('headers')}: expected a mapping of name: value")
-    headers = {}
+    headers: dict[str, str] = {}
+    secret: set[str] = set()
     for name, value in raw.items():
-        if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
-            raise ConfigError(f"{section.at('headers')}: bad header name {name!r}")
-        if not isinstance(value, str) or "\n" in value or "\r" in value:
-            # The value may be a credential: never echo it.
-            raise ConfigError(f"{section.at('headers')}.{name}: expected a one-line string")
+        if not isinstance(name, str) or not re.fullmatch(
+            r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}", name
+        ):
+            raise ConfigError(f"{section.at('headers')}: bad header name {str(name)[:64]!r}")
+        path = f"{section.at('headers')}.{name}"
         if name.lower() == "authorization":
-            raise ConfigError(
-                f"{section.at('headers')}.{name}: use api_key_file or api_key_env for credentials"
-            )
-        headers[name] = value
-    return headers
+            raise ConfigError(f"{path}: use api_key_file or api_key_env for credentials")
+        if isinstance(value, dict):
+            source = _Section(value, path)
+            try:
+                loaded = load_secret(source.text("env"), source.text("file"), f"header {name}")
+            except SecretError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            source.done()
+            if loaded is None:
+                raise ConfigError(f"{path}: expected a string, {{env: VAR}} or {{file: PATH}}")
+            headers[name] = loaded.reveal()
+            secret.add(name)
+        elif isinstance(value, str):
+            headers[name] = _header_value(value, path)
+            if is_credential_header(name):
+                secret.add(name)
+        else:
+            raise ConfigError(f"{path}: expected a string, {{env: VAR}} or {{file: PATH}}")
+    return headers, frozenset(secret)
 
 
 def _slo(section: _Section) -> SLO:
@@ -301,6 +339,7 @@ def _target(section: _Section, defaults: Mapping[str, Any]) -> TargetConfig:
             parse_target(metrics_url)
         except TargetError as exc:
             raise ConfigError(f"{merged.at('metrics_url')}: {exc}") from None
+    headers, secret_headers = _headers(merged)
     interval = merged.duration("interval", 15.0)
     jitter = merged.duration("jitter", 0.0, allow_zero=True)
     if jitter >= interval:
@@ -316,7 +355,8 @@ def _target(section: _Section, defaults: Mapping[str, Any]) -> TargetConfig:
         jitter=jitter,
         timeouts=_timeouts(merged.section("timeouts")),
         api_key=api_key,
-        headers=_headers(merged),
+        headers=headers,
+        secret_headers=secret_headers,
         accept_encoding=merged.text("accept_encoding", DEFAULT_ACCEPT_ENCODING)
         or DEFAULT_ACCEPT_ENCODING,
         verify_tls=not merged.boolean("tls_insecure_skip_verify", False),

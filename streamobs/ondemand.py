@@ -31,8 +31,8 @@ from streamobs.credential_hosts import host_allowed
 from streamobs.export.blackbox import probe_registry
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec, Timeouts
+from streamobs.report import redact_result
 from streamobs.scheduler import ModelResolver, build_spec
-from streamobs.secret import redact
 from streamobs.web.server import Reply
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ class OnDemandProbes:
             target = config.module_target(module, urls[0])
         except ConfigError as exc:
             return Reply(400, (str(exc) + "\n").encode())
+        secrets = target.secrets()
         target, credentials = self._gate_credentials(config, module, target)
         deadline = target.timeouts.total
         if scrape_timeout is not None:
@@ -147,7 +148,7 @@ class OnDemandProbes:
         # The probe's own timeouts end a little before the hard deadline, so a slow server
         # is reported by the probe itself (timeout_first_token, ...), not by the deadline.
         result = self._run(_within(target, left - min(0.2, left / 10)), left)
-        return self._reply(result, target, module, credentials, debug)
+        return self._reply(redact_result(result, secrets), module, credentials, debug)
 
     def _gate_credentials(
         self, config: Config, module: str, target: TargetConfig
@@ -209,7 +210,6 @@ class OnDemandProbes:
     def _reply(
         self,
         result: ProbeResult,
-        target: TargetConfig,
         module: str,
         credentials: Credentials,
         debug: bool,
@@ -218,13 +218,12 @@ class OnDemandProbes:
         if not debug:
             encoder, content_type = choose_encoder("")
             return Reply(200, encoder(registry), content_type)
-        secrets = [target.api_key, *target.headers.values()]
         lines = [
             f"Probe of {result.url} with module {module!r}",
             f"Credentials: {credentials.note}",
             f"Model: {result.model}",
             f"Outcome: {result.outcome.value}",
-            f"Error: {redact(result.error or '-', secrets, max_length=2000)}",
+            f"Error: {result.error or '-'}",
             "",
             "Metrics that would have been returned:",
         ]

@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from streamobs.probe.result import ProbeResult
+from streamobs.secret import Secret, redact
 from streamobs.stats import quantile
+
+ERROR_CHARS = 500  # an error line is cut here, after redaction
+_FIELD_CHARS = 200
+
+
+def redact_result(result: ProbeResult, secrets: Iterable[Secret | str]) -> ProbeResult:
+    """``result`` with every field that carries server text redacted (and bounded), so it
+    can be logged, shown and exported: the one place a result is made safe to print."""
+    values = tuple(secrets)
+
+    def clean(text: str | None, limit: int = _FIELD_CHARS) -> str | None:
+        return None if text is None else redact(text, values, max_length=limit)
+
+    return replace(
+        result,
+        error=clean(result.error, ERROR_CHARS),
+        response_id=clean(result.response_id),
+        response_model=clean(result.response_model),
+        finish_reason=clean(result.finish_reason),
+        content_type=clean(result.content_type),
+        content_encoding=clean(result.content_encoding),
+    )
 
 
 def ms(ns: float | None) -> str:

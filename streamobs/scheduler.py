@@ -17,6 +17,8 @@ from streamobs.probe.models import ModelDiscoveryError, discover_model
 from streamobs.probe.prober import run_probe
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
+from streamobs.report import redact_result
+from streamobs.secret import redact
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class ModelResolver:
             return self._model
         except ModelDiscoveryError as exc:
             if not self._logged_failure:
-                log.warning("target %s: %s", t.name, exc)
+                log.warning("target %s: %s", t.name, redact(str(exc), t.secrets(), 500))
                 self._logged_failure = True
             return UNKNOWN_MODEL
 
@@ -127,7 +129,8 @@ class Scheduler:
                 log.exception("target %s: the probe itself failed", target.name)
             else:
                 resolver.after(result)
-                self._deliver(target, result)
+                # Server text in the result is redacted once, before anything shows it.
+                self._deliver(target, redact_result(result, target.secrets()))
             finally:
                 self._slots.release()
             # Fixed rate from the start of the probe; a probe longer than the interval

@@ -7,10 +7,13 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from urllib.parse import quote
 
+from streamobs.files import KIB, FileRefused, read_limited
+
 MASK = "***"
+MAX_SECRET_CHARS = 16 * KIB  # far above any real token (JWTs are a few KiB)
+MAX_SECRET_FILE_BYTES = MAX_SECRET_CHARS + KIB  # room for surrounding whitespace
 # Headers whose values are credentials wherever they appear in text a server sent back.
 CREDENTIAL_HEADERS = (
     "proxy-authorization",
@@ -19,6 +22,17 @@ CREDENTIAL_HEADERS = (
     "api-key",
     "set-cookie",
     "cookie",
+)
+# Header names that suggest a credential (X-Auth-Token, X-Goog-Api-Key, Session-Id, ...).
+_CREDENTIAL_WORDS = (
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "password",
+    "cookie",
+    "session",
+    "credential",
 )
 _NAMES = "|".join(re.escape(n) for n in CREDENTIAL_HEADERS)
 # "authorization": "Bearer x"   'api-key': 'x'   \"cookie\": \"x\"  (JSON, repr, escaped JSON)
@@ -65,6 +79,12 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+def is_credential_header(name: str) -> bool:
+    """Whether a header's value should be treated as a secret (redacted, never shown)."""
+    lowered = name.lower()
+    return lowered in CREDENTIAL_HEADERS or any(word in lowered for word in _CREDENTIAL_WORDS)
+
+
 def redact(
     text: str,
     secrets: Iterable[Secret | str | None] = (),
@@ -84,8 +104,10 @@ def redact(
         value = secret.reveal() if isinstance(secret, Secret) else secret
         if value:
             values.update((value, json.dumps(value)[1:-1], quote(value, safe="")))
-    for value in sorted(values, key=len, reverse=True):
+    ordered = sorted(values, key=len, reverse=True)
+    for value in ordered:
         text = text.replace(value, MASK)
+    text = _mask_cut_tail(text, ordered)
     text = _QUOTED.sub(lambda m: f"{m['q']}{m['name']}{m['q']}{m['sep']}{m['vq']}{MASK}{m['vq']}",
                        text)  # fmt: skip
     text = _LINE.sub(lambda m: m["name"] + m["sep"] + MASK, text)
@@ -96,32 +118,68 @@ def redact(
     return text
 
 
+def _mask_cut_tail(text: str, values: Iterable[str]) -> str:
+    """Text someone else already cut may end in the first characters of a secret (the
+    full value is gone, so replacing it found nothing): mask such a tail too."""
+    body = text.rstrip(".…")
+    marker = text[len(body) :]
+    for value in values:
+        if len(value) < 5:
+            continue
+        start = body.find(value[:4], max(0, len(body) - len(value) + 1))
+        while start != -1:
+            if value.startswith(body[start:]):
+                return body[:start] + MASK + marker
+            start = body.find(value[:4], start + 1)
+    return text
+
+
 class SecretError(ValueError):
     """A credential source is set but unusable; the message never holds the value."""
 
 
-def load_api_key(env_var: str | None, file_path: str | None) -> Secret | None:
-    """Bearer token from an environment variable or a file (one of them, or neither)."""
+def check_secret(value: str, source: str) -> str:
+    """``value`` with surrounding whitespace removed, if it can be sent in an HTTP header;
+    SecretError naming ``source`` (never the value) otherwise."""
+    value = value.strip()
+    if not value:
+        raise SecretError(f"{source} is empty")
+    if len(value) > MAX_SECRET_CHARS:
+        raise SecretError(f"{source} is longer than {MAX_SECRET_CHARS} characters")
+    if "\n" in value or "\r" in value:
+        raise SecretError(f"{source} holds a line break (more than one line)")
+    if "\0" in value:
+        raise SecretError(f"{source} holds a NUL character")
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+        raise SecretError(f"{source} holds control characters")
+    if not value.isascii():
+        raise SecretError(f"{source} holds non-ASCII characters, which an HTTP header cannot carry")
+    return value
+
+
+def load_secret(env_var: str | None, file_path: str | None, what: str) -> Secret | None:
+    """A credential from an environment variable or a file (one of them, or neither),
+    checked by ``check_secret``; ``what`` names it in errors ("API key")."""
     if env_var and file_path:
-        raise SecretError("set either an API key environment variable or an API key file, not both")
+        raise SecretError(f"set either an {what} environment variable or an {what} file, not both")
     if env_var:
         value = os.environ.get(env_var)
         if value is None:
-            raise SecretError(f"API key environment variable {env_var} is not set")
-        value = value.strip()
-        if not value:
-            raise SecretError(f"API key environment variable {env_var} is empty")
-        return Secret(value)
+            raise SecretError(f"{what} environment variable {env_var} is not set")
+        return Secret(check_secret(value, f"{what} environment variable {env_var}"))
     if file_path:
         try:
-            value = Path(file_path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SecretError(f"cannot read API key file {file_path}: {exc.strerror}") from None
+            raw = read_limited(file_path, MAX_SECRET_FILE_BYTES, f"{what} file")
+        except FileRefused as exc:
+            raise SecretError(str(exc)) from None
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise SecretError(f"API key file {file_path} is not UTF-8 text") from None
-        if not value:
-            raise SecretError(f"API key file {file_path} is empty")
-        if "\n" in value or "\r" in value:
-            raise SecretError(f"API key file {file_path} holds more than one line")
-        return Secret(value)
+            raise SecretError(f"{what} file {file_path} is not UTF-8 text") from None
+        return Secret(check_secret(text, f"{what} file {file_path}"))
     return None
+
+
+def load_api_key(env_var: str | None, file_path: str | None) -> Secret | None:
+    """Bearer token from an environment variable or a file (one of them, or neither)."""
+    return load_secret(env_var, file_path, "API key")

@@ -25,6 +25,7 @@ from streamobs.collectors.vllm_http import (
 )
 from streamobs.collectors.vllm_normalise import HistogramSeries, NormalisedFamily, normalise
 from streamobs.collectors.vllm_parse import ParsedFamily, parse_families
+from streamobs.secret import redact
 
 _ERROR_LIMIT = 200
 
@@ -133,8 +134,7 @@ def _one_line(message: str) -> str:
     """Server bytes can end up in a message (parser errors quote the line): keep it one
     short printable line."""
     printable = "".join(c if c.isprintable() else " " for c in message)
-    line = " ".join(printable.split())
-    return line if len(line) <= _ERROR_LIMIT else line[: _ERROR_LIMIT - 3] + "..."
+    return redact(" ".join(printable.split()), max_length=_ERROR_LIMIT)
 
 
 def redact_url(url: str) -> str:
