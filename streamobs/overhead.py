@@ -40,7 +40,7 @@ class OverheadTracker:
         self._latest: dict[tuple[str, str], float] = {}
 
     def record_probe(self, target: TargetConfig, result: ProbeResult) -> None:
-        if not result.ok or result.first_token_ns is None:
+        if not result.ok or not result.exact or result.first_token_ns is None:
             return
         with self._lock:
             window = self._windows.setdefault(target.name, _Window())

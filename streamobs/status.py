@@ -21,16 +21,18 @@ class TargetStatus:
 
     @property
     def sli(self) -> float | None:
-        """Share of recent probes that succeeded with TTFT under the SLO threshold."""
-        if not self.recent:
+        """Share of recent probes that succeeded with TTFT under the SLO threshold, out of
+        those that count for it (degraded successes do not: their TTFT is not known)."""
+        eligible = [r for r in self.recent if not r.ok or r.exact]
+        if not eligible:
             return None
         threshold_ns = self.target.slo.ttft_seconds * 1e9
         good = sum(
             1
-            for r in self.recent
+            for r in eligible
             if r.ok and r.first_token_ns is not None and r.first_token_ns <= threshold_ns
         )
-        return good / len(self.recent)
+        return good / len(eligible)
 
 
 class StatusBoard:

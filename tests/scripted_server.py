@@ -27,7 +27,8 @@ def chunk(payload: bytes) -> bytes:
 
 def fixture_response(name: str) -> bytes:
     """A captured ``.headers`` file (LF line ends) plus its ``.body``, as sent on the wire."""
-    head = (FIXTURES / f"{name}.headers").read_bytes().rstrip(b"\n").replace(b"\n", b"\r\n")
+    head = (FIXTURES / f"{name}.headers").read_bytes().replace(b"\r\n", b"\n").rstrip(b"\n")
+    head = head.replace(b"\n", b"\r\n")
     return head + b"\r\n\r\n" + (FIXTURES / f"{name}.body").read_bytes()
 
 

@@ -77,11 +77,11 @@ def test_ttft_sli_counts_failed_probes_as_bad() -> None:
         for r in rules("record")
         if r["labels"]["slo"] == "ttft" and r["record"].endswith("ratio_rate5m")
     ]
-    # good = probes under the threshold; total = every attempt, failed ones included.
+    # good = exact probes under the threshold; total = every failed probe and every exact one.
     assert (
         'streamobs_probe_ttft_seconds_bucket{job="streamobs", le=~"2|2\\\\.0"}' in ratio_5m["expr"]
     )
-    assert "rate(streamobs_probe_attempts_total{" in ratio_5m["expr"]
+    assert "rate(streamobs_probe_latency_eligible_total{" in ratio_5m["expr"]
 
 
 def _runbook_anchors() -> set[str]:

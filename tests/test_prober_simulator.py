@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import sys
 import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 
-from streamobs.probe import Outcome, ProbeSpec, Timeouts, parse_target, run_probe
+from streamobs.probe import Degraded, Outcome, ProbeSpec, Timeouts, parse_target, run_probe
 from streamobs.probe.batch import run_batch
 from streamobs.probe.result import ProbeResult
 from streamobs.simulator import FAULT_HEADER, Simulator, SimulatorConfig
@@ -182,24 +183,13 @@ def test_keepalives_before_the_first_token_do_not_count() -> None:
         assert result.first_token_ns == pytest.approx(10e9, abs=0.1e9)
 
 
-def test_plain_tcp_reads_use_the_kernel_receive_timestamp(simulator: Simulator) -> None:
-    from streamobs.probe import transport
-
-    if transport._SO_TIMESTAMPNS is None:
-        pytest.skip("kernel receive timestamps are used on Linux only")
-    used: list[int] = []
-    original = transport._KernelStampedSocket.recv_into
-
-    def spy(self: transport._KernelStampedSocket, *args: object) -> int:
-        used.append(1)
-        return original(self, *args)  # type: ignore[arg-type]
-
-    transport._KernelStampedSocket.recv_into = spy  # type: ignore[method-assign]
-    try:
-        result = run_probe(spec_for(simulator))
-    finally:
-        transport._KernelStampedSocket.recv_into = original  # type: ignore[method-assign]
-    assert result.outcome is Outcome.OK and used
+def test_plain_tcp_stamps_come_from_the_kernel_at_both_ends(simulator: Simulator) -> None:
+    if sys.platform != "linux":
+        pytest.skip("kernel timestamps are used on Linux only")
+    result = run_probe(spec_for(simulator))
+    assert result.outcome is Outcome.OK, result.error
+    assert result.timing.sent_by_kernel
+    assert result.timing.degraded is not Degraded.NO_KERNEL_STAMPS
     assert result.response_id is not None
     record = simulator.request_log(result.response_id)
     assert record is not None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from streamobs.probe import Outcome, ProbeSpec, Timeouts, parse_target, run_probe
+from streamobs.probe import Degraded, Outcome, ProbeSpec, Timeouts, parse_target, run_probe
 from tests.fixtures import require_binary
 from tests.scripted_server import ScriptedServer, silent, stream_fixture
 
@@ -65,8 +66,11 @@ def test_insecure_accepts_it_and_streams(server_tls: ssl.SSLContext) -> None:
         )
         result = run_probe(spec)
     assert result.outcome is Outcome.OK, result.error
-    assert result.connect_ns is not None and result.headers_ns is not None
-    assert result.connect_ns < result.headers_ns
+    assert result.connect_ns is not None and result.tls_ns is not None
+    assert result.headers_ns is not None and result.tls_version is not None
+    if sys.platform == "linux":  # TLS runs over the raw socket: the kernel stamps it too
+        assert result.timing.sent_by_kernel
+        assert result.timing.degraded is not Degraded.NO_KERNEL_STAMPS
 
 
 def test_tls_handshake_that_never_completes_is_tls() -> None:

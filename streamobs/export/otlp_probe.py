@@ -109,6 +109,12 @@ class ProbeInstruments:
             n.PROBES,
             "Probes whose tokens arrived in bursts (a buffering proxy or compression).",
         )
+        self.degraded = meter.create_counter(
+            n.PROBE_DEGRADED,
+            n.PROBES,
+            "Probes whose own stamps could be off by more than the timing tolerance, by "
+            "reason; kept out of the latency histograms.",
+        )
         observed.add(_LAST_PROBE, self._last_probe_values)
         observed.add(_SLO, _slo_source(targets))
         for target in targets:
@@ -152,16 +158,23 @@ class ProbeInstruments:
         # No stream, no bursts: a failed connect must not keep the previous probe's share.
         burst_share = delivery.burst_share if delivery else 0.0
         self._set_last(base, 1.0 if result.ok else 0.0, burst_share, result.started_at)
-        if result.headers_ns is not None:
+        if result.headers_ns is not None and result.exact:
             self._record(self.headers, n.PROBE_HEADERS, [result.headers_ns / 1e9], base)
         if delivery is not None and delivery.buffered:
             self._add(self.buffered, n.PROBE_BUFFERED, 1, base)
+        degraded = result.timing.degraded
+        if degraded is not None:
+            reason = {n.DEGRADED_REASON: degraded.value}
+            self._add(self.degraded, n.PROBE_DEGRADED, 1, {**base, **reason})
         if not result.ok:
             error = {n.ERROR_TYPE: result.outcome.value}
             self._add(self.failures, n.PROBE_FAILURES, 1, {**base, **error})
             self._record(
                 self.duration, n.OPERATION_DURATION, [result.end_ns / 1e9], {**genai, **error}
             )
+            return
+        if degraded is not None:  # counted above; its latencies cannot be vouched for
+            self._add_tokens(result, genai)
             return
         if result.first_token_ns is not None:
             self._record(self.ttft, n.TIME_TO_FIRST_CHUNK, [result.first_token_ns / 1e9], genai)
@@ -170,6 +183,9 @@ class ProbeInstruments:
         if result.done_ns is not None:
             self._record(self.duration, n.OPERATION_DURATION, [result.done_ns / 1e9], genai)
         self._record(self.itl, n.TIME_PER_OUTPUT_CHUNK, [g / 1e9 for g in result.itl_ns], genai)
+        self._add_tokens(result, genai)
+
+    def _add_tokens(self, result: ProbeResult, genai: Attributes) -> None:
         for token_type, count in (
             ("input", result.prompt_tokens),
             ("output", result.output_tokens),

@@ -1,8 +1,10 @@
 """Probe results as Prometheus series. This module only reads ProbeResult records.
 
-Latency histograms observe successful probes only; failures are counted by outcome class.
-An SLO such as "99% of probes see TTFT under 2 s, failed probes count as bad" is then
-``ttft_bucket{le="2"} / attempts_total``, and every SLO threshold is a bucket edge.
+Latency histograms observe successful probes whose stamps are exact only; failures are
+counted by outcome class, and probes whose own lateness could have moved a figure are
+counted as degraded, apart. An SLO such as "99% of probes see TTFT under 2 s, failed
+probes count as bad" is then ``ttft_bucket{le="2"} / latency_eligible_total`` (every
+failed probe and every exact one), and every SLO threshold is a bucket edge.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamobs import __version__
 from streamobs.config import Config
-from streamobs.probe.result import Outcome, ProbeResult
+from streamobs.probe.result import Degraded, Outcome, ProbeResult
 
 LABELS = ("target", "model")
+CONNECTION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CONNECTION_PHASES = ("dns", "connect", "tls")
+DEGRADED_REASONS = tuple(reason.value for reason in Degraded)
 FAILURE_OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.OK)
 
 
@@ -54,8 +59,30 @@ class ProbeMetrics:
         )
         self.headers = histogram(
             "streamobs_probe_headers_seconds",
-            "Request start to response headers (time to first byte), every probe that got them.",
+            "Request sent to response headers, every probe that got them with exact stamps.",
             "headers",
+        )
+        self.connection = Histogram(
+            "streamobs_probe_connection_seconds",
+            "Connection phases before the request: name resolution, TCP connect, TLS handshake.",
+            (*LABELS, "phase"),
+            registry=registry,
+            buckets=CONNECTION_BUCKETS,
+        )
+        self.degraded = Counter(
+            "streamobs_probe_degraded",
+            "Probes whose own stamps could be off by more than the timing tolerance "
+            "(streamobs was late to read: it needs CPU), by reason; kept out of the "
+            "latency histograms and the latency SLOs.",
+            (*LABELS, "reason"),
+            registry=registry,
+        )
+        self.latency_eligible = Counter(
+            "streamobs_probe_latency_eligible",
+            "Probes that count for the latency SLOs: every failed probe and every "
+            "successful probe with exact stamps.",
+            LABELS,
+            registry=registry,
         )
         self.attempts = Counter(
             "streamobs_probe_attempts", "Probes run.", LABELS, registry=registry
@@ -133,6 +160,10 @@ class ProbeMetrics:
                 metric.labels(target, model)
             for outcome in FAILURE_OUTCOMES:
                 self.failures.labels(target, model, outcome)
+            for reason in DEGRADED_REASONS:
+                self.degraded.labels(target, model, reason)
+            for phase in CONNECTION_PHASES:
+                self.connection.labels(target, model, phase)
 
     def _per_target(self) -> Iterable[Histogram | Counter | Gauge]:
         return (
@@ -147,6 +178,7 @@ class ProbeMetrics:
             self.success,
             self.burst_share,
             self.last_run,
+            self.latency_eligible,
         )
 
     def record(self, target: str, result: ProbeResult) -> None:
@@ -156,7 +188,19 @@ class ProbeMetrics:
         self.attempts.labels(*labels).inc()
         self.last_run.labels(*labels).set(result.started_at)
         self.success.labels(*labels).set(1 if result.ok else 0)
-        if result.headers_ns is not None:
+        for phase, duration in (
+            ("dns", result.dns_ns),
+            ("connect", result.connect_ns),
+            ("tls", result.tls_ns),
+        ):
+            if duration is not None:
+                self.connection.labels(target, model, phase).observe(duration / 1e9)
+        degraded = result.timing.degraded
+        if degraded is not None:
+            self.degraded.labels(target, model, degraded.value).inc()
+        if not result.ok or degraded is None:
+            self.latency_eligible.labels(*labels).inc()
+        if result.headers_ns is not None and degraded is None:
             self.headers.labels(*labels).observe(result.headers_ns / 1e9)
         # No stream, no bursts: a failed connect must not keep the previous probe's share.
         delivery = result.delivery
@@ -165,6 +209,10 @@ class ProbeMetrics:
             self.buffered.labels(*labels).inc()
         if not result.ok:
             self.failures.labels(target, model, result.outcome.value).inc()
+            return
+        if result.output_tokens:
+            self.tokens.labels(*labels).inc(result.output_tokens)
+        if degraded is not None:
             return
         if result.first_token_ns is not None:
             self.ttft.labels(*labels).observe(result.first_token_ns / 1e9)
@@ -175,5 +223,3 @@ class ProbeMetrics:
         itl = self.itl.labels(*labels)
         for gap in result.itl_ns:
             itl.observe(gap / 1e9)
-        if result.output_tokens:
-            self.tokens.labels(*labels).inc(result.output_tokens)

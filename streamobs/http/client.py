@@ -12,6 +12,7 @@ request is on the wire counts as latency.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import socket
 import ssl
@@ -25,6 +26,8 @@ from urllib.parse import urlsplit
 from streamobs.http.channel import Channel, PlainChannel, SendStamp, TLSChannel
 from streamobs.http.errors import Deadline, HTTPFailure, Kind, Phase, os_failure
 from streamobs.http.response import Response, read_head
+
+_log = logging.getLogger(__name__)
 
 AddressInfo = list[tuple[int, tuple[str, int] | tuple[str, int, int, int]]]
 Resolver = Callable[[str, int], AddressInfo]
@@ -241,6 +244,10 @@ class Exchange:
         )
         self.response = read_head(channel, headers)
         phases.sent = channel.send_stamp()  # a transmit stamp queued late is here by now
+        _log.debug(
+            "%s %s: %s %d %s", self.request.method, self.request.url,
+            self.response.version, self.response.status, self.response.reason,
+        )  # fmt: skip
         return self.response
 
     def _within_total(self, deadline: Deadline) -> Deadline:

@@ -23,7 +23,7 @@ MAX_HEADERS = 128
 MAX_INTERIM = 32
 _MAX_CHUNK_LINE = 4 * 1024
 _READ_BYTES = 64 * 1024
-_STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([1-9][0-9]{2})(?: ([^\r\n]*))?\r?\n")
+_STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([1-9][0-9]{2})(?: ([^\r\n]*))?\r*\n")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -102,6 +102,11 @@ def read_head(channel: Channel, deadline: Deadline) -> Response:
 
 
 def _one_head(buffer: _Buffer, deadline: Deadline) -> tuple[int, str, str, Headers]:
+    # Not HTTP at all (a TLS server, HTTP/0.9): say so at once, not at the deadline.
+    while len(buffer.data) < 5 and b"\n" not in buffer.data and buffer.fill(deadline):
+        pass
+    if buffer.data and not b"HTTP/".startswith(bytes(buffer.data[:5])):
+        raise HTTPFailure(Phase.HEADERS, Kind.MALFORMED, "the answer is not an HTTP/1.x response")
     try:
         first = buffer.line(MAX_STATUS_LINE, deadline, "the status line")
     except HTTPFailure as failure:
@@ -121,7 +126,7 @@ def _one_head(buffer: _Buffer, deadline: Deadline) -> tuple[int, str, str, Heade
     while True:
         line = buffer.line(MAX_HEAD_BYTES - size, deadline, "the response headers")
         size += len(line)
-        if line in (b"\r\n", b"\n"):
+        if not line.rstrip(b"\r\n"):
             return status, reason, version, Headers(items)
         if len(items) >= MAX_HEADERS:
             raise HTTPFailure(
@@ -328,5 +333,5 @@ class Response:
         while True:
             line = self._buffer.line(MAX_HEAD_BYTES - size, deadline, "the chunked trailer")
             size += len(line)
-            if line in (b"\r\n", b"\n"):
+            if not line.rstrip(b"\r\n"):
                 return

@@ -92,10 +92,11 @@ def slos(config: PackConfig) -> tuple[SLO, ...]:
             what=f"probes slower than {human_seconds(ttft.threshold_seconds)} to the first "
             "token, or failed,",
             counts="good",
-            # Latency histograms observe successful probes only, so good/attempts counts
-            # every failed probe as bad.
+            # Latency histograms observe successful probes with exact stamps only; the
+            # eligible count adds every failed probe, so each failure counts as bad and a
+            # probe streamobs itself was too late to time counts as neither.
             numerator=s.TTFT + "_bucket" + selector(sel, le_matcher(ttft.threshold_seconds)),
-            denominator=s.ATTEMPTS + selector(sel),
+            denominator=s.LATENCY_ELIGIBLE + selector(sel),
             by=by,
         ),
         SLO(
@@ -208,6 +209,11 @@ def _probe_group(config: PackConfig) -> RuleGroup:
         f"sum by ({by}) (increase({s.BUFFERED}{selector(sel)}[{buffered.window}]))\n/\n"
         f"sum by ({by}) (increase({attempts}[{buffered.window}]))"
     )
+    degraded = c.probe_timing_degraded
+    degraded_share = (
+        f"sum by (job, target) (increase({s.DEGRADED}{selector(sel)}[{degraded.window}]))\n/\n"
+        f"sum by (job, target) (increase({attempts}[{degraded.window}]))"
+    )
     rules: list[Rule] = [
         _alert(
             c,
@@ -243,6 +249,19 @@ def _probe_group(config: PackConfig) -> RuleGroup:
             "in bursts although the server sent them spread out; users see the answer "
             "appear all at once. Typical causes: proxy buffering, or gzip on "
             "text/event-stream.",
+        ),
+        _alert(
+            c,
+            "StreamobsProbeTimingDegraded",
+            degraded,
+            f"{degraded_share}\n> {number(degraded.threshold)}",
+            [degraded_share],
+            "streamobs is too starved of CPU to time its probes.",
+            "{{ $value | humanizePercentage }} of the probes of {{ $labels.target }} in the "
+            f"last {degraded.window} could not vouch for their own stamps (streamobs read "
+            "too late, or the kernel gave no stamps): their latencies are kept out of the "
+            "histograms and the SLO, so the latency SLOs see fewer probes. Give the sidecar "
+            "a CPU request and no CPU limit that throttles it.",
         ),
     ]
     for name, objective, histogram in (

@@ -95,6 +95,8 @@ class PackConfig:
     streamobs_down: AlertSettings = AlertSettings("warning", "5m")
     # Share of probes whose tokens arrived in bursts.
     stream_buffered: AlertSettings = AlertSettings("warning", "15m", 0.5, "15m")
+    # Share of probes whose own stamps streamobs could not vouch for.
+    probe_timing_degraded: AlertSettings = AlertSettings("warning", "15m", 0.2, "15m")
     threshold_not_bucket_edge: AlertSettings = AlertSettings("warning", "15m")
     slo_config_mismatch: AlertSettings = AlertSettings("warning", "15m")
     # vLLM's /metrics unreachable while every probe fails.

@@ -388,6 +388,25 @@ def streaming_probes(config: PackConfig) -> Dashboard:
             ),
             Panel(
                 "timeseries",
+                "Probes with degraded timing",
+                "Share of probes whose own stamps streamobs could not vouch for (it read too "
+                "late: short of CPU), by reason. They count for availability but not for "
+                "latency; a high share means the sidecar needs a CPU request.",
+                "percentunit",
+                (
+                    Query(
+                        f"{_rate(s.DEGRADED, PROBE, 'target, reason')}"
+                        f"\n/ on (target) group_left\n{attempts}",
+                        "{{target}} {{reason}}",
+                    ),
+                ),
+                min=0,
+                max=1,
+                steps=((None, GREEN), (config.probe_timing_degraded.threshold, RED)),
+                threshold_lines=True,
+            ),
+            Panel(
+                "timeseries",
                 "Burst share of the last probe",
                 "Share of the last probe's tokens that arrived together with others in one "
                 "read. Near 0 on a healthy path; near 1 when the whole answer arrives at once.",

@@ -2,10 +2,11 @@
 
 from streamobs.probe.models import ModelDiscoveryError, discover_model
 from streamobs.probe.prober import run_probe
-from streamobs.probe.result import Delivery, Outcome, ProbeResult
+from streamobs.probe.result import Degraded, Delivery, Outcome, ProbeResult, TimingQuality
 from streamobs.probe.spec import ProbeSpec, Target, TargetError, Timeouts, parse_target
 
 __all__ = [
+    "Degraded",
     "Delivery",
     "ModelDiscoveryError",
     "Outcome",
@@ -14,6 +15,7 @@ __all__ = [
     "Target",
     "TargetError",
     "Timeouts",
+    "TimingQuality",
     "discover_model",
     "parse_target",
     "run_probe",

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from streamobs.http.bodies import parse_json
+
 DONE_SENTINEL = "[DONE]"
 
 
@@ -42,8 +44,21 @@ def _describe_error(error: Any) -> str:
     return str(error)[:200]
 
 
+# Usage counts from a server are taken only when they can be true: a count outside this
+# range (negative, or 10**4000) is ignored rather than recorded.
+MAX_TOKEN_COUNT = 10**9
+# Identifiers and reasons from the server end up in results and logs: bounded.
+MAX_TEXT = 256
+
+
 def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    return None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value[:MAX_TEXT] if isinstance(value, str) and value else None
 
 
 def interpret(data: str) -> Chunk:
@@ -52,7 +67,7 @@ def interpret(data: str) -> Chunk:
     if data.strip() == DONE_SENTINEL:
         return _DONE
     try:
-        obj = json.loads(data)
+        obj = parse_json(data)
     except ValueError as exc:
         raise MalformedChunk(f"data is not JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -79,8 +94,7 @@ def interpret(data: str) -> Chunk:
         has_answer = has_answer or answer
         has_token = has_token or answer or reasoning
         reason = choice.get("finish_reason")
-        if isinstance(reason, str) and reason:
-            finish_reason = reason
+        finish_reason = _text_or_none(reason) or finish_reason
     usage = obj.get("usage")
     completion_tokens = prompt_tokens = None
     if isinstance(usage, dict):
@@ -94,6 +108,6 @@ def interpret(data: str) -> Chunk:
         finish_reason=finish_reason,
         completion_tokens=completion_tokens,
         prompt_tokens=prompt_tokens,
-        response_id=response_id if isinstance(response_id, str) else None,
-        model=model if isinstance(model, str) else None,
+        response_id=_text_or_none(response_id),
+        model=_text_or_none(model),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from streamobs.probe.result import Delivery
 
@@ -19,16 +19,26 @@ def analyse_delivery(
     events_by_read: Sequence[int],
     token_arrivals_ns: Sequence[int],
     token_reads: Sequence[int],
+    vouched_reads: Collection[int] | None = None,
 ) -> Delivery:
     """``events_by_read``: data events completed by each read that completed any;
-    ``token_arrivals_ns``/``token_reads``: arrival time and read index of each content event."""
+    ``token_arrivals_ns``/``token_reads``: arrival time and read index of each content event;
+    ``vouched_reads``: the reads whose events the client can vouch arrived together (it was
+    waiting for them, not late); None: all of them. Events that piled up while the client
+    was late are no evidence of a buffering path."""
     reads_with_events = len(events_by_read)
     events = sum(events_by_read)
     bursts: list[int] = []
     for index, arrival in enumerate(token_arrivals_ns):
-        together = index > 0 and (
-            token_reads[index] == token_reads[index - 1]
-            or arrival - token_arrivals_ns[index - 1] < BURST_GAP_NS
+        read = token_reads[index]
+        vouched = vouched_reads is None or read in vouched_reads
+        together = (
+            index > 0
+            and vouched
+            and (
+                read == token_reads[index - 1]
+                or arrival - token_arrivals_ns[index - 1] < BURST_GAP_NS
+            )
         )
         if together:
             bursts[-1] += 1

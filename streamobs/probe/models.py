@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-
+from streamobs.http.bodies import parse_json
+from streamobs.http.client import Request, Resolver, Timeouts, fetch, system_resolver
+from streamobs.http.errors import HTTPFailure, Kind, Phase
 from streamobs.probe.spec import Target
-from streamobs.probe.transport import new_session
 from streamobs.secret import Secret
+
+# A model list is small; a larger body (or a decompression bomb) is not a model list.
+MAX_MODELS_BYTES = 1 << 20
 
 
 class ModelDiscoveryError(Exception):
@@ -20,9 +23,10 @@ def discover_model(
     api_key: Secret | None = None,
     timeout: float = 10.0,
     verify_tls: bool = True,
+    resolver: Resolver = system_resolver,
 ) -> str:
     """The first model ``/v1/models`` lists."""
-    return str(list_models(target, api_key, timeout, verify_tls)[0]["id"])
+    return str(list_models(target, api_key, timeout, verify_tls, resolver)[0]["id"])
 
 
 def list_models(
@@ -30,42 +34,56 @@ def list_models(
     api_key: Secret | None = None,
     timeout: float = 10.0,
     verify_tls: bool = True,
+    resolver: Resolver = system_resolver,
 ) -> list[dict[str, Any]]:
-    """The entries of ``/v1/models`` that name a model (vLLM adds ``max_model_len``)."""
+    """The entries of ``/v1/models`` that name a model (vLLM adds ``max_model_len``).
+    ``timeout`` bounds the whole exchange, connect to the last byte of the body."""
     headers = {"Accept": "application/json", "User-Agent": "streamobs-probe"}
     if api_key is not None:
         headers["Authorization"] = "Bearer " + api_key.reveal()
     url = target.models_url
-    with new_session(verify_tls) as session:
-        try:
-            response = session.get(url, headers=headers, timeout=timeout, allow_redirects=False)
-        except requests.exceptions.SSLError:
-            raise ModelDiscoveryError(f"TLS handshake with {url} failed") from None
-        except requests.exceptions.Timeout:
-            raise ModelDiscoveryError(f"{url} did not answer within {timeout:g} s") from None
-        except requests.exceptions.ConnectionError:
-            raise ModelDiscoveryError(f"cannot connect to {url}") from None
-        with response:
-            if response.status_code in (401, 403):
-                raise ModelDiscoveryError(
-                    f"{url} refused the request (HTTP {response.status_code}): "
-                    "check the API key, or name the model with --model"
-                )
-            content_type = response.headers.get("Content-Type", "missing")
-            try:
-                payload = response.json() if response.status_code == 200 else None
-            except ValueError:
-                payload = None
-            data = payload.get("data") if isinstance(payload, dict) else None
-            models = [
-                item
-                for item in data or []
-                if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
-            ]
-            if not models:
-                raise ModelDiscoveryError(
-                    f"{url} did not answer like an OpenAI-compatible server "
-                    f"(HTTP {response.status_code}, Content-Type {content_type}); "
-                    "check the URL, or name the model with --model"
-                )
-            return models
+    try:
+        response, body = fetch(
+            Request("GET", url, headers),
+            Timeouts(connect=timeout, headers=timeout, total=timeout),
+            max_bytes=MAX_MODELS_BYTES,
+            verify_tls=verify_tls,
+            resolver=resolver,
+        )
+    except HTTPFailure as failure:
+        raise ModelDiscoveryError(_failure_text(url, failure, timeout)) from None
+    if response.status in (401, 403):
+        raise ModelDiscoveryError(
+            f"{url} refused the request (HTTP {response.status}): "
+            "check the API key, or name the model with --model"
+        )
+    try:
+        payload = parse_json(body) if response.status == 200 else None
+    except ValueError:
+        payload = None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    models = [
+        item
+        for item in (data if isinstance(data, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
+    ]
+    if not models:
+        content_type = response.content_type or "missing"
+        raise ModelDiscoveryError(
+            f"{url} did not answer like an OpenAI-compatible server "
+            f"(HTTP {response.status}, Content-Type {content_type}); "
+            "check the URL, or name the model with --model"
+        )
+    return models
+
+
+def _failure_text(url: str, failure: HTTPFailure, timeout: float) -> str:
+    if failure.kind is Kind.TIMEOUT:
+        return f"{url} did not answer within {timeout:g} s ({failure.phase.value} timed out)"
+    if failure.phase is Phase.TLS:
+        return f"TLS handshake with {url} failed: {failure.message}"
+    if failure.phase in (Phase.DNS, Phase.CONNECT):
+        return f"cannot connect to {url}: {failure.message}"
+    if failure.kind is Kind.TOO_LARGE:
+        return f"{url} sent a model list larger than {MAX_MODELS_BYTES} bytes"
+    return f"{url} did not answer like an OpenAI-compatible server: {failure.message}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -26,6 +26,31 @@ class Outcome(str, enum.Enum):
     TOO_LARGE = "too_large"
 
 
+class Degraded(str, enum.Enum):
+    """Why a probe's stamps cannot vouch for its latencies (a small, fixed set)."""
+
+    LATE_READS = "late_reads"  # this process was too late to read: bytes piled up unseen
+    NO_KERNEL_STAMPS = "no_kernel_stamps"  # clock reads after the call, not kernel stamps
+
+
+@dataclass(frozen=True, slots=True)
+class TimingQuality:
+    """The largest error the probe's own stamps may carry; exact unless ``degraded``."""
+
+    degraded: Degraded | None = None
+    max_error_ns: int = 0
+    ttft_error_ns: int | None = None
+    itl_error_ns: int | None = None
+    e2e_error_ns: int | None = None
+    max_lateness_ns: int = 0  # longest a read's bytes waited in the kernel for us
+    run_queue_wait_ns: int | None = None  # the probe thread's wait for a CPU
+    sent_by_kernel: bool = False  # request_sent is the kernel's transmit stamp
+
+    @property
+    def exact(self) -> bool:
+        return self.degraded is None
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """How the bytes reached us: a healthy path delivers about one event per read."""
@@ -40,8 +65,10 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """Timing points are nanoseconds since ``start_ns`` (a ``perf_counter_ns`` value), or
-    None when the probe never got there."""
+    """Nanoseconds, or None when the probe never got there. ``dns_ns``, ``connect_ns``
+    (TCP) and ``tls_ns`` are durations of their phase; ``request_sent_ns`` and ``end_ns``
+    count from ``start_ns`` (a ``perf_counter_ns`` value); everything after the request
+    counts from ``request_sent``: ``first_token_ns`` is the TTFT, ``done_ns`` the e2e."""
 
     url: str
     endpoint: str  # "chat" or "completions"
@@ -49,7 +76,10 @@ class ProbeResult:
     outcome: Outcome
     start_ns: int
     started_at: float  # wall clock, for humans only
+    dns_ns: int | None = None
     connect_ns: int | None = None
+    tls_ns: int | None = None
+    request_sent_ns: int | None = None
     headers_ns: int | None = None
     first_event_ns: int | None = None
     first_token_ns: int | None = None
@@ -66,10 +96,12 @@ class ProbeResult:
     keepalives: int = 0
     bytes_received: int = 0
     delivery: Delivery | None = None
+    timing: TimingQuality = field(default_factory=TimingQuality)
     http_status: int | None = None
     content_type: str | None = None
     content_encoding: str | None = None
     http_version: str | None = None
+    tls_version: str | None = None
     response_id: str | None = None
     response_model: str | None = None
     finish_reason: str | None = None
@@ -83,6 +115,11 @@ class ProbeResult:
     def itl_ns(self) -> tuple[int, ...]:
         arrivals = self.token_arrivals_ns
         return tuple(b - a for a, b in pairwise(arrivals))
+
+    @property
+    def exact(self) -> bool:
+        """Stamps good enough for the latency histograms and the SLO."""
+        return self.timing.exact
 
     @property
     def tpot_ns(self) -> float | None:
@@ -106,7 +143,10 @@ class ProbeResult:
             "error": self.error,
         }
         seconds = {
+            "dns": self.dns_ns,
             "connect": self.connect_ns,
+            "tls": self.tls_ns,
+            "request_sent": self.request_sent_ns,
             "headers": self.headers_ns,
             "first_event": self.first_event_ns,
             "ttft": self.first_token_ns,
@@ -130,10 +170,22 @@ class ProbeResult:
             "content_type",
             "content_encoding",
             "http_version",
+            "tls_version",
             "response_id",
             "response_model",
             "finish_reason",
         ):
             out[key] = raw[key]
         out["delivery"] = raw["delivery"]
+        timing = self.timing
+        out["timing"] = {
+            "exact": timing.exact,
+            "degraded": timing.degraded.value if timing.degraded else None,
+            "max_error_seconds": timing.max_error_ns / 1e9,
+            "max_lateness_seconds": timing.max_lateness_ns / 1e9,
+            "run_queue_wait_seconds": None
+            if timing.run_queue_wait_ns is None
+            else timing.run_queue_wait_ns / 1e9,
+            "request_sent_stamp": "kernel" if timing.sent_by_kernel else "clock",
+        }
         return out

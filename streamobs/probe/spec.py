@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from streamobs.http.client import Resolver, system_resolver
 from streamobs.secret import Secret
 
 Endpoint = Literal["chat", "completions"]
@@ -125,6 +126,10 @@ class ProbeSpec:
     verify_tls: bool = True
     max_line_bytes: int = 1 << 20
     max_event_bytes: int = 4 << 20
+    # Events per probe: past it the stream is too_large (memory stays bounded).
+    max_events: int = 100_000
+    # Name resolution; tests substitute one that never answers.
+    resolver: Resolver = field(default=system_resolver, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.model:
