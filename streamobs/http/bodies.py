@@ -37,7 +37,8 @@ def error_detail(body: bytes) -> str | None:
     return None
 
 
-def first_line(body: bytes, limit: int = 300) -> str:
-    """The first non-empty line of a body that is not JSON, for an error message."""
-    text = body[: limit * 4].decode("utf-8", errors="replace").strip()
-    return text.splitlines()[0][:limit] if text else ""
+def first_line(body: bytes) -> str:
+    """The first non-empty line of a body that is not JSON, for an error message (whole:
+    callers mask secrets before they shorten it)."""
+    text = body.decode("utf-8", errors="replace").strip()
+    return text.splitlines()[0] if text else ""

@@ -39,9 +39,9 @@ def _describe_error(error: Any) -> str:
     if isinstance(error, dict):
         message = error.get("message")
         kind = error.get("type")
-        text = str(message) if message is not None else json.dumps(error)[:200]
+        text = str(message) if message is not None else json.dumps(error)
         return f"{kind}: {text}" if kind else text
-    return str(error)[:200]
+    return str(error)  # cut by the prober once secrets are masked
 
 
 # Usage counts from a server are taken only when they can be true: a count outside this

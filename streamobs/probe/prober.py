@@ -26,12 +26,14 @@ from streamobs.probe.delivery import analyse_delivery
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
 from streamobs.probe.timing import EventStamps, assess_timing
+from streamobs.secret import redact
 from streamobs.sse import SSEDecoder, SSETooLarge
 
 _log = logging.getLogger(__name__)
 
 READ_LIMIT = 64 * 1024  # decoded bytes per read; also bounds decompression per read
 ERROR_BODY_LIMIT = 64 * 1024
+ERROR_CHARS = 400  # a result's error line, after secrets are masked
 
 
 class _Failure(Exception):
@@ -181,7 +183,7 @@ class _ProbeRun:
         body = self._read_bounded(response, ERROR_BODY_LIMIT)
         detail = error_detail(body) or first_line(body)
         message = f"HTTP {response.status} {response.reason}".strip()
-        return f"{message}: {detail[:300]}" if detail else message
+        return f"{message}: {detail}" if detail else message
 
     def _read_bounded(self, response: Response, limit: int) -> bytes:
         """Best effort: an error body is evidence, not worth a timeout of its own."""
@@ -244,7 +246,7 @@ class _ProbeRun:
             self.outcome = Outcome.OK
             return True
         if chunk.error is not None or event_type == "error":
-            message = chunk.error or data[:300]
+            message = chunk.error or data
             raise _Failure(Outcome.STREAM_ERROR, f"error event after HTTP 200: {message}")
         if chunk.has_token:
             if chunk.has_answer and self.first_answer_ns is None:
@@ -307,8 +309,10 @@ class _ProbeRun:
                 self.stamps.vouched_reads(),
             )
         error = self.error
-        if error is not None and spec.api_key is not None:
-            error = spec.api_key.redact(error)
+        if error is not None:
+            # Masked before it is cut: no prefix of a secret the server echoed survives.
+            secrets = [spec.api_key, *spec.headers.values()]
+            error = redact(error, secrets, max_length=ERROR_CHARS)
         phases = self.exchange.phases
         sent = self.sent
         origin = sent.sent_ns if sent is not None else None
