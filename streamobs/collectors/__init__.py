@@ -10,7 +10,6 @@ from streamobs.collectors.vllm import (
     snapshot_from_text,
 )
 from streamobs.collectors.vllm_export import VllmCollector
-from streamobs.collectors.vllm_http import new_vllm_session
 from streamobs.collectors.vllm_names import NORMALISED, NormalisedSpec
 from streamobs.collectors.vllm_normalise import HistogramSeries, NormalisedFamily, ScalarSeries
 from streamobs.collectors.vllm_parse import ParsedFamily
@@ -25,7 +24,6 @@ __all__ = [
     "ServerView",
     "VllmCollector",
     "VllmSnapshot",
-    "new_vllm_session",
     "redact_url",
     "scrape_vllm",
     "server_view",

@@ -11,12 +11,10 @@ import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streamobs.collectors.vllm import VllmSnapshot, scrape_vllm
 from streamobs.collectors.vllm_export import VllmCollector
-from streamobs.collectors.vllm_http import new_vllm_session
 from streamobs.config import TargetConfig, VllmCollectorConfig
 
 log = logging.getLogger(__name__)
@@ -89,13 +87,12 @@ class VllmPoller:
         for thread in self._threads:
             thread.join(timeout)
 
-    def scrape_once(self, target: TargetConfig, session: requests.Session) -> VllmSnapshot:
+    def scrape_once(self, target: TargetConfig) -> VllmSnapshot:
         assert target.metrics_url is not None
         snapshot = scrape_vllm(
             target.metrics_url,
             timeout=min(self._config.timeout, target.interval),
             max_bytes=self._config.max_bytes,
-            session=session,
         )
         self.accept(target, snapshot)
         return snapshot
@@ -112,12 +109,8 @@ class VllmPoller:
                 log.exception("target %s: handling a vLLM snapshot failed", target.name)
 
     def _loop(self, target: TargetConfig) -> None:
-        session = new_vllm_session()
-        try:
-            # Same cadence as the target's probes, offset so both do not always coincide.
-            wait = random.uniform(0, min(target.interval, 1.0))
-            while not self._stop.wait(wait):
-                self.scrape_once(target, session)
-                wait = target.interval
-        finally:
-            session.close()
+        # Same cadence as the target's probes, offset so both do not always coincide.
+        wait = random.uniform(0, min(target.interval, 1.0))
+        while not self._stop.wait(wait):
+            self.scrape_once(target)
+            wait = target.interval

@@ -14,15 +14,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import requests
-
-from streamobs.collectors.vllm_http import (
-    Deadline,
-    ScrapeError,
-    describe_request_error,
-    fetch_metrics_text,
-    new_vllm_session,
-)
+from streamobs.collectors.vllm_http import ScrapeError, fetch_metrics_text
 from streamobs.collectors.vllm_normalise import HistogramSeries, NormalisedFamily, normalise
 from streamobs.collectors.vllm_parse import ParsedFamily, parse_families
 from streamobs.secret import redact
@@ -51,18 +43,12 @@ class VllmSnapshot:
         return None
 
 
-def scrape_vllm(
-    url: str, *, timeout: float, max_bytes: int, session: requests.Session | None = None
-) -> VllmSnapshot:
-    """GET ``url`` within ``timeout`` seconds overall, reading at most ``max_bytes``.
-
-    Pass a session from ``new_vllm_session()`` to keep the connection between scrapes;
-    without one a private session is used and closed.
-    """
+def scrape_vllm(url: str, *, timeout: float, max_bytes: int) -> VllmSnapshot:
+    """GET ``url`` within ``timeout`` seconds overall, reading at most ``max_bytes``."""
     scraped_at = time.time()
     start_ns = time.perf_counter_ns()
     try:
-        text = _fetch(url, timeout, max_bytes, session)
+        text = fetch_metrics_text(url, timeout=timeout, max_bytes=max_bytes)
         families, normalised = _parse(text)
     except ScrapeError as exc:
         return _failed(url, str(exc), start_ns, scraped_at)
@@ -89,21 +75,6 @@ def snapshot_from_text(
     except ScrapeError as exc:
         return VllmSnapshot(redact_url(url), False, _one_line(str(exc)), duration_seconds, when)
     return VllmSnapshot(redact_url(url), True, None, duration_seconds, when, families, normalised)
-
-
-def _fetch(url: str, timeout: float, max_bytes: int, session: requests.Session | None) -> str:
-    http = session if session is not None else new_vllm_session()
-    try:
-        with Deadline(timeout) as deadline:
-            try:
-                return fetch_metrics_text(url, deadline=deadline, max_bytes=max_bytes, session=http)
-            except ScrapeError:
-                raise
-            except Exception as exc:
-                raise ScrapeError(describe_request_error(exc, deadline)) from exc
-    finally:
-        if session is None:
-            http.close()
 
 
 def _parse(text: str) -> tuple[tuple[ParsedFamily, ...], tuple[NormalisedFamily, ...]]:

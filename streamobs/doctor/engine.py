@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from streamobs.collectors.vllm import VllmSnapshot, scrape_vllm
-from streamobs.collectors.vllm_http import new_vllm_session
 
 RUNNING = "vllm:num_requests_running"
 GENERATED = "vllm:generation_tokens_total"
@@ -49,22 +48,19 @@ def counts_from(snapshot: VllmSnapshot, model: str, at: float) -> EngineCounts:
 
 
 class EngineWatch:
-    """Repeated scrapes of one server over one kept-alive connection."""
+    """Repeated scrapes of one server."""
 
     def __init__(self, url: str, model: str, timeout: float) -> None:
         self.url = url
         self.model = model
         self.timeout = timeout
-        self._session = new_vllm_session()
 
     def read(self) -> EngineCounts:
-        snapshot = scrape_vllm(
-            self.url, timeout=self.timeout, max_bytes=MAX_METRICS_BYTES, session=self._session
-        )
+        snapshot = scrape_vllm(self.url, timeout=self.timeout, max_bytes=MAX_METRICS_BYTES)
         return counts_from(snapshot, self.model, time.monotonic())
 
     def close(self) -> None:
-        self._session.close()
+        """Nothing is kept between scrapes: each is an exchange of its own."""
 
     def __enter__(self) -> EngineWatch:
         return self
