@@ -8,15 +8,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, NoReturn
 
 from streamobs import __version__
 from streamobs.config import (
     Config,
     ConfigError,
+    Overrides,
     load_config,
-    parse_config_override,
     single_target_config,
     target_names,
 )
@@ -307,20 +306,19 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK if results and all(r.ok for r in results) else EXIT_FAILED
 
 
-def _daemon_config(args: argparse.Namespace) -> Config:
+def _daemon_config(args: argparse.Namespace) -> tuple[Config, Overrides]:
     if args.config and args.target:
         raise ConfigError("give either --config or --target, not both")
+    overrides = Overrides(
+        listen_address=args.listen_address or None, gpu_enabled=args.collector_gpu
+    )
     if args.config:
         config = load_config(args.config)
     elif args.target:
         config = single_target_config("default", args.target, args.model)
     else:
         raise ConfigError("a configuration is required: --config FILE or --target URL")
-    if args.listen_address:
-        config = parse_config_override(config, args.listen_address)
-    if args.collector_gpu is not None:
-        config = replace(config, gpu=replace(config.gpu, enabled=args.collector_gpu))
-    return config
+    return overrides.apply(config), overrides
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -332,8 +330,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # counters. Re-exposed vLLM families keep theirs, exactly as vLLM serves them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
-        config = _daemon_config(args)
-        daemon = Daemon(config, config_path=args.config)
+        config, overrides = _daemon_config(args)
+        daemon = Daemon(config, config_path=args.config, overrides=overrides)
     except ConfigError as exc:
         return _fail(EXIT_USAGE, str(exc), "run")
     except OSError as exc:

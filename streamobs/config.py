@@ -19,7 +19,7 @@ import yaml
 from streamobs.credential_hosts import CredentialHostError, HostPattern, parse_host_pattern
 from streamobs.export.otlp_names import DEFAULT_PROVIDER
 from streamobs.export.otlp_settings import OtlpSettings, OtlpSettingsError
-from streamobs.files import KIB
+from streamobs.files import KIB, MIB, FileRefused, read_limited
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,
     DEFAULT_PROMPT,
@@ -32,6 +32,17 @@ from streamobs.secret import Secret, SecretError, is_credential_header, load_api
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 MAX_HEADER_VALUE = 8 * KIB
+# Bounds that keep every value far from overflowing a timer or a buffer.
+MAX_CONFIG_BYTES = 4 * MIB  # a config for thousands of targets is a few hundred KiB
+MAX_DURATION = 86400.0  # any duration: 1 day
+MAX_TIMEOUT = 3600.0  # a probe phase or a scrape: 1 hour
+MIN_DURATION = 0.001
+MIN_INTERVAL = 0.1  # probing more often than this is a busy loop, not a measurement
+MAX_COUNT = 1_000_000
+MAX_TARGETS = 10_000
+MAX_MODULES = 1_000
+MAX_HEADERS = 64
+MAX_BUCKETS = 100
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -104,8 +115,8 @@ class GpuCollectorConfig:
 
 @dataclass(frozen=True, slots=True)
 class Module:
-    """Probe settings for ``/probe?module=NAME``; its credentials (API key, headers) go only
-    to the hosts ``credential_hosts`` names."""
+    """Probe settings for ``/probe?module=NAME`` (its own, merged over target_defaults when
+    used); its credentials (API key, headers) go only to the hosts ``credential_hosts`` names."""
 
     settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
     credential_hosts: tuple[HostPattern, ...] = ()
@@ -126,8 +137,10 @@ class Config:
     vllm: VllmCollectorConfig = field(default_factory=VllmCollectorConfig)
     gpu: GpuCollectorConfig = field(default_factory=GpuCollectorConfig)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
-    # Probe settings for /probe?target=URL&module=NAME, validated at load time.
+    # Probe settings for /probe?target=URL&module=NAME, validated at load time; each
+    # module's own settings are merged over target_defaults.
     modules: Mapping[str, Module] = field(default_factory=dict)
+    target_defaults: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def module_target(self, module: str, url: str) -> TargetConfig:
         """A target for one blackbox-style probe, credentials included (the caller decides
@@ -135,7 +148,7 @@ class Config:
         if module not in self.modules:
             raise ConfigError(f"unknown module {module[:64]!r}")
         settings = {**self.modules[module].settings, "name": "probe", "url": url}
-        return _target(_Section(settings, f"modules.{module}"), {})
+        return _target(_Section(settings, f"modules.{module}"), self.target_defaults)
 
     def buckets_for(self, name: str) -> tuple[float, ...]:
         """Configured edges plus every SLO threshold that applies, so the SLO query
@@ -149,12 +162,22 @@ class Config:
         return tuple(sorted(edges))
 
 
-def parse_duration(value: object, path: str, allow_zero: bool = False) -> float:
-    """``15s``, ``1m30s``, ``250ms``, ``1.5h`` or a plain number of seconds."""
+def parse_duration(
+    value: object,
+    path: str,
+    allow_zero: bool = False,
+    maximum: float = MAX_DURATION,
+    minimum: float = MIN_DURATION,
+) -> float:
+    """``15s``, ``1m30s``, ``250ms``, ``1.5h`` or a plain number of seconds, within
+    [``minimum``, ``maximum``] (or exactly 0 when ``allow_zero``)."""
     if isinstance(value, bool):
         raise ConfigError(f"{path}: expected a duration like 15s, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip()
         pos, seconds = 0, 0.0
@@ -164,12 +187,24 @@ def parse_duration(value: object, path: str, allow_zero: bool = False) -> float:
             seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
             pos = match.end()
         if not text or pos != len(text):
-            raise ConfigError(f"{path}: bad duration {value!r} (use e.g. 500ms, 15s, 1m30s)")
+            raise ConfigError(f"{path}: bad duration {value[:40]!r} (use e.g. 500ms, 15s, 1m30s)")
     else:
         raise ConfigError(f"{path}: expected a duration like 15s, got {type(value).__name__}")
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(f"{path}: duration must be positive, got {value!r}")
+    shown = repr(value)[:40]
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(f"{path}: duration must be positive, got {shown}")
+    if seconds > maximum:
+        raise ConfigError(f"{path}: at most {_human(maximum)}, got {shown}")
+    if 0 < seconds < minimum:
+        raise ConfigError(f"{path}: at least {_human(minimum)}, got {shown}")
     return seconds
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
 
 
 class _Section:
@@ -206,10 +241,13 @@ class _Section:
             raise ConfigError(f"{self.at(key)}: expected true or false, got {value!r}")
         return value
 
-    def integer(self, key: str, default: int, minimum: int = 1) -> int:
+    def integer(self, key: str, default: int, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
         value = self.raw(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{self.at(key)}: expected an integer >= {minimum}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            shown = repr(value)[:40]
+            raise ConfigError(
+                f"{self.at(key)}: expected an integer from {minimum} to {maximum}, got {shown}"
+            )
         return value
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
@@ -217,11 +255,19 @@ class _Section:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{self.at(key)}: expected a number, got {value!r}")
         if not (low < value <= high):
-            raise ConfigError(f"{self.at(key)}: must be in ({low:g}, {high:g}], got {value!r}")
+            shown = repr(value)[:40]
+            raise ConfigError(f"{self.at(key)}: must be in ({low:g}, {high:g}], got {shown}")
         return float(value)
 
-    def duration(self, key: str, default: float, allow_zero: bool = False) -> float:
-        return parse_duration(self.raw(key, default), self.at(key), allow_zero)
+    def duration(
+        self,
+        key: str,
+        default: float,
+        allow_zero: bool = False,
+        maximum: float = MAX_DURATION,
+        minimum: float = MIN_DURATION,
+    ) -> float:
+        return parse_duration(self.raw(key, default), self.at(key), allow_zero, maximum, minimum)
 
     def section(self, key: str) -> _Section:
         return _Section(self.raw(key), self.at(key))
@@ -251,6 +297,8 @@ def _headers(section: _Section) -> tuple[dict[str, str], frozenset[str]]:
     raw = section.raw("headers", {}) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{section.at('headers')}: expected a mapping of name: value")
+    if len(raw) > MAX_HEADERS:
+        raise ConfigError(f"{section.at('headers')}: at most {MAX_HEADERS} headers")
     headers: dict[str, str] = {}
     secret: set[str] = set()
     for name, value in raw.items():
@@ -294,20 +342,39 @@ def _slo(section: _Section) -> SLO:
     return slo
 
 
-def _timeouts(section: _Section) -> Timeouts:
+def _timeouts(section: _Section, own: frozenset[str]) -> Timeouts:
+    """A phase the target or module sets itself (``own``) must fit in the total; one
+    inherited from ``target_defaults`` or the built-in defaults is shortened to the total,
+    so ``timeouts: {total: 10s}`` alone is a 10-second probe."""
     defaults = Timeouts()
-    values = {
-        name: section.duration(name, getattr(defaults, name))
-        for name in ("connect", "headers", "first_token", "total")
-    }
+    total = section.duration("total", defaults.total, maximum=MAX_TIMEOUT)
+    values = {}
+    for name in ("connect", "headers", "first_token"):
+        value = section.duration(name, getattr(defaults, name), maximum=MAX_TIMEOUT)
+        values[name] = value if name in own else min(value, total)
     section.done()
-    if values["first_token"] > values["total"]:
+    if values["first_token"] > total:
         raise ConfigError(f"{section.at('first_token')}: longer than {section.at('total')}")
-    return Timeouts(**values)
+    return Timeouts(total=total, **values)
+
+
+def merge_settings(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """``own`` over ``defaults``; nested mappings (``timeouts``, ``slo``, ``headers``) are
+    merged key by key, so setting one timeout keeps the defaults' others."""
+    merged = dict(defaults)
+    for key, value in own.items():
+        base = merged.get(key)
+        if isinstance(base, dict) and isinstance(value, dict):
+            merged[key] = {**base, **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def _target(section: _Section, defaults: Mapping[str, Any]) -> TargetConfig:
-    merged = _Section({**defaults, **section.data}, section.path)
+    merged = _Section(merge_settings(defaults, section.data), section.path)
+    own_timeouts = section.data.get("timeouts")
+    own = frozenset(own_timeouts) if isinstance(own_timeouts, dict) else frozenset()
     name = merged.text("name")
     if not name or not _NAME.match(name):
         raise ConfigError(
@@ -340,7 +407,7 @@ def _target(section: _Section, defaults: Mapping[str, Any]) -> TargetConfig:
         except TargetError as exc:
             raise ConfigError(f"{merged.at('metrics_url')}: {exc}") from None
     headers, secret_headers = _headers(merged)
-    interval = merged.duration("interval", 15.0)
+    interval = merged.duration("interval", 15.0, minimum=MIN_INTERVAL)
     jitter = merged.duration("jitter", 0.0, allow_zero=True)
     if jitter >= interval:
         raise ConfigError(f"{merged.at('jitter')}: must be shorter than the interval")
@@ -349,11 +416,11 @@ def _target(section: _Section, defaults: Mapping[str, Any]) -> TargetConfig:
         target=target,
         model=merged.text("model") or None,
         prompt=merged.text("prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
-        max_tokens=merged.integer("max_tokens", 64),
+        max_tokens=merged.integer("max_tokens", 64, maximum=1_000_000),
         ignore_eos=merged.boolean("ignore_eos", True),
         interval=interval,
         jitter=jitter,
-        timeouts=_timeouts(merged.section("timeouts")),
+        timeouts=_timeouts(merged.section("timeouts"), own),
         api_key=api_key,
         headers=headers,
         secret_headers=secret_headers,
@@ -376,6 +443,8 @@ def _buckets(section: _Section) -> dict[str, tuple[float, ...]]:
         path = section.at(name)
         if not isinstance(raw, list) or not raw:
             raise ConfigError(f"{path}: expected a non-empty list of durations")
+        if len(raw) > MAX_BUCKETS:
+            raise ConfigError(f"{path}: at most {MAX_BUCKETS} bucket edges")
         edges = [parse_duration(v, f"{path}[{i}]") for i, v in enumerate(raw)]
         if edges != sorted(set(edges)):
             raise ConfigError(f"{path}: bucket edges must be strictly increasing")
@@ -397,11 +466,11 @@ def _gpu(section: _Section) -> GpuCollectorConfig:
     config = GpuCollectorConfig(
         enabled=section.boolean("enabled", not running_in_kubernetes()),
         interval=section.duration("interval", 10.0),
-        deadline=section.duration("deadline", 3.0),
+        deadline=section.duration("deadline", 3.0, maximum=MAX_TIMEOUT),
         backoff_max=section.duration("backoff_max", 300.0),
         served_model_match=tuple(match),
         price_per_gpu_hour=None if price is None else float(price),
-        gpu_count=section.integer("gpu_count", 1),
+        gpu_count=section.integer("gpu_count", 1, maximum=1024),
         efficiency_window=section.duration("efficiency_window", 60.0),
     )
     section.done()
@@ -414,7 +483,7 @@ def _otlp(section: _Section) -> OtlpSettings:
     """Only what the file sets; everything else is left to the OTEL_* variables."""
 
     def optional_duration(key: str) -> float | None:
-        return section.duration(key, 1.0) if section.has(key) else None
+        return section.duration(key, 1.0, maximum=MAX_TIMEOUT) if section.has(key) else None
 
     def optional_bool(key: str) -> bool | None:
         return section.boolean(key, False) if section.has(key) else None
@@ -482,7 +551,9 @@ def _credential_hosts(raw: object, path: str) -> tuple[HostPattern, ...]:
 
 
 def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Module]:
-    modules: dict[str, Module] = {"default": Module(dict(defaults))}
+    if len(section.data) > MAX_MODULES:
+        raise ConfigError(f"{section.path}: at most {MAX_MODULES} modules")
+    modules: dict[str, Module] = {"default": Module()}
     for name in list(section.data):
         raw = section.raw(name)
         path = section.at(name)
@@ -492,10 +563,9 @@ def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Module
             raise ConfigError(f"{path}: a module has no name or url (the scrape gives the target)")
         settings = {k: v for k, v in raw.items() if k != "credential_hosts"}
         hosts = _credential_hosts(raw.get("credential_hosts"), f"{path}.credential_hosts")
-        merged = {**defaults, **settings}
         # Validate now, with a stand-in URL, so a bad module fails at load, not at scrape.
-        _target(_Section({**merged, "name": "probe", "url": "http://127.0.0.1"}, path), {})
-        modules[str(name)] = Module(merged, hosts)
+        _target(_Section({**settings, "name": "probe", "url": "http://127.0.0.1"}, path), defaults)
+        modules[str(name)] = Module(settings, hosts)
     section.done()
     return modules
 
@@ -521,6 +591,8 @@ def parse_config(data: object) -> Config:
     raw_targets = root.raw("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         raise ConfigError("targets: at least one target is required")
+    if len(raw_targets) > MAX_TARGETS:
+        raise ConfigError(f"targets: at most {MAX_TARGETS} targets in one daemon")
     targets = tuple(
         _target(_Section(t, f"targets[{i}]"), defaults) for i, t in enumerate(raw_targets)
     )
@@ -534,8 +606,8 @@ def parse_config(data: object) -> Config:
     vllm = collectors.section("vllm")
     vllm_config = VllmCollectorConfig(
         enabled=vllm.boolean("enabled", True),
-        timeout=vllm.duration("timeout", 5.0),
-        max_bytes=vllm.integer("max_bytes", 16 * 1024 * 1024, minimum=1024),
+        timeout=vllm.duration("timeout", 5.0, maximum=MAX_TIMEOUT),
+        max_bytes=vllm.integer("max_bytes", 16 * MIB, minimum=1024, maximum=1024 * MIB),
         reexpose=vllm.boolean("reexpose", True),
     )
     vllm.done()
@@ -545,25 +617,33 @@ def parse_config(data: object) -> Config:
         targets=targets,
         listen_address=listen,
         web_config_file=web_config_file,
-        max_concurrency=root.integer("max_concurrency", 4),
-        shutdown_grace=root.duration("shutdown_grace", 10.0),
+        max_concurrency=root.integer("max_concurrency", 4, maximum=1024),
+        shutdown_grace=root.duration("shutdown_grace", 10.0, maximum=MAX_TIMEOUT),
         buckets=_buckets(root.section("histogram_buckets")),
         vllm=vllm_config,
         gpu=gpu_config,
         otlp=otlp,
         modules=modules,
+        target_defaults=defaults,
     )
     root.done()
     return config
 
 
-def load_config(path: str | Path) -> Config:
+def read_config_text(path: str | Path, what: str = "config file") -> str:
+    """The text of a YAML file, refused by its size (or kind) before any parsing."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        raw = read_limited(path, MAX_CONFIG_BYTES, what)
+    except FileRefused as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
+
+
+def load_config(path: str | Path) -> Config:
+    text = read_config_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -584,9 +664,23 @@ def single_target_config(
     return parse_config({"targets": [target]})
 
 
-def parse_config_override(config: Config, listen_address: str) -> Config:
-    """Apply a command-line listen address (flags win over the file)."""
-    return replace(config, listen_address=_listen_address(listen_address, "--listen-address"))
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Command-line settings: they win over the file at start and on every reload."""
+
+    listen_address: str | None = None
+    gpu_enabled: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.listen_address is not None:
+            _listen_address(self.listen_address, "--listen-address")
+
+    def apply(self, config: Config) -> Config:
+        if self.listen_address is not None:
+            config = replace(config, listen_address=self.listen_address)
+        if self.gpu_enabled is not None:
+            config = replace(config, gpu=replace(config.gpu, enabled=self.gpu_enabled))
+        return config
 
 
 def target_names(config: Config) -> Sequence[str]:

@@ -29,7 +29,7 @@ from streamobs.collectors.health import CollectorHealth, Health, HealthSource
 from streamobs.collectors.poller import VllmPoller
 from streamobs.collectors.vllm import VllmSnapshot
 from streamobs.collectors.vllm_export import VllmCollector
-from streamobs.config import Config, ConfigError, TargetConfig, load_config
+from streamobs.config import Config, ConfigError, Overrides, TargetConfig, load_config
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
 from streamobs.export.otlp import OtlpExporter
 from streamobs.export.otlp_settings import OtlpSettingsError
@@ -195,8 +195,11 @@ class Daemon:
         config_path: str | None = None,
         probe: Probe = run_probe,
         discover: Callable[..., str] = discover_model,
+        overrides: Overrides | None = None,
     ) -> None:
         self.config_path = config_path
+        # Applied again to every reloaded file: flags keep winning over the file.
+        self.overrides = overrides or Overrides()
         self._probe = probe
         self._discover = discover
         self._lock = threading.Lock()
@@ -256,7 +259,7 @@ class Daemon:
             if not self.config_path:
                 return False, "no configuration file to reload"
             try:
-                config = load_config(self.config_path)
+                config = self.overrides.apply(load_config(self.config_path))
                 if config.listen_address != self.runtime.config.listen_address:
                     raise ConfigError("web.listen_address cannot change on reload; restart")
                 if config.web_config_file != self.runtime.config.web_config_file:

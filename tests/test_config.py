@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -196,3 +198,117 @@ def test_gpu_collector_defaults_off_in_kubernetes(monkeypatch: pytest.MonkeyPatc
     assert not parse_config(minimal).gpu.enabled
     on = {**minimal, "collectors": {"gpu": {"enabled": True, "price_per_gpu_hour": 2.5}}}
     assert parse_config(on).gpu.enabled and parse_config(on).gpu.price_per_gpu_hour == 2.5
+
+
+# -- bounds, merging, sizes ---------------------------------------------------------------
+
+
+def _one(**target: object) -> dict[str, object]:
+    return {"targets": [{"name": "a", "url": "http://h", **target}]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_one(interval=1e11), "targets[0].interval: at most 1d, got 100000000000.0"),
+        (_one(interval="99999999999d"), "targets[0].interval: at most 1d"),
+        (_one(interval=10**400), "targets[0].interval: at most 1d"),
+        (_one(interval="1ms"), "targets[0].interval: at least 100ms"),
+        (_one(timeouts={"total": 1e11}), "targets[0].timeouts.total: at most 1h"),
+        (_one(timeouts={"connect": "2h"}), "targets[0].timeouts.connect: at most 1h"),
+        (_one(slo={"ttft": float("nan")}), "targets[0].slo.ttft: duration must be positive"),
+        (_one(max_tokens=10**12), "targets[0].max_tokens: expected an integer from 1 to"),
+        ({**_one(), "max_concurrency": 10**9}, "max_concurrency: expected an integer from 1 to"),
+        ({**_one(), "shutdown_grace": "30d"}, "shutdown_grace: at most 1h"),
+        (
+            {**_one(), "collectors": {"vllm": {"max_bytes": 2**40}}},
+            "collectors.vllm.max_bytes: expected an integer from 1024 to",
+        ),
+        (
+            {**_one(), "histogram_buckets": {"ttft": [f"{i}ms" for i in range(1, 200)]}},
+            "histogram_buckets.ttft: at most 100 bucket edges",
+        ),
+        (_one(headers={f"X-{i}": "v" for i in range(100)}), "targets[0].headers: at most 64"),
+        (
+            {"targets": [{"name": f"t{i}", "url": "http://h"} for i in range(10_001)]},
+            "targets: at most 10000 targets",
+        ),
+    ],
+)
+def test_values_have_upper_bounds(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert message in str(caught.value)
+
+
+def test_module_and_target_settings_merge_with_the_defaults() -> None:
+    config = parse_config(
+        {
+            "target_defaults": {
+                "timeouts": {"connect": "2s", "first_token": "5s"},
+                "slo": {"ttft": "1s"},
+                "headers": {"X-Tenant": "ops"},
+            },
+            "targets": [{"name": "a", "url": "http://h", "timeouts": {"total": "20s"}}],
+            "modules": {
+                "short": {"max_tokens": 8, "timeouts": {"total": "4s"}, "headers": {"X-1": "1"}}
+            },
+        }
+    )
+    target = config.targets[0]
+    assert (target.timeouts.connect, target.timeouts.first_token) == (2.0, 5.0)
+    assert target.timeouts.total == 20.0 and target.slo.ttft_seconds == 1.0
+    short = config.module_target("short", "http://x")
+    # Inherited phases are shortened to the module's own total; the others are kept.
+    assert (short.timeouts.connect, short.timeouts.first_token, short.timeouts.total) == (2, 4, 4)
+    assert short.timeouts.headers == 4.0
+    assert dict(short.headers) == {"X-Tenant": "ops", "X-1": "1"}
+    with pytest.raises(ConfigError, match=r"modules\.m\.timeouts\.first_token: longer than"):
+        parse_config(
+            {**_one(), "modules": {"m": {"timeouts": {"first_token": "9s", "total": "5s"}}}}
+        )
+
+
+def test_the_readme_configuration_reference_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("Configuration reference", 1)[1].split("```yaml\n", 1)[1]
+    block = block.split("```", 1)[0]
+    key = tmp_path / "key"
+    key.write_text("sk-readme\n")
+    web = tmp_path / "web.yml"
+    web.write_text("{}\n")
+    text = re.sub(r"/run/credentials/streamobs\.service/[\w-]+", str(key), block)
+    text = text.replace("config_file: web.yml", f"config_file: {web}")
+    config = load_config(write(tmp_path, text))
+    short = config.module_target("short", "http://h")
+    assert short.max_tokens == 8 and short.timeouts.total == 10.0
+    assert short.timeouts.first_token == 10.0
+
+
+def test_a_huge_config_is_refused_before_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    def no_parsing(*args: object) -> object:
+        raise AssertionError("parsed a file that should have been refused")
+
+    big = tmp_path / "big.yml"
+    line = b"# " + b"x" * 1021 + b"\n"
+    with big.open("wb") as out:
+        out.write(b"targets: [{name: a, url: http://h}]\n")
+        for _ in range(53 * 1024):  # 53 MiB
+            out.write(line)
+    monkeypatch.setattr(yaml, "safe_load", no_parsing)
+    with pytest.raises(ConfigError, match=r"config file .*big\.yml is larger than 4 MiB"):
+        load_config(big)
+    assert main(["check-config", str(big)]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_config_path_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, reason in (("/dev/zero", "is a device"), (fifo, "is a FIFO"), (tmp_path, "dir")):
+        with pytest.raises(ConfigError, match=reason):
+            load_config(path)

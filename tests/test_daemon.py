@@ -298,9 +298,38 @@ def test_no_collector_gpu_flag_removes_the_collector(simulator: Simulator, tmp_p
 
         wait_for(lambda: "streamobs_collector_up" in scraped())
         assert 'collector="gpu"' not in scraped()
+        # A reload reads the file again; the flags still win over it (the file says
+        # listen on port 0 and leaves the GPU collector on by default).
+        reload = requests.post(f"http://127.0.0.1:{port}/-/reload", timeout=10)
+        assert (reload.status_code, reload.text) == (200, "reloaded\n")
+        text = scraped()
+        assert sample(text, "streamobs_config_last_reload_successful") == 1
+        assert "streamobs_collector_up" in text and 'collector="gpu"' not in text
     finally:
         proc.terminate()
         proc.communicate(timeout=15)
+
+
+def test_reload_applies_the_command_line_overrides_again(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    import yaml
+
+    from streamobs.config import Overrides, load_config
+
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({**config_for(simulator.url), "collectors": {"gpu": {}}}))
+    overrides = Overrides(listen_address="127.0.0.1:0", gpu_enabled=False)
+    d = Daemon(overrides.apply(load_config(path)), config_path=str(path), overrides=overrides)
+    d.start()
+    try:
+        file_config = load_config(path)
+        assert file_config.gpu.enabled is not False or "KUBERNETES_SERVICE_HOST" in os.environ
+        assert d.reload() == (True, "reloaded")
+        assert d.runtime.config.gpu.enabled is False and d.runtime.gpu is None
+        assert d.runtime.config.listen_address == "127.0.0.1:0"
+    finally:
+        d.stop()
 
 
 def test_a_probe_that_raises_does_not_stop_the_schedule(simulator: Simulator) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from streamobs.config import ConfigError
+from streamobs.config import ConfigError, read_config_text
 from streamobs.web.basic_auth import BasicAuth
 
 _CLIENT_AUTH = {
@@ -42,10 +42,9 @@ class WebConfig:
 def load_web_config(path: str | None) -> WebConfig:
     if not path:
         return WebConfig()
+    text = read_config_text(path, "web config file")
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"web config {path}: {exc.strerror}") from None
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError:
         raise ConfigError(f"web config {path}: invalid YAML") from None
     if not isinstance(data, dict):
