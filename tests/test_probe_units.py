@@ -153,15 +153,39 @@ def test_quantile_matches_numpy_linear() -> None:
         quantile([], 0.5)
 
 
-def test_stamps_never_go_backwards_and_buffered_bytes_keep_their_arrival() -> None:
+def test_kernel_stamps_never_go_backwards_and_bound_their_spread() -> None:
+    import select
+    import socket
+    import sys
     import time
 
-    from streamobs.probe.transport import PhaseClock
+    from streamobs.http.channel import PlainChannel
+    from streamobs.http.errors import Deadline, Phase
 
-    clock = PhaseClock()
-    clock.arrival_realtime_ns = time.clock_gettime_ns(time.CLOCK_REALTIME) - 200_000
-    first = clock.received()
-    assert time.perf_counter_ns() - first >= 200_000  # the kernel's time, not ours
-    assert clock.received() == first  # the same read's bytes served from the buffer
-    clock.arrival_realtime_ns = None  # e.g. a read without a kernel timestamp
-    assert clock.received() >= first
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    channel = PlainChannel(client)
+    try:
+        created = time.perf_counter_ns()
+        stamps = []
+        for part in (b"one", b"two", b"three"):
+            peer.sendall(part)
+            select.select([client], [], [], 5)  # queued before the read: the spread says so
+            data, stamp = channel.recv(1024, Deadline(5, Phase.BODY))
+            assert data == part
+            stamps.append(stamp)
+        assert [s.arrival_ns for s in stamps] == sorted(s.arrival_ns for s in stamps)
+        for stamp in stamps:
+            assert created <= stamp.arrival_ns <= time.perf_counter_ns()
+            assert stamp.spread_ns >= 0 and stamp.lateness_ns >= 0
+            assert stamp.tail_exact  # each read took all there was
+            assert stamp.kernel or sys.platform != "linux"
+        peer.sendall(b"x" * 100)
+        select.select([client], [], [], 5)
+        _data, cut = channel.recv(10, Deadline(5, Phase.BODY))
+        assert not cut.tail_exact  # the read left bytes behind: its stamp is not theirs
+    finally:
+        channel.close()
+        peer.close()
+        server.close()

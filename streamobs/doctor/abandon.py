@@ -3,14 +3,19 @@ metrics say before, while and after: the raw material of the disconnect check.""
 
 from __future__ import annotations
 
-import http.client
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from streamobs.doctor.context import Context
 from streamobs.doctor.engine import EngineCounts, EngineWatch
-from streamobs.doctor.http import Exchange, describe_error, read_content_events, request_body
+from streamobs.doctor.http import (
+    Exchange,
+    ExchangeError,
+    describe_error,
+    read_content_events,
+    request_body,
+)
 
 TOKENS_BEFORE_CLOSE = 3
 SETTLE_SECONDS = 2.0  # vLLM stops within about 0.3 s of a disconnect
@@ -112,7 +117,7 @@ def observe(
     try:
         exchange.send(request_body(spec, stream=scenario.stream), spec.request_headers())
         during = _hold_open(exchange, scenario, watch, before)
-    except (OSError, http.client.HTTPException) as exc:
+    except ExchangeError as exc:
         raise Unobservable(f"{scenario.describe}: {describe_error(exc)}") from None
     finally:
         exchange.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import select
 import socket
 import ssl
 import threading
@@ -202,13 +203,45 @@ class Exchange:
 
     def open(self) -> Response:
         """Connect, send the request and read the response head."""
+        self.send()
+        return self.receive_head()
+
+    def send(self) -> None:
+        """Resolve, connect, handshake and send the request, without waiting for an answer."""
         try:
-            return self._open()
+            self._send()
         except BaseException:
             self.close()
             raise
 
-    def _open(self) -> Response:
+    def receive_head(self) -> Response:
+        """The response's status line and headers (once; later calls return the same)."""
+        if self.response is not None:
+            return self.response
+        channel, sent = self.channel, self.phases.sent
+        assert channel is not None and sent is not None, "send() first"
+        headers = self._within_total(Deadline(self.timeouts.headers, Phase.HEADERS, sent.sent_ns))
+        try:
+            self.response = read_head(channel, headers)
+        except BaseException:
+            self.close()
+            raise
+        self.phases.sent = channel.send_stamp()  # a transmit stamp queued late is here by now
+        _log.debug(
+            "%s %s: %s %d %s", self.request.method, self.request.url,
+            self.response.version, self.response.status, self.response.reason,
+        )  # fmt: skip
+        return self.response
+
+    def answered(self) -> bool:
+        """Whether the server has sent anything (or closed), without reading it."""
+        if self.response is not None or self.channel is None:
+            return True
+        raw = self.channel.raw if isinstance(self.channel, TLSChannel) else self.channel
+        readable, _, _ = select.select([raw.sock], [], [], 0)
+        return bool(readable)
+
+    def _send(self) -> None:
         parts = urlsplit(self.request.url)
         host = parts.hostname or ""
         secure = parts.scheme == "https"
@@ -239,16 +272,6 @@ class Exchange:
             phases.tls_version = tls.version
         send = self._within_total(Deadline(self.timeouts.headers, Phase.SEND))
         phases.sent = channel.send(head + self.request.body, send)
-        headers = self._within_total(
-            Deadline(self.timeouts.headers, Phase.HEADERS, phases.sent.sent_ns)
-        )
-        self.response = read_head(channel, headers)
-        phases.sent = channel.send_stamp()  # a transmit stamp queued late is here by now
-        _log.debug(
-            "%s %s: %s %d %s", self.request.method, self.request.url,
-            self.response.version, self.response.status, self.response.reason,
-        )  # fmt: skip
-        return self.response
 
     def _within_total(self, deadline: Deadline) -> Deadline:
         if self.total.end_ns < deadline.end_ns:

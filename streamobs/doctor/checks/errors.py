@@ -3,11 +3,16 @@ HTTP 200 and a stream that fails (or never says why) once it has started."""
 
 from __future__ import annotations
 
-import http.client
 from dataclasses import dataclass, replace
 
 from streamobs.doctor.context import Context
-from streamobs.doctor.http import Exchange, describe_error, error_message, read_bounded
+from streamobs.doctor.http import (
+    Exchange,
+    ExchangeError,
+    describe_error,
+    error_message,
+    read_bounded,
+)
 from streamobs.doctor.verdict import CheckResult, Verdict, worst
 from streamobs.probe import ProbeSpec
 
@@ -86,10 +91,10 @@ def send_invalid(ctx: Context, key: str, case: str, spec: ProbeSpec) -> Reply:
         try:
             exchange.send(spec.request_body(), spec.request_headers())
             response = exchange.response()
-        except (OSError, http.client.HTTPException) as exc:
+        except ExchangeError as exc:
             return Reply(key, case, None, seconds=exchange.elapsed(), error=describe_error(exc))
         seconds = exchange.elapsed()
-        content_type = response.getheader("Content-Type")
+        content_type = response.headers.get("Content-Type")
         if response.status == 200:
             # Leaving at once (the with block closes) stops whatever it started.
             return Reply(key, case, 200, content_type, seconds=seconds)

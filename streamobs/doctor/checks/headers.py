@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import http.client
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streamobs.doctor.checks import buffering, compression
 from streamobs.doctor.context import Context
-from streamobs.doctor.http import Exchange, describe_error, error_message, read_bounded
+from streamobs.doctor.http import (
+    Exchange,
+    ExchangeError,
+    describe_error,
+    error_message,
+    read_bounded,
+)
 from streamobs.doctor.verdict import CheckResult, Verdict, worst
 from streamobs.probe.spec import DEFAULT_ACCEPT_ENCODING
 
 NAME = "headers"
-_VERSIONS = {10: "HTTP/1.0", 11: "HTTP/1.1"}
 _CACHEABLE = re.compile(r"\b(public|s-maxage|max-age\s*=\s*0*[1-9])", re.IGNORECASE)
 _NOT_STORED = re.compile(r"\b(no-store|no-cache|private)\b", re.IGNORECASE)
 
@@ -158,13 +162,13 @@ def sample_headers(ctx: Context) -> Sample:
         try:
             exchange.send(spec.request_body(), spec.request_headers())
             response = exchange.response()
-        except (OSError, http.client.HTTPException) as exc:
+        except ExchangeError as exc:
             return Sample(None, None, {}, describe_error(exc))
-        headers = {name.lower(): value for name, value in response.getheaders()}
+        headers = {name.lower(): value for name, value in response.headers.items()}
         message = None
         if response.status != 200:
             message = error_message(read_bounded(exchange)) or response.reason
-        return Sample(response.status, _VERSIONS.get(response.version), headers, message)
+        return Sample(response.status, response.version, headers, message)
 
 
 def run(ctx: Context) -> CheckResult:

@@ -9,13 +9,18 @@ between two reads, so a steady stream survives it and only the second request sh
 
 from __future__ import annotations
 
-import http.client
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from streamobs.doctor.context import Context
-from streamobs.doctor.http import Exchange, describe_error, error_message, read_bounded
+from streamobs.doctor.http import (
+    Exchange,
+    ExchangeError,
+    describe_error,
+    error_message,
+    read_bounded,
+)
 from streamobs.doctor.http import request_body as make_body
 from streamobs.doctor.probes import Pace
 from streamobs.doctor.verdict import CheckResult, Verdict, worst
@@ -138,7 +143,7 @@ def _non_streamed(spec: ProbeSpec, bound: float) -> SilentReply:
         try:
             exchange.send(make_body(spec, stream=False), spec.request_headers())
             response = exchange.response()
-        except (OSError, http.client.HTTPException) as exc:
+        except ExchangeError as exc:
             return SilentReply(None, exchange.elapsed(), error=describe_error(exc))
         seconds = exchange.elapsed()
         message = None if response.status == 200 else error_message(read_bounded(exchange))
