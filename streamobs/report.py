@@ -55,8 +55,14 @@ def describe(result: ProbeResult) -> str:
         if result.content_encoding:
             details.append(f"Content-Encoding: {result.content_encoding}")
         lines.append("  response      " + ", ".join(d for d in details if d))
-    phases = [
+    for name, value in (
+        ("dns", result.dns_ns),
         ("connect", result.connect_ns),
+        ("tls", result.tls_ns),
+    ):
+        if value is not None:
+            lines.append(f"  {name:<13} {ms(value)}")
+    phases = [
         ("headers", result.headers_ns),
         ("first event", result.first_event_ns),
         ("TTFT", result.first_token_ns),
@@ -90,11 +96,34 @@ def describe(result: ProbeResult) -> str:
         f"  received      {_size(result.bytes_received)}, {result.events} events, "
         f"{result.keepalives} keep-alive comments"
     )
+    if result.request_sent_ns is not None:
+        lines.append("  timing        " + timing_line(result))
     return "\n".join(lines)
+
+
+def timing_line(result: ProbeResult) -> str:
+    """Whether the probe's own stamps can be trusted, and by how much at most."""
+    timing = result.timing
+    sent = "kernel" if timing.sent_by_kernel else "clock"
+    waited = (
+        f", waited {ms(timing.run_queue_wait_ns)} for a CPU"
+        if timing.run_queue_wait_ns is not None
+        else ""
+    )
+    if timing.degraded is None:
+        verdict = f"exact (stamp error at most {timing.max_error_ns / 1e3:.0f} us"
+    else:
+        verdict = (
+            f"DEGRADED: {timing.degraded.value} (error up to {ms(timing.max_error_ns)}; "
+            "kept out of latency figures"
+        )
+    return f"{verdict}; request sent stamped by the {sent}{waited})"
 
 
 def one_line(index: int, result: ProbeResult) -> str:
     buffered = "buffered" if result.delivery is not None and result.delivery.buffered else ""
+    if result.timing.degraded is not None:
+        buffered = (buffered + " degraded").strip()
     return (
         f"#{index:<3} {result.outcome.value:<19} ttft {ms(result.first_token_ns):>10}  "
         f"tpot {ms(result.tpot_ns):>9}  e2e {ms(result.done_ns):>10}  "

@@ -1,8 +1,9 @@
 """One CLIENT span per probe, after the fact, from the result's own timestamps.
 
-The probe stamps ``perf_counter_ns`` offsets from its start; ``started_at`` is the wall clock
-read right before the start stamp, so each phase's wall-clock time is ``started_at`` plus its
-offset: the span shows when things really happened, not when the result was recorded.
+``started_at`` is the wall clock read right before the probe's start stamp; the connection
+phases follow one another from there, and every later phase is an offset from
+``request_sent`` (itself an offset from the start): the span shows when things really
+happened, not when the result was recorded.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from streamobs.export.otlp_health import AttributeValue
 from streamobs.export.otlp_probe import operation_name
 from streamobs.probe.result import ProbeResult
 
-# Phase events, in the order a stream goes through them.
+# Phase events after the request was sent, in the order a stream goes through them.
 PHASES = (
-    ("streamobs.probe.connect", "connect_ns"),
     ("streamobs.probe.headers", "headers_ns"),
     ("streamobs.probe.first_event", "first_event_ns"),
     ("streamobs.probe.first_token", "first_token_ns"),
@@ -52,6 +52,10 @@ def record_span(tracer: Tracer, provider: str, target: TargetConfig, result: Pro
         "http.response.status_code": result.http_status,
         "streamobs.probe.tpot": _seconds(result.tpot_ns),
         "streamobs.probe.buffered": result.delivery.buffered if result.delivery else None,
+        "streamobs.probe.timing.degraded": result.timing.degraded.value
+        if result.timing.degraded
+        else None,
+        "streamobs.probe.timing.max_error": result.timing.max_error_ns / 1e9,
     }
     attributes.update({k: v for k, v in optional.items() if v is not None})
     if not result.ok:
@@ -59,10 +63,22 @@ def record_span(tracer: Tracer, provider: str, target: TargetConfig, result: Pro
     span = tracer.start_span(
         f"{operation} {result.model}", kind=SpanKind.CLIENT, start_time=start, attributes=attributes
     )
-    for event, field in PHASES:
-        offset = getattr(result, field)
-        if offset is not None:
-            span.add_event(event, timestamp=start + offset)
+    at = start
+    for event, duration in (
+        ("streamobs.probe.dns", result.dns_ns),
+        ("streamobs.probe.connect", result.connect_ns),
+        ("streamobs.probe.tls", result.tls_ns),
+    ):
+        if duration is not None:
+            at += duration
+            span.add_event(event, timestamp=at)
+    if result.request_sent_ns is not None:
+        sent = start + result.request_sent_ns
+        span.add_event("streamobs.probe.request_sent", timestamp=sent)
+        for event, field in PHASES:
+            offset = getattr(result, field)
+            if offset is not None:
+                span.add_event(event, timestamp=sent + offset)
     if not result.ok:  # success leaves the status unset, as the conventions ask
         span.set_status(Status(StatusCode.ERROR, result.error or result.outcome.value))
     span.end(end_time=start + _end_offset(result))
@@ -75,5 +91,6 @@ def _seconds(ns: float | None) -> float | None:
 def _end_offset(result: ProbeResult) -> int:
     if result.end_ns:
         return result.end_ns
+    sent = result.request_sent_ns or 0
     stamps = [getattr(result, field) for _, field in PHASES]
-    return max((s for s in stamps if s is not None), default=0)
+    return sent + max((s for s in stamps if s is not None), default=0)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from streamobs.simulator import kernel_stamps
 from streamobs.simulator.config import FAULTS, FORCEABLE_FAULTS, SimulatorConfig
 from streamobs.simulator.generation import Generation
 from streamobs.simulator.metrics import EngineMetrics
@@ -76,7 +77,8 @@ class SimulatorApp:
             if body is None:
                 return
             if path in (CHAT_ENDPOINT, COMPLETIONS_ENDPOINT):
-                self._completion(exchange, path, body, time.perf_counter_ns())
+                received = kernel_stamps.last_receive_ns() or time.perf_counter_ns()
+                self._completion(exchange, path, body, received)
             elif path == "/sim/config":
                 self._update_config(exchange, body)
             elif path in _GET_PATHS or path.startswith(_REQUEST_PREFIX):

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from streamobs.simulator import kernel_stamps
 from streamobs.simulator.app import SimulatorApp
 from streamobs.simulator.config import SimulatorConfig
 from streamobs.simulator.records import RequestRecord
@@ -64,6 +65,7 @@ class _Server(ThreadingHTTPServer):
         sock, address = super().get_request()
         # Without TCP_NODELAY, Nagle and delayed ACKs add gaps of ~40 ms between events.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        kernel_stamps.enable(sock)
         return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:

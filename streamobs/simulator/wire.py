@@ -9,6 +9,7 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 
+from streamobs.simulator import kernel_stamps
 from streamobs.simulator.records import RequestTrace
 
 SERVER_HEADER = "streamobs-simulator"
@@ -65,14 +66,15 @@ class Connection:
         self._next_watch_ns = 0
 
     def send(self, data: bytes) -> int:
-        """Write all of `data` in one sendall and return perf_counter_ns() right after."""
+        """Write all of `data` in one sendall; when its last byte left (the kernel's
+        transmit stamp, else perf_counter_ns() right after the call)."""
         try:
             self._sock.sendall(data)
         except OSError as exc:
             if self._stopping.is_set():
                 raise ServerStopping from exc
             raise ClientGone from exc
-        return time.perf_counter_ns()
+        return kernel_stamps.last_send_ns(self._sock) or time.perf_counter_ns()
 
     def peer_closed(self) -> bool:
         """Whether the client has closed its side, without consuming anything it sent."""

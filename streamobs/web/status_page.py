@@ -36,15 +36,16 @@ def _recent(status: TargetStatus) -> str:
         klass = "ok" if r.ok else "bad"
         when = time.strftime("%H:%M:%S", time.localtime(r.started_at))
         buffered = "yes" if r.delivery is not None and r.delivery.buffered else "no"
+        timing = "exact" if r.timing.degraded is None else r.timing.degraded.value
         rows.append(
             f"<tr><td>{when}</td><td class={klass}>{html.escape(r.outcome.value)}</td>"
             f"<td>{ms(r.first_token_ns)}</td><td>{ms(r.tpot_ns)}</td><td>{ms(r.done_ns)}</td>"
             f"<td>{r.output_tokens if r.output_tokens is not None else '-'}</td>"
-            f"<td>{buffered}</td></tr>"
+            f"<td>{buffered}</td><td>{html.escape(timing)}</td></tr>"
         )
     head = (
         "<tr><th>started</th><th>outcome</th><th>TTFT</th><th>TPOT</th><th>e2e</th>"
-        "<th>tokens</th><th>buffered</th></tr>"
+        "<th>tokens</th><th>buffered</th><th>timing</th></tr>"
     )
     last = status.last_error
     error = (
