@@ -132,6 +132,7 @@ class Config:
     listen_address: str = DEFAULT_LISTEN
     web_config_file: str | None = None
     max_concurrency: int = 4
+    max_models_per_target: int = 10  # distinct model label values per target
     shutdown_grace: float = 10.0
     buckets: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: DEFAULT_BUCKETS)
     vllm: VllmCollectorConfig = field(default_factory=VllmCollectorConfig)
@@ -618,6 +619,7 @@ def parse_config(data: object) -> Config:
         listen_address=listen,
         web_config_file=web_config_file,
         max_concurrency=root.integer("max_concurrency", 4, maximum=1024),
+        max_models_per_target=root.integer("max_models_per_target", 10, maximum=1000),
         shutdown_grace=root.duration("shutdown_grace", 10.0, maximum=MAX_TIMEOUT),
         buckets=_buckets(root.section("histogram_buckets")),
         vllm=vllm_config,

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 from urllib.parse import urlsplit
 
@@ -31,6 +32,7 @@ from streamobs.collectors.vllm import VllmSnapshot
 from streamobs.collectors.vllm_export import VllmCollector
 from streamobs.config import Config, ConfigError, Overrides, TargetConfig, load_config
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
+from streamobs.export.model_labels import ModelLabels, model_label
 from streamobs.export.otlp import OtlpExporter
 from streamobs.export.otlp_settings import OtlpSettingsError
 from streamobs.export.prometheus import ProbeMetrics
@@ -60,6 +62,7 @@ class Runtime:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = ProbeMetrics(self.registry, config)
+        self.model_labels = ModelLabels(self.registry, config.targets, config.max_models_per_target)
         self.status = StatusBoard(config)
         self.overhead = OverheadTracker()
         self.scheduler = Scheduler(
@@ -114,6 +117,13 @@ class Runtime:
         return text
 
     def _on_result(self, target: TargetConfig, result: ProbeResult) -> None:
+        # Model names may come from the server: bounded before they become labels.
+        response_model = result.response_model
+        result = replace(
+            result,
+            model=self.model_labels.label(target.name, result.model),
+            response_model=None if response_model is None else model_label(response_model),
+        )
         self.metrics.record(target.name, result)
         self.status.record(target, result)
         self.overhead.record_probe(target, result)

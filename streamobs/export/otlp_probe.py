@@ -17,6 +17,7 @@ from opentelemetry.metrics import Counter, Histogram, Meter
 
 from streamobs.config import TargetConfig
 from streamobs.export import otlp_names as n
+from streamobs.export.model_labels import model_label
 from streamobs.export.otlp_health import AttributeKey, AttributeValue, SeriesGuard, attribute_key
 from streamobs.export.otlp_snapshots import (
     ObservedSeries,
@@ -119,7 +120,7 @@ class ProbeInstruments:
         observed.add(_SLO, _slo_source(targets))
         for target in targets:
             if target.model:  # a discovered model's series appear with its first probe
-                self.prepare(target, target.model)
+                self.prepare(target, model_label(target.model))
 
     def attributes(self, target: TargetConfig, model: str) -> Attributes:
         return {

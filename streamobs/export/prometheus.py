@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamobs import __version__
 from streamobs.config import Config
+from streamobs.export.model_labels import model_label
 from streamobs.probe.result import Degraded, Outcome, ProbeResult
 
 LABELS = ("target", "model")
@@ -151,7 +152,7 @@ class ProbeMetrics:
             if target.model:
                 # A discovered model's children appear with its first probe (or as
                 # model="unknown" when discovery fails, so failures are still counted).
-                self.prepare(target.name, target.model)
+                self.prepare(target.name, model_label(target.model))
 
     def prepare(self, target: str, model: str) -> None:
         """Create every child, so a target that always fails still has all its series."""

@@ -1,0 +1,84 @@
+"""Model names as label values: bounded in length, in characters and in number per target.
+
+A model name can come from the server (``/v1/models``, the response's ``model``), so a
+hostile or broken server could otherwise make one label value a megabyte long, or name a
+new model on every probe and grow a target to any number of series.
+
+- ``model_label()``: characters outside a conservative set become ``_``; a name longer
+  than ``MAX_LABEL_CHARS`` is cut and ends in a digest of the whole name, so two long
+  names still get two labels.
+- ``ModelLabels``: each target has at most ``max_models`` distinct model labels (configured
+  ones count first). A probe naming one more is recorded under ``OVERFLOW`` (a value no
+  real name can map to), so its outcome still counts for the target's availability and
+  SLO, and ``streamobs_probe_model_labels_overflow_total{target}`` counts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter
+
+from streamobs.config import TargetConfig
+
+log = logging.getLogger(__name__)
+
+MAX_LABEL_CHARS = 128
+OVERFLOW = "(other)"  # parentheses are replaced in real names: this can never clash
+_ODD = re.compile(r"[^A-Za-z0-9._:/@+=-]")
+
+
+def model_label(name: str) -> str:
+    """A safe, bounded label value for a model name (unchanged for ordinary names)."""
+    label = _ODD.sub("_", name[: MAX_LABEL_CHARS * 4])
+    if len(name) > MAX_LABEL_CHARS or len(label) > MAX_LABEL_CHARS:
+        digest = hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:12]
+        label = label[: MAX_LABEL_CHARS - 13] + "~" + digest
+    return label or "_"
+
+
+class ModelLabels:
+    def __init__(
+        self, registry: CollectorRegistry, targets: Iterable[TargetConfig], max_models: int
+    ) -> None:
+        self._max = max_models
+        self._lock = threading.Lock()
+        self._seen: dict[str, set[str]] = {}
+        self._overflow = Counter(
+            "streamobs_probe_model_labels_overflow",
+            f"Probes whose model would have been a new model label past the per-target cap "
+            f'(max_models_per_target); recorded under model="{OVERFLOW}".',
+            ("target",),
+            registry=registry,
+        )
+        for target in targets:
+            self._seen[target.name] = set()
+            self._overflow.labels(target.name)
+            if target.model:
+                self.label(target.name, target.model)
+
+    def label(self, target: str, model: str) -> str:
+        """The label value to record ``model`` under for ``target``."""
+        label = model_label(model)
+        with self._lock:
+            seen = self._seen.setdefault(target, set())
+            if label in seen:
+                return label
+            if len(seen) < self._max:
+                seen.add(label)
+                return label
+            first = OVERFLOW not in seen
+            seen.add(OVERFLOW)  # one value for all the excess, whatever the cap
+        self._overflow.labels(target).inc()
+        if first:
+            log.warning(
+                'target %s: more than %d distinct models; further ones are recorded as model="%s"',
+                target,
+                self._max,
+                OVERFLOW,
+            )
+        return OVERFLOW
