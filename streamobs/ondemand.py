@@ -148,6 +148,8 @@ class OnDemandProbes:
         # The probe's own timeouts end a little before the hard deadline, so a slow server
         # is reported by the probe itself (timeout_first_token, ...), not by the deadline.
         result = self._run(_within(target, left - min(0.2, left / 10)), left)
+        if result is None:  # a bug, logged with its traceback; not a property of the target
+            return Reply(500, b"the probe failed internally; see the daemon's log\n")
         return self._reply(redact_result(result, secrets), module, credentials, debug)
 
     def _gate_credentials(
@@ -175,9 +177,10 @@ class OnDemandProbes:
                 self._warned.popitem(last=False)
         log.warning("/probe of %s: credentials %s", host, note)
 
-    def _run(self, target: TargetConfig, deadline: float) -> ProbeResult:
-        """The probe in its own thread, answered at ``deadline`` at the latest. The thread
-        holds the slot until it really ends, so the concurrency bound stays true."""
+    def _run(self, target: TargetConfig, deadline: float) -> ProbeResult | None:
+        """The probe in its own thread, answered at ``deadline`` at the latest (None: the
+        probe raised). The thread holds the slot until it really ends, so the concurrency
+        bound stays true."""
         box: list[ProbeResult] = []
         begun_ns, begun_at = time.perf_counter_ns(), time.time()
 
@@ -191,11 +194,16 @@ class OnDemandProbes:
                 self.gate.release()
 
         thread = threading.Thread(target=work, name="probe-on-demand", daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the slot must not leak
+            self.gate.release()
+            raise
         thread.join(deadline)
         if box:
             return box[0]
-        late = "no result" if thread.is_alive() else "the probe failed internally"
+        if not thread.is_alive():
+            return None
         return ProbeResult(
             url=target.target.request_url,
             endpoint=target.target.endpoint,
@@ -204,7 +212,7 @@ class OnDemandProbes:
             start_ns=begun_ns,
             started_at=begun_at,
             end_ns=time.perf_counter_ns() - begun_ns,
-            error=f"{late} within the /probe deadline of {deadline:.1f} s",
+            error=f"no result within the /probe deadline of {deadline:.1f} s",
         )
 
     def _reply(

@@ -255,3 +255,20 @@ def test_host_patterns(entry: str, host: str, port: int, allowed: bool) -> None:
 def test_bad_host_patterns(entry: object) -> None:
     with pytest.raises(CredentialHostError):
         parse_host_pattern(entry)
+
+
+def test_a_probe_that_raises_answers_500_and_frees_its_slot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(spec: ProbeSpec) -> ProbeResult:
+        raise RecursionError("a bug")
+
+    d = Daemon(parse_config(_config("http://127.0.0.1:9")), probe=broken, discover=_discover)
+    d.start()
+    try:
+        response = _probe(d, target="http://ondemand.invalid:8000")
+        assert response.status_code == 500 and "internally" in response.text
+        assert d.on_demand.gate.running == 0
+        assert any("/probe of ondemand.invalid" in r.getMessage() for r in caplog.records)
+    finally:
+        d.stop()
