@@ -1,4 +1,4 @@
-"""Where the byte-exact vLLM captures live (the shared fixtures beside the repository)."""
+"""Where the byte-exact vLLM captures live (vendored under tests/data, see its README.md)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(
-    os.environ.get("STREAMOBS_FIXTURES", ROOT.parent / "shared" / "fixtures" / "vllm-0.32-cpu")
-)
+FIXTURES = ROOT / "tests" / "data" / "vllm-0.32-cpu"
 
 
 def require_binary(name: str, *candidates: str) -> str:
