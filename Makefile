@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench pack install lint typecheck clean
+.PHONY: test soak demo bench pack install lint typecheck clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The soak smoke run (about 25 s of faults, leaks and /metrics checked), apart from `make test`;
+# `python -m benchmarks.soak --duration 3600` is the hour-long run.
+soak: install
+	$(BIN)/pytest benchmarks/test_soak.py
 
 demo: install
 	$(BIN)/streamobs demo
