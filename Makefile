@@ -3,15 +3,28 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test soak demo bench pack install lint typecheck clean
+# Exact versions (with hashes) of the runtime and test dependencies, resolved from
+# pyproject's ranges for CPython 3.11 on Linux x86_64 (Debian 12, what CI runs on).
+LOCK := requirements.lock
+UV := uv==0.13.9
+
+.PHONY: test soak demo bench pack install lint typecheck lock clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Regenerate the lock after changing a dependency in pyproject.toml.
+lock:
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet '$(UV)'
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra test --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu -o $(LOCK)
 
 lint: install
 	$(BIN)/ruff check streamobs tests benchmarks
