@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 UV := uv==0.13.9
 
-.PHONY: test soak demo bench pack install lint typecheck lock clean
+.PHONY: test test-under-load soak demo bench pack install lint typecheck lock clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The same suite while one busy loop per core runs. The loops end with the suite, at the
+# runner's limit or when the runner dies; `timeout` bounds the runner itself.
+test-under-load: install
+	timeout --kill-after=30 2700 $(BIN)/python -m tests.under_load --limit 2400
 
 # The soak smoke run (about 25 s of faults, leaks and /metrics checked), apart from `make test`;
 # `python -m benchmarks.soak --duration 3600` is the hour-long run.
