@@ -14,8 +14,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from benchmarks.net import free_port
 from benchmarks.timing import simulator_process
-from tests.fixtures import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

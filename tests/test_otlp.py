@@ -94,12 +94,13 @@ def streamed(ttft_ms: int, gap_ms: int, tokens: int, **fields: Any) -> dict[str,
     arrivals = tuple((ttft_ms + i * gap_ms) * MS for i in range(tokens))
     return {
         "connect_ns": 1 * MS,
+        "request_sent_ns": 2 * MS,
         "headers_ns": 3 * MS,
         "first_event_ns": ttft_ms * MS - 2 * MS,
         "first_token_ns": arrivals[0],
         "last_token_ns": arrivals[-1],
         "done_ns": arrivals[-1] + MS,
-        "end_ns": arrivals[-1] + MS,
+        "end_ns": 2 * MS + arrivals[-1] + MS,
         "token_arrivals_ns": arrivals,
         "output_tokens": tokens,
         "output_tokens_source": "usage",
@@ -405,16 +406,21 @@ def test_one_span_per_probe_with_phase_events(
         assert span.name == f"{attrs['gen_ai.operation.name']} {target.model}"
         assert attrs["gen_ai.request.stream"] is True
         events = {e.name: e.time_unix_nano for e in span.events}
-        if scripted.headers_ns is not None:
-            assert events["streamobs.probe.headers"] == start + scripted.headers_ns
+        # Connection phases follow one another from the start; the rest counts from
+        # the request's last byte leaving (request_sent).
+        sent = start + (scripted.request_sent_ns or 0)
+        if scripted.request_sent_ns is not None:
+            assert events["streamobs.probe.request_sent"] == sent
+        if scripted.headers_ns is not None and scripted.request_sent_ns is not None:
+            assert events["streamobs.probe.headers"] == sent + scripted.headers_ns
         if scripted.ok:
             first, done, connect = scripted.first_token_ns, scripted.done_ns, scripted.connect_ns
             assert first is not None and done is not None and connect is not None
             assert span.status.code == span.status.STATUS_CODE_UNSET
             assert attrs["gen_ai.response.time_to_first_chunk"] == first / 1e9
-            assert events["streamobs.probe.first_token"] == start + first
-            assert events["streamobs.probe.done"] == start + done
-            assert events["streamobs.probe.connect"] == start + connect
+            assert events["streamobs.probe.first_token"] == sent + first
+            assert events["streamobs.probe.done"] == sent + done
+            assert events["streamobs.probe.connect"] == start + (scripted.dns_ns or 0) + connect
         else:
             assert span.status.code == span.status.STATUS_CODE_ERROR
             assert attrs["error.type"] == scripted.outcome.value
