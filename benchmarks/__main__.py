@@ -37,7 +37,9 @@ def machine() -> str:
 def table(quick: bool) -> str:
     rounds = 2 if quick else 8
     lines = [
-        f"Measured {datetime.date.today().isoformat()} on {machine()}.",
+        f"Measured {datetime.date.today().isoformat()} on {machine()}; "
+        f"load average {os.getloadavg()[0]:.2f} when the run began (other work shared the "
+        "machine: *quiet* means no busy loops of our own).",
         "",
         "Timing error against the simulator's kernel stamps (plain TCP; *busy*: as many "
         "busy-looping processes as cores). streamobs' figures are over its exact probes; "
