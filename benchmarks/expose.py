@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +17,9 @@ from streamobs.collectors import VllmCollector, snapshot_from_text
 from streamobs.config import parse_config
 from streamobs.daemon import Runtime
 from streamobs.reference import sample_result
-from tests.fixtures import FIXTURES
+
+# The vLLM capture vendored for the tests, read as data: benchmarks import nothing from tests.
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "data" / "vllm-0.32-cpu"
 
 
 @dataclass(frozen=True)
