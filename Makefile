@@ -29,6 +29,7 @@ lock:
 lint: install
 	$(BIN)/ruff check streamobs tests benchmarks
 	$(BIN)/ruff format --check streamobs tests benchmarks
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m streamobs.pack --check
 	$(BIN)/python -m streamobs.reference --check
 
