@@ -272,3 +272,69 @@ def test_a_probe_that_raises_answers_500_and_frees_its_slot(
         assert any("/probe of ondemand.invalid" in r.getMessage() for r in caplog.records)
     finally:
         d.stop()
+
+
+def _daemon_side_connections(web_port: int, upstream_port: int) -> list[str]:
+    """This process's TCP connections the daemon holds: accepted on its web port (the
+    listener aside) or open to the upstream. The test client's own ends are not counted."""
+    import os
+
+    inodes = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    held = []
+    with open("/proc/net/tcp") as table:
+        for line in table.read().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if inode not in inodes or state == "0A":  # 0A: listening
+                continue
+            local_port, remote_port = int(local.split(":")[1], 16), int(remote.split(":")[1], 16)
+            if local_port == web_port or remote_port == upstream_port:
+                held.append(f"{local}->{remote} state {state}")
+    return held
+
+
+def test_a_dripping_server_costs_probe_no_thread_or_socket() -> None:
+    # A server that sends one header byte every 0.2 s for ever: /probe still answers
+    # within the scrape timeout, and afterwards the daemon holds no extra thread or socket.
+    import socket as socket_module
+
+    from tests.scripted_server import ScriptedServer
+
+    def drip(conn: socket_module.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nx-slow: ")
+        while True:
+            time.sleep(0.2)
+            conn.sendall(b"a")
+
+    with ScriptedServer(drip) as server:
+        upstream_port = int(server.url.rsplit(":", 1)[1])
+        d = Daemon(parse_config(_config("http://127.0.0.1:9")))
+        d.start()
+        try:
+            base = f"http://127.0.0.1:{d.web.port}"
+            threads = threading.active_count()
+            for _ in range(3):
+                started = time.monotonic()
+                response = requests.get(
+                    base + "/probe",
+                    params={"target": server.url, "model": "m"},
+                    headers={"X-Prometheus-Scrape-Timeout-Seconds": "2", "Connection": "close"},
+                    timeout=30,
+                )
+                assert time.monotonic() - started < 2 + 1.0
+                assert "probe_success 0" in response.text
+            wait_for(
+                lambda: (
+                    threading.active_count() <= threads
+                    and not _daemon_side_connections(d.web.port, upstream_port)
+                )
+            )
+        finally:
+            d.stop()
