@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 
 import requests
 
@@ -36,6 +37,7 @@ from streamobs.stats import quantile
 MODEL = "bench"
 TOKENS = 32
 TOLERANCE_NS = 1_000_000  # an error past this must be flagged (DESIGN.md)
+BURST_NS = 1_000_000  # writes closer than this went out as one burst
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,10 @@ def _account(errors: _Errors, stream: Stream, record: dict[str, object]) -> None
         for k in range(1, len(writes))
     ]
     worst = max([abs(ttft), *(abs(g) for g in gaps)])
-    errors.buffered += stream.buffered
+    # A starved simulator writes late tokens back to back: a burst on the wire, which the
+    # client is right to see. Only a verdict against spread-out writes is wrong.
+    bunched = sum(1 for a, b in pairwise(writes) if b - a < BURST_NS)
+    errors.buffered += stream.buffered and bunched < len(writes) / 2
     if stream.degraded:
         errors.degraded += 1
         return  # kept out of the histograms: out of these figures too

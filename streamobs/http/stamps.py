@@ -14,6 +14,7 @@ import errno
 import socket
 import struct
 import sys
+import threading
 import time
 
 # <linux/net_tstamp.h> and <linux/errqueue.h>; Python's socket module names none of them.
@@ -40,10 +41,32 @@ _ERRQUEUE_BYTES = ANCILLARY_BYTES + (
 _OFFERED = sys.platform == "linux" and hasattr(socket, "MSG_ERRQUEUE")
 
 
+_keeper: socket.socket | None = None
+_keeper_lock = threading.Lock()
+
+
+def _keep_stamping_on() -> None:
+    """Hold one stamping socket for the life of the process. Linux turns receive stamping
+    on for the whole host only when a first socket asks, and then later, from a work
+    queue: a probe whose socket is the only one would see its first segments unstamped."""
+    global _keeper
+    with _keeper_lock:
+        if _keeper is not None:
+            return
+        keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _RX_SOFTWARE | _SOFTWARE)
+        except OSError:
+            keeper.close()
+            return
+        _keeper = keeper
+
+
 def enable(sock: socket.socket) -> bool:
     """Ask the kernel to stamp this socket's reads and sends; False where it will not."""
     if not _OFFERED:
         return False
+    _keep_stamping_on()
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, FLAGS)
     except OSError:

@@ -40,7 +40,8 @@ class EventStamps:
         """A read that completed ``count`` events; ``exact_tail``: no partial event after
         the last of them."""
         self.events_by_read.append(count)
-        self.read_spread[len(self.events_by_read)] = stamp.spread_ns
+        # A clock-stamped read vouches for nothing: its spread is unknown.
+        self.read_spread[len(self.events_by_read)] = stamp.spread_ns if stamp.kernel else -1
         self._stamp = stamp
         self._exact_tail = exact_tail and stamp.tail_exact and stamp.kernel
         self.max_lateness_ns = max(self.max_lateness_ns, stamp.lateness_ns)
@@ -72,8 +73,8 @@ class EventStamps:
             per_read[read] = per_read.get(read, 0) + 1
         vouched = set()
         for read, count in per_read.items():
-            spread = self.read_spread.get(read, 0)
-            if spread <= max(count - 1, 1) * BURST_GAP_NS:
+            spread = self.read_spread.get(read, -1)
+            if 0 <= spread <= max(count - 1, 1) * BURST_GAP_NS:
                 vouched.add(read)
         return frozenset(vouched)
 

@@ -47,6 +47,10 @@ class _Server(ThreadingHTTPServer):
     """Keeps track of live connections so stop() can end them and wait for their threads."""
 
     daemon_threads = True
+    # socketserver's default of 5 overflows under a burst of concurrent probes: the kernel
+    # then drops their requests and the client retransmits 200 ms later, a delay no real
+    # vLLM (uvicorn's backlog is 2048) would add.
+    request_queue_size = 1024
 
     def __init__(self, host: str, port: int, app: SimulatorApp) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
