@@ -111,6 +111,21 @@ def test_buffering_warns_on_partial_bursts_and_judges_nothing_on_few_tokens() ->
     assert buffering.evaluate(probe(tokens=2), None).verdict is Verdict.INCONCLUSIVE
 
 
+def test_buffering_is_inconclusive_when_the_probe_itself_read_too_late() -> None:
+    from dataclasses import replace
+
+    from streamobs.probe import Degraded, TimingQuality
+
+    late = TimingQuality(degraded=Degraded.LATE_READS, max_error_ns=40_000_000)
+    bursty = replace(probe(burst_share=0.4, largest_burst=3), timing=late)
+    result = buffering.evaluate(bursty, None)
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert "read too late" in result.summary and result.evidence["timing_degraded"] == "late_reads"
+    # Bursts it could vouch for still fail the path, however late the probe was otherwise.
+    held = replace(probe(**BUFFERED, encoding="gzip"), timing=late)
+    assert buffering.evaluate(held, None).verdict is Verdict.FAIL
+
+
 def test_buffering_failed_stream_fails_unless_the_server_fails_too() -> None:
     broken = probe(outcome=Outcome.TRUNCATED, error="cut")
     assert buffering.evaluate(broken, probe()).verdict is Verdict.FAIL

@@ -74,6 +74,16 @@ def evaluate(path: ProbeResult, direct: ProbeResult | None) -> CheckResult:
                 "which makes nginx hold it in its buffers"
             )
         return result(Verdict.FAIL, f"tokens are held back and burst: {shape}", FIX_PATH)
+    if path.timing.degraded is not None:
+        # Bursts it saw may be its own lateness, and bursts it missed unvouched: no verdict.
+        evidence["timing_degraded"] = path.timing.degraded.value
+        evidence["timing_max_error_seconds"] = path.timing.max_error_ns / 1e9
+        return result(
+            Verdict.INCONCLUSIVE,
+            "streamobs itself read too late to judge delivery "
+            f"({path.timing.degraded.value}, stamps off by up to "
+            f"{path.timing.max_error_ns / 1e6:.1f} ms): run it with more CPU",
+        )
     if delivery.burst_share >= WARN_BURST_SHARE:
         return result(Verdict.WARN, f"some tokens arrive in bursts: {shape}", FIX_PATH)
     return result(Verdict.PASS, f"tokens arrive as generated: {shape}")
