@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from streamobs.config import Config, TargetConfig
 from streamobs.probe.result import ProbeResult
@@ -45,6 +45,9 @@ class StatusBoard:
         self._last_error: dict[str, ProbeResult] = {}
 
     def record(self, target: TargetConfig, result: ProbeResult) -> None:
+        # A summary, not the whole record: per-token arrivals (up to max_events of them)
+        # are what the page never shows and what made 20 results per target costly.
+        result = replace(result, token_arrivals_ns=())
         with self._lock:
             self._recent[target.name].appendleft(result)
             if not result.ok:
