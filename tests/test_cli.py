@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,20 +13,10 @@ import pytest
 from streamobs.cli import main
 from streamobs.probe import ProbeSpec, parse_target
 from streamobs.secret import Secret
-from tests.fixtures import FIXTURES
+from tests.fixtures import FIXTURES, run_cli
 from tests.scripted_server import ScriptedServer, send, stream_fixture, token_stream
 
 KEY = "sk-test-7f3a9c1e5b2d4068"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamobs", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:

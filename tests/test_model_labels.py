@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
 
 import pytest
 import requests
@@ -16,15 +15,7 @@ from streamobs.daemon import Daemon
 from streamobs.export.model_labels import MAX_LABEL_CHARS, OVERFLOW, ModelLabels, model_label
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+from tests.fixtures import wait_for
 
 
 @pytest.mark.parametrize(

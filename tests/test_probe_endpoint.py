@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,19 +19,11 @@ from streamobs.ondemand import ProbeGate
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
 from tests.echo_server import EchoServer
+from tests.fixtures import wait_for
 
 KEY = "sk-module-key-0123456789"
 DEFAULT_KEY = "sk-default-key-9876543210"
 HEADER = "azure-header-secret-5555"
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +28,7 @@ from streamobs.secret import (
     redact,
 )
 from tests.echo_server import EchoServer
+from tests.fixtures import run_cli, wait_for
 
 # Distinctive first characters: a leaked prefix is found, never a coincidence.
 KEY = "Zq9Xv7kApiKey-0123456789abcdef"
@@ -43,25 +42,6 @@ QUOTED = KEY[:5] + 'with"quote\\'  # JSON escaping changes it
 def assert_no_leak(text: str) -> None:
     for secret in SECRETS:
         assert secret[:5] not in text, f"a prefix of a secret leaked: {text[:2000]}"
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamobs", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 # -- checked where loaded ----------------------------------------------------------------
