@@ -1,7 +1,11 @@
 """Soak with faults: the daemon probing a simulator that cycles through every fault class,
 while the vLLM metrics endpoint flaps and the OTLP endpoint is down about half the time.
-Checks for thread and file-descriptor leaks, flat RSS, every fault counted in its class,
-export failures counted, and /metrics answering throughout.
+A second target probes a hostile server (benchmarks/hostile.py: dripped headers, 1xx for
+ever, JSON nested past the stack, a flood of tiny events, a decompression bomb, a status
+line that is not HTTP) the whole time. Checks for thread and file-descriptor leaks, flat
+and bounded RSS (peak reported), every fault counted in its class, every hostile mode
+ending as a failure of the probe rather than of the daemon, export failures counted, and
+/metrics answering throughout.
 
     python -m benchmarks.soak --duration 3600      # the hour-long run
     python -m benchmarks.soak --duration 22        # the smoke run `make test` uses
@@ -27,6 +31,8 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.hostile import MODES as HOSTILE_MODES
+from benchmarks.hostile import HostileServer
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
 from streamobs.simulator import Simulator, SimulatorConfig
@@ -60,6 +66,7 @@ class SoakReport:
     fds_end: int
     rss_first_mb: float
     rss_last_mb: float
+    rss_peak_mb: float
     metrics_answers: int
     metrics_failures: int
     metrics_slowest_s: float
@@ -67,6 +74,8 @@ class SoakReport:
     otlp_failures: float = 0.0
     log_lines: int = 0  # warnings and errors logged: states are logged once per change
     phases: int = 0
+    hostile_probes: int = 0
+    hostile_outcomes: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -76,6 +85,9 @@ class SoakReport:
             and self.threads_end <= self.threads_start + 4
             and self.fds_end <= self.fds_start + 8
             and self.rss_last_mb <= self.rss_first_mb * 1.25 + 5
+            and self.rss_peak_mb <= self.rss_first_mb + 60
+            and self.hostile_probes > 0
+            and not self.hostile_outcomes.get("ok")
             and {0.0, 1.0} <= set(self.vllm_up_seen)
             and self.otlp_failures > 0
             and self.log_lines <= 6 * max(1, self.phases)
@@ -200,7 +212,7 @@ def run_soak(duration: float, phase: float = 1.0) -> SoakReport:
 
 def _run_soak(duration: float, phase: float) -> SoakReport:
     sim_config = SimulatorConfig(model="soak", ttft=0.01, itl=0.002, tokens=16, stall_seconds=5)
-    with Simulator(sim_config) as sim:
+    with Simulator(sim_config) as sim, HostileServer() as hostile:
         flapping = _FlappingMetrics(sim.url + "/metrics")
         with _serving(flapping):
             config = parse_config(
@@ -230,7 +242,20 @@ def _run_soak(duration: float, phase: float) -> SoakReport:
                                 "first_token": "500ms",
                                 "total": "2s",
                             },
-                        }
+                        },
+                        {
+                            "name": "hostile",
+                            "url": hostile.url,
+                            "model": "soak",
+                            "interval": "200ms",
+                            "max_tokens": 8,
+                            "timeouts": {
+                                "connect": "1s",
+                                "headers": "1s",
+                                "first_token": "1500ms",
+                                "total": "2s",
+                            },
+                        },
                     ],
                 }
             )
@@ -238,7 +263,7 @@ def _run_soak(duration: float, phase: float) -> SoakReport:
             daemon.start()
             metrics_url = f"http://127.0.0.1:{daemon.web.port}/metrics"
             try:
-                return _drive(daemon, sim, flapping, metrics_url, duration, phase)
+                return _drive(daemon, sim, flapping, hostile, metrics_url, duration, phase)
             finally:
                 daemon.stop()
 
@@ -247,6 +272,7 @@ def _drive(
     daemon: Daemon,
     sim: Simulator,
     flapping: _FlappingMetrics,
+    hostile: HostileServer,
     metrics_url: str,
     duration: float,
     phase: float,
@@ -270,6 +296,7 @@ def _drive(
             changes[f"p_{fault}"] = 1.0
         sim.reconfigure(**changes)
         flapping.mode = FLAP_MODES[step % len(FLAP_MODES)]
+        hostile.mode = HOSTILE_MODES[step % len(HOSTILE_MODES)]
         phase_end = now + phase
         while time.monotonic() < phase_end:
             asked = time.perf_counter()
@@ -294,9 +321,21 @@ def _drive(
     flapping.mode = "ok"
     time.sleep(2.5)  # let stalled probes and hanging scrapes reach their deadlines
     outcomes: dict[str, float] = {}
+    hostile_outcomes: dict[str, float] = {}
     for labels, value in _samples(text, "streamobs_probe_failures_total"):
-        outcomes[labels["outcome"]] = outcomes.get(labels["outcome"], 0) + value
-    attempts = sum(v for _, v in _samples(text, "streamobs_probe_attempts_total"))
+        into = hostile_outcomes if labels["target"] == "hostile" else outcomes
+        into[labels["outcome"]] = into.get(labels["outcome"], 0) + value
+    attempts = sum(
+        v for labels, v in _samples(text, "streamobs_probe_attempts_total")
+        if labels["target"] != "hostile"
+    )  # fmt: skip
+    hostile_attempts = sum(
+        v for labels, v in _samples(text, "streamobs_probe_attempts_total")
+        if labels["target"] == "hostile"
+    )  # fmt: skip
+    hostile_failures = sum(hostile_outcomes.values())
+    if hostile_attempts > hostile_failures:
+        hostile_outcomes["ok"] = hostile_attempts - hostile_failures
     third = max(1, len(rss) // 3)
     return SoakReport(
         duration_s=round(time.monotonic() - started, 1),
@@ -314,12 +353,15 @@ def _drive(
         fds_end=_fds(),
         rss_first_mb=round(statistics.median(v for _, v in rss[:third]), 1) if rss else 0.0,
         rss_last_mb=round(statistics.median(v for _, v in rss[-third:]), 1) if rss else 0.0,
+        rss_peak_mb=round(max(v for _, v in rss), 1) if rss else 0.0,
         metrics_answers=answers,
         metrics_failures=failures,
         metrics_slowest_s=round(slowest, 3),
         vllm_up_seen=sorted(vllm_up),
         otlp_failures=sum(v for _, v in _samples(text, "streamobs_otlp_export_failures_total")),
         phases=step,
+        hostile_probes=int(hostile_attempts),
+        hostile_outcomes={k: v for k, v in hostile_outcomes.items() if v},
     )
 
 
