@@ -189,3 +189,22 @@ def test_kernel_stamps_never_go_backwards_and_bound_their_spread() -> None:
         channel.close()
         peer.close()
         server.close()
+
+
+def test_a_late_read_vouches_for_a_burst_only_when_the_kernel_saw_it_bundled() -> None:
+    from streamobs.http.channel import ReadStamp
+    from streamobs.probe.timing import EventStamps
+
+    def late_read(segments: int | None) -> frozenset[int]:
+        # Ten tokens in one read after the reader waited 100 ms for a CPU: alone, that
+        # says nothing; the number of TCP segments that carried them does.
+        stamps = EventStamps()
+        stamp = ReadStamp(1_000, 100_000_000, True, 100_000_000, kernel=True, segments=segments)
+        stamps.read_with_events(10, stamp, exact_tail=True)
+        for index in range(10):
+            stamps.token(1_000, last=index == 9)
+        return stamps.vouched_reads()
+
+    assert late_read(1) == {1}  # ten tokens in one segment: sent together
+    assert late_read(10) == frozenset()  # one segment each: the reader's lateness
+    assert late_read(None) == frozenset()  # unknown: no verdict from it

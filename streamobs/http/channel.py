@@ -34,6 +34,10 @@ WAKE_SLACK_NS = 20_000
 # A kernel stamp further from our own clock than this means the clock was stepped.
 _MAX_KERNEL_LAG_NS = 10_000_000_000
 _TIMEVAL = struct.Struct("ll")
+# struct tcp_info: tcpi_bytes_received (u64) and tcpi_data_segs_in (u32), Linux 4.6+.
+_TCP_INFO_BYTES = 160
+_BYTES_RECEIVED = struct.Struct("Q")
+_DATA_SEGS_IN = struct.Struct("I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,9 @@ class ReadStamp:
     tail_exact: bool  # the read's last byte arrived at ``arrival_ns`` exactly
     lateness_ns: int  # from ``arrival_ns`` to this process having the bytes
     kernel: bool  # False: no kernel stamp; ``arrival_ns`` is a clock read after the call
+    # TCP data segments that carried the read's bytes (None: not known exactly). Many
+    # events from one segment were sent together, however late the reader was.
+    segments: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,9 @@ class PlainChannel:
         self._provisional: SendStamp | None = None
         self._lower_real = time.clock_gettime_ns(time.CLOCK_REALTIME)
         self._last_arrival = 0
+        self._read_bytes = 0
+        self._segments_mark = 0
+        self._segments_exact = True
 
     # -- sending --------------------------------------------------------------------
     def send(self, data: bytes, deadline: Deadline) -> SendStamp:
@@ -129,7 +139,29 @@ class PlainChannel:
                 continue  # the kernel's timeout: the loop re-checks the deadline
             except OSError as exc:
                 raise os_failure(deadline.phase, exc) from None
-            return data, self._stamp(data, limit, ancillary, waited_before, call_real, call_mono)
+            stamp = self._stamp(data, limit, ancillary, waited_before, call_real, call_mono)
+            if data:
+                self._read_bytes += len(data)
+                stamp = dataclasses.replace(stamp, segments=self._segments())
+            return data, stamp
+
+    def _segments(self) -> int | None:
+        """Data segments that arrived since the last read, when that is exactly this read's
+        bytes: nothing may have arrived after the read and before the kernel was asked."""
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+        except (OSError, AttributeError):
+            return None
+        if len(info) < _TCP_INFO_BYTES:
+            return None
+        (received,) = _BYTES_RECEIVED.unpack_from(info, 128)
+        (segments,) = _DATA_SEGS_IN.unpack_from(info, 152)
+        count = (segments - self._segments_mark) & 0xFFFFFFFF
+        exact = self._segments_exact and received == self._read_bytes
+        self._segments_mark = segments
+        # Bytes still queued were counted now and will be read next: neither read is exact.
+        self._segments_exact = received == self._read_bytes
+        return count if exact else None
 
     def _stamp(
         self,

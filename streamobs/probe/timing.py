@@ -29,6 +29,7 @@ class EventStamps:
     token_reads: list[int] = field(default_factory=list)
     events_by_read: list[int] = field(default_factory=list)
     read_spread: dict[int, int] = field(default_factory=dict)
+    read_segments: dict[int, int] = field(default_factory=dict)
     done_error: int | None = None
     last_arrival_ns: int | None = None
     max_lateness_ns: int = 0
@@ -42,6 +43,8 @@ class EventStamps:
         self.events_by_read.append(count)
         # A clock-stamped read vouches for nothing: its spread is unknown.
         self.read_spread[len(self.events_by_read)] = stamp.spread_ns if stamp.kernel else -1
+        if stamp.segments is not None:
+            self.read_segments[len(self.events_by_read)] = stamp.segments
         self._stamp = stamp
         self._exact_tail = exact_tail and stamp.tail_exact and stamp.kernel
         self.max_lateness_ns = max(self.max_lateness_ns, stamp.lateness_ns)
@@ -67,14 +70,19 @@ class EventStamps:
 
     def vouched_reads(self) -> frozenset[int]:
         """Reads whose events really arrived together: their spread is smaller than the
-        gaps tokens spaced out by a model would have left between them."""
+        gaps tokens spaced out by a model would have left between them, or the kernel says
+        they came in fewer segments than half their number (sent together, however late
+        the reader was)."""
         per_read: dict[int, int] = {}
         for read in self.token_reads:
             per_read[read] = per_read.get(read, 0) + 1
         vouched = set()
         for read, count in per_read.items():
             spread = self.read_spread.get(read, -1)
-            if 0 <= spread <= max(count - 1, 1) * BURST_GAP_NS:
+            segments = self.read_segments.get(read)
+            prompt = 0 <= spread <= max(count - 1, 1) * BURST_GAP_NS
+            bundled = segments is not None and count >= 2 and 2 * segments <= count
+            if prompt or bundled:
                 vouched.add(read)
         return frozenset(vouched)
 
