@@ -212,7 +212,8 @@ def run_soak(duration: float, phase: float = 1.0) -> SoakReport:
 
 def _run_soak(duration: float, phase: float) -> SoakReport:
     sim_config = SimulatorConfig(model="soak", ttft=0.01, itl=0.002, tokens=16, stall_seconds=5)
-    with Simulator(sim_config) as sim, HostileServer() as hostile:
+    # A small record store: the RSS figures are the daemon's, not the simulator's history.
+    with Simulator(sim_config, records_kept=200) as sim, HostileServer() as hostile:
         flapping = _FlappingMetrics(sim.url + "/metrics")
         with _serving(flapping):
             config = parse_config(

@@ -43,12 +43,14 @@ _GET_PATHS = frozenset({"/v1/models", "/health", "/metrics"})
 class SimulatorApp:
     """The simulator's state and request handling; thread-safe."""
 
-    def __init__(self, config: SimulatorConfig, seed: int | None) -> None:
+    def __init__(
+        self, config: SimulatorConfig, seed: int | None, records_kept: int = RECORDS_KEPT
+    ) -> None:
         self._lock = threading.Lock()
         self._config = config
         self._rng = random.Random(seed)
         self.stopping = threading.Event()
-        self.records = RecordStore(RECORDS_KEPT)
+        self.records = RecordStore(records_kept)
         self.metrics = EngineMetrics(KV_CACHE_SEQUENCES * config.max_model_len)
         self.metrics.add_model(config.model)
 

@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from streamobs.simulator import kernel_stamps
-from streamobs.simulator.app import SimulatorApp
+from streamobs.simulator.app import RECORDS_KEPT, SimulatorApp
 from streamobs.simulator.config import SimulatorConfig
 from streamobs.simulator.records import RequestRecord
 
@@ -120,8 +120,9 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int | None = None,
+        records_kept: int = RECORDS_KEPT,
     ) -> None:
-        self._app = SimulatorApp(config, seed)
+        self._app = SimulatorApp(config, seed, records_kept)
         self._server = _Server(host, port, self._app)
         self._host = host
         self._lock = threading.Lock()
