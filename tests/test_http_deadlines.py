@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from streamobs.http import stamps
 from streamobs.http.client import AddressInfo, Request, Resolver, Timeouts, fetch, system_resolver
 from streamobs.http.errors import HTTPFailure, Kind, Phase
 from streamobs.probe import Outcome, ProbeResult, ProbeSpec, parse_target, run_probe
@@ -59,6 +60,7 @@ def open_fds() -> int:
 
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
+    stamps.keep_stamping_on()  # the one stamping socket a process keeps for good
     before = open_fds()
     yield
     deadline = time.monotonic() + 10
@@ -206,3 +208,15 @@ def test_gzip_bodies_decode(no_leaks: None) -> None:
     body = gzip.compress(b'{"data": [{"id": "m"}]}')
     with ScriptedServer(send(_gzip_reply(b"200 OK", b"application/json", body))) as server:
         assert discover_model(parse_target(server.url), timeout=5) == "m"
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-Test": "a\r\nX-Smuggled: yes"}, {"X-Test": "a\nb"}, {"X\r\nY": "v"}]
+)
+def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(
+    headers: dict[str, str],
+) -> None:
+    reply = send(b"HTTP/1.1 204 No Content\r\n\r\n")
+    with ScriptedServer(reply) as server, pytest.raises(HTTPFailure, match="line break"):
+        fetch(Request("GET", server.url + "/", headers), Timeouts(1, 1, 2), max_bytes=10)
+    assert not any(b"Smuggled" in r for r in server.requests)

@@ -45,7 +45,7 @@ _keeper: socket.socket | None = None
 _keeper_lock = threading.Lock()
 
 
-def _keep_stamping_on() -> None:
+def keep_stamping_on() -> None:
     """Hold one stamping socket for the life of the process. Linux turns receive stamping
     on for the whole host only when a first socket asks, and then later, from a work
     queue: a probe whose socket is the only one would see its first segments unstamped."""
@@ -66,7 +66,7 @@ def enable(sock: socket.socket) -> bool:
     """Ask the kernel to stamp this socket's reads and sends; False where it will not."""
     if not _OFFERED:
         return False
-    _keep_stamping_on()
+    keep_stamping_on()
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, FLAGS)
     except OSError:
