@@ -48,10 +48,17 @@ class Timeouts:
     total: float = 120.0
 
     def __post_init__(self) -> None:
-        for name in ("connect", "headers", "total"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"timeout {name} must be a positive number of seconds")
+        require_seconds(self, ("connect", "headers", "total"))
+
+
+def require_seconds(
+    owner: object, names: tuple[str, ...], error: type[ValueError] = ValueError
+) -> None:
+    """Every named attribute a finite, positive number of seconds, or ``error``."""
+    for name in names:
+        value = getattr(owner, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise error(f"timeout {name} must be a positive number of seconds")
 
 
 @dataclass(frozen=True, slots=True)

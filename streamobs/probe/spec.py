@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from streamobs.http.client import Resolver, system_resolver
+from streamobs.http.client import Resolver, require_seconds, system_resolver
 from streamobs.secret import Secret
 
 Endpoint = Literal["chat", "completions"]
@@ -105,10 +104,7 @@ class Timeouts:
     total: float = 120.0
 
     def __post_init__(self) -> None:
-        for name in ("connect", "headers", "first_token", "total"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise TargetError(f"timeout {name} must be a positive number of seconds")
+        require_seconds(self, ("connect", "headers", "first_token", "total"), TargetError)
 
 
 @dataclass(frozen=True, slots=True)
