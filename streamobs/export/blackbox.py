@@ -27,12 +27,15 @@ def probe_registry(result: ProbeResult) -> CollectorRegistry:
         outcome.labels(member.value).set(1 if member is result.outcome else 0)
     phases = Gauge(
         "streamobs_probe_phase_seconds",
-        "Time from request start to each phase the probe reached.",
+        "Duration of each connection phase (dns, connect, tls), and time from the request's "
+        "last byte leaving to each later phase the probe reached.",
         ("phase",),
         registry=registry,
     )
     for phase, ns in (
+        ("dns", result.dns_ns),
         ("connect", result.connect_ns),
+        ("tls", result.tls_ns),
         ("headers", result.headers_ns),
         ("first_event", result.first_event_ns),
         ("first_token", result.first_token_ns),
@@ -48,6 +51,11 @@ def probe_registry(result: ProbeResult) -> CollectorRegistry:
         None if tpot is None else tpot / 1e9,
     )
     gauge("streamobs_probe_output_tokens", "Output tokens received.", result.output_tokens)
+    gauge(
+        "streamobs_probe_timing_exact",
+        "1 if the probe's own stamps are exact, 0 if degraded (streamobs read too late).",
+        1 if result.exact else 0,
+    )
     gauge("streamobs_probe_http_status_code", "HTTP status of the response.", result.http_status)
     if result.delivery is not None:
         gauge(
