@@ -8,7 +8,7 @@ ending as a failure of the probe rather than of the daemon, export failures coun
 /metrics answering throughout.
 
     python -m benchmarks.soak --duration 3600      # the hour-long run
-    python -m benchmarks.soak --duration 22        # the smoke run `make test` uses
+    python -m benchmarks.soak --duration 22        # about the smoke run `make soak` runs
 """
 
 from __future__ import annotations

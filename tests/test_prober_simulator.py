@@ -187,17 +187,21 @@ def test_keepalives_before_the_first_token_do_not_count() -> None:
 def test_plain_tcp_stamps_come_from_the_kernel_at_both_ends(simulator: Simulator) -> None:
     if sys.platform != "linux":
         pytest.skip("kernel timestamps are used on Linux only")
-    result = run_probe(spec_for(simulator))
-    assert result.outcome is Outcome.OK, result.error
-    assert result.timing.sent_by_kernel
-    assert result.timing.degraded is not Degraded.NO_KERNEL_STAMPS
-    assert result.response_id is not None
-    record = simulator.request_log(result.response_id)
-    assert record is not None
-    # Stamped where the bytes reached the host: within a fraction of a millisecond of the
-    # server's write, whichever clock read came first.
-    errors = [
-        abs(result.start_ns + (result.request_sent_ns or 0) + arrival - write)
-        for arrival, write in zip(result.token_arrivals_ns, record.token_write_ns, strict=True)
-    ]
-    assert statistics.median(errors) < 0.5 * MS
+    results = run_batch(spec_for(simulator), count=5, concurrency=1)
+    for result in results:
+        assert result.outcome is Outcome.OK, result.error
+        assert result.timing.sent_by_kernel
+        assert result.timing.degraded is not Degraded.NO_KERNEL_STAMPS
+    # A probe that says its stamps are exact has them where the bytes reached the host:
+    # next to the simulator's kernel-stamped writes (a loaded machine makes probes late,
+    # and those say so instead).
+    for result in (r for r in results if r.exact):
+        assert result.response_id is not None
+        record = simulator.request_log(result.response_id)
+        assert record is not None
+        sent = result.start_ns + (result.request_sent_ns or 0)
+        errors = [
+            abs(sent + arrival - write)
+            for arrival, write in zip(result.token_arrivals_ns, record.token_write_ns, strict=True)
+        ]
+        assert statistics.median(errors) < 0.5 * MS

@@ -538,11 +538,12 @@ def test_write_stamps_follow_the_schedule(make_sim: MakeSim) -> None:
     assert len(stamps) == record.tokens_sent == len(got.content_events()) == 20
     assert all(b > a for a, b in itertools.pairwise(stamps))
     assert len(record.event_write_ns) == 21 and record.event_write_ns[1:] == stamps
+    # A loaded machine wakes the simulator late now and then, never early: each write is
+    # at or after its deadline, and the typical gap is the configured one.
+    for k, stamp in enumerate(stamps):
+        assert stamp >= record.received_ns + round((0.05 + k * itl) * 1e9)
     gaps_ms = [(b - a) / 1e6 for a, b in itertools.pairwise(stamps)]
-    assert abs(statistics.mean(gaps_ms) - itl * 1e3) < 1.0
-    assert all(abs(gap - itl * 1e3) < 5.0 for gap in gaps_ms)
-    ttft_ms = (stamps[0] - record.received_ns) / 1e6
-    assert 50.0 <= ttft_ms < 60.0
+    assert abs(statistics.median(gaps_ms) - itl * 1e3) < 1.0
     assert record.done_write_ns is not None and record.done_write_ns > stamps[-1]
     # The client's arrival stamps, same clock, land right next to the server's writes.
     arrivals = [ns for ns, _ in got.content_events()]
