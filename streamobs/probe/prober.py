@@ -15,7 +15,7 @@ import logging
 import time
 
 from streamobs.http.bodies import error_detail, first_line
-from streamobs.http.channel import ReadStamp, SendStamp
+from streamobs.http.channel import ReadStamp
 from streamobs.http.client import Exchange, Request
 from streamobs.http.client import Timeouts as HTTPTimeouts
 from streamobs.http.errors import Deadline, HTTPFailure, Kind, Phase
@@ -82,7 +82,6 @@ class _ProbeRun:
         self.start_ns = 0
         self.end_ns = 0
         self.exchange: Exchange | None = None
-        self.sent: SendStamp | None = None
         self.headers_stamp: ReadStamp | None = None
         self.outcome: Outcome | None = None
         self.error: str | None = None
@@ -129,10 +128,7 @@ class _ProbeRun:
                 response = exchange.open()
             except HTTPFailure as failure:
                 raise _Failure(_outcome_of(failure), _describe(failure, spec)) from None
-            finally:
-                self.sent = exchange.phases.sent
             self.headers_stamp = response.head_stamp
-            self.sent = exchange.phases.sent
             self._read_response(response)
         except _Failure as failure:
             self.outcome = failure.outcome
@@ -314,7 +310,7 @@ class _ProbeRun:
             secrets = [spec.api_key, *spec.headers.values()]
             error = redact(error, secrets, max_length=ERROR_CHARS)
         phases = self.exchange.phases
-        sent = self.sent
+        sent = phases.sent  # the exchange's own record: kernel stamp once it was queued
         origin = sent.sent_ns if sent is not None else None
 
         def since_sent(stamp: int | None) -> int | None:
