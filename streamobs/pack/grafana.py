@@ -1,10 +1,11 @@
-"""A small declarative layer over the Grafana Foundation SDK.
+"""Dashboard JSON from a small declarative layer: what imports into any Grafana.
 
 Dashboards in ``dashboards.py`` are lists of rows of :class:`Panel` specs; this module
-turns them into dashboard JSON that imports into any Grafana, file provisioning included:
-a ``datasource`` variable that every panel and query uses (``__inputs`` alone is ignored
-by provisioning), a stable ``uid``, ``id: null``, sequential panel ids, and a unit and a
-description on every panel.
+turns them into dashboard JSON (schema 41, Grafana 11) that imports into any Grafana, file
+provisioning included: a ``datasource`` variable that every panel and query uses
+(``__inputs`` alone is ignored by provisioning), a stable ``uid``, ``id: null``,
+sequential panel ids, and a unit and a description on every panel. Plain dictionaries, so
+``streamobs pack`` needs nothing beyond the standard library to write them.
 """
 
 from __future__ import annotations
@@ -14,23 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import heatmap, prometheus, stat, timeseries
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import common as _common
-from grafana_foundation_sdk.models import dashboard as _dashboard_models
-from grafana_foundation_sdk.models import heatmap as _heatmap_models
-from grafana_foundation_sdk.models import prometheus as _prometheus_models
-
-# The SDK's enums derive from enum.StrEnum and its builders return typing.Self, both new
-# in Python 3.11; type-checked for 3.10 they would not match, so the models are untyped.
-common: Any = _common
-models: Any = _dashboard_models
-heatmap_models: Any = _heatmap_models
-prometheus_models: Any = _prometheus_models
-
-DATASOURCE = models.DataSourceRef(type_val="prometheus", uid="${datasource}")
+SCHEMA_VERSION = 41
+GRID_WIDTH = 24
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# Grafana's enums, by the values its JSON model stores.
+_CROSSHAIR = 1  # graphTooltip: shared crosshair
+_REFRESH_ON_TIME_RANGE_CHANGE = 2
+_SORT_ALPHABETICAL_ASC = 1
 
 
 @dataclass(frozen=True)
@@ -87,131 +78,209 @@ class Dashboard:
     links: tuple[tuple[str, str], ...] = field(default=())  # (title, url)
 
 
-def _query(query: Query, ref_id: str, heatmap_format: bool) -> Any:
-    q = (
-        prometheus.Dataquery()
-        .expr(query.expr)
-        .legend_format(query.legend)
-        .ref_id(ref_id)
-        .datasource(DATASOURCE)
-    )
+def _query(query: Query, ref_id: str, heatmap_format: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "datasource": dict(DATASOURCE),
+        "expr": query.expr,
+        "instant": query.instant,
+        "legendFormat": query.legend,
+        "range": not query.instant,
+        "refId": ref_id,
+    }
     if heatmap_format:
-        q = q.format(prometheus_models.PromQueryFormat.HEATMAP)
-    return q.instant() if query.instant else q.range()
+        out["format"] = "heatmap"
+    return out
 
 
-def _thresholds(steps: Sequence[tuple[float | None, str]]) -> Any:
-    return (
-        dash.ThresholdsConfig()
-        .mode(models.ThresholdsMode.ABSOLUTE)
-        .steps([models.Threshold(value=value, color=colour) for value, colour in steps])
-    )
+def _thresholds(steps: Sequence[tuple[float | None, str]]) -> dict[str, Any]:
+    return {
+        "mode": "absolute",
+        "steps": [
+            {"color": colour, "value": None if value is None else float(value)}
+            for value, colour in steps
+        ],
+    }
 
 
-def _panel(spec: Panel) -> Any:
-    builder: Any
+_STAT_OPTIONS: dict[str, Any] = {
+    "colorMode": "value",
+    "graphMode": "none",
+    "justifyMode": "auto",
+    "orientation": "auto",
+    "percentChangeColorMode": "standard",
+    "reduceOptions": {"calcs": []},
+    "showPercentChange": False,
+    "textMode": "auto",
+    "wideLayout": True,
+}
+
+
+def _heatmap_options(unit: str) -> dict[str, Any]:
+    return {
+        "calculate": False,
+        "cellGap": 1,
+        "color": {
+            "exponent": 0,
+            "fill": "",
+            "mode": "scheme",
+            "reverse": False,
+            "scheme": "Oranges",
+            "steps": 0,
+        },
+        "exemplars": {"color": "rgba(255,0,255,0.7)"},
+        "filterValues": {"le": 1e-09},
+        "legend": {"show": True},
+        "selectionMode": "x",
+        "showValue": "auto",
+        "tooltip": {"mode": "single"},
+        "yAxis": {"unit": unit},
+    }
+
+
+def _panel(spec: Panel, grid: dict[str, int]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"unit": spec.unit}
+    panel: dict[str, Any] = {
+        "datasource": dict(DATASOURCE),
+        "description": spec.description,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "gridPos": grid,
+        "repeatDirection": "h",
+        "targets": [
+            _query(query, chr(ord("A") + index), spec.kind == "heatmap")
+            for index, query in enumerate(spec.queries)
+        ],
+        "title": spec.title,
+        "transparent": False,
+        "type": spec.kind,
+    }
     if spec.kind == "timeseries":
-        builder = timeseries.Panel().fill_opacity(10).show_points(common.VisibilityMode.NEVER)
+        custom: dict[str, Any] = {"fillOpacity": 10, "showPoints": "never"}
         if spec.threshold_lines:
-            builder = builder.thresholds_style(
-                common_builders.GraphThresholdsStyleConfig().mode(
-                    common.GraphThresholdsStyleMode.DASHED
-                )
-            )
+            custom["thresholdsStyle"] = {"mode": "dashed"}
         if spec.stack:
-            builder = builder.stacking(
-                common_builders.StackingConfig().mode(common.StackingMode.NORMAL)
-            )
+            custom["stacking"] = {"mode": "normal"}
+        defaults["custom"] = custom
     elif spec.kind == "stat":
-        builder = stat.Panel().graph_mode(common.BigValueGraphMode.NONE)
+        panel["options"] = dict(_STAT_OPTIONS)
     else:
-        builder = (
-            heatmap.Panel()
-            .calculate(False)
-            .y_axis(heatmap.YAxisConfig().unit(spec.unit))
-            .color(
-                heatmap.HeatmapColorOptions()
-                .mode(heatmap_models.HeatmapColorMode.SCHEME)
-                .scheme("Oranges")
-            )
-        )
-    builder = (
-        builder.title(spec.title)
-        .description(spec.description)
-        .datasource(DATASOURCE)
-        .unit(spec.unit)
-        .span(spec.width)
-        .height(spec.height)
-    )
+        panel["options"] = _heatmap_options(spec.unit)
     if spec.min is not None:
-        builder = builder.min(spec.min)
+        defaults["min"] = spec.min
     if spec.max is not None:
-        builder = builder.max(spec.max)
+        defaults["max"] = spec.max
     if spec.steps:
-        builder = builder.thresholds(_thresholds(spec.steps))
-    for index, query in enumerate(spec.queries):
-        builder = builder.with_target(_query(query, chr(ord("A") + index), spec.kind == "heatmap"))
-    return builder
+        defaults["thresholds"] = _thresholds(spec.steps)
+    return panel
 
 
-def _variables(spec: Dashboard) -> list[Any]:
-    variables: list[Any] = [
-        dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
-    ]
-    for var in spec.variables:
-        v = (
-            dash.QueryVariable(var.name)
-            .label(var.label)
-            .datasource(DATASOURCE)
-            .query(var.query)
-            .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(models.VariableSort.ALPHABETICAL_ASC)
+def _variable(var: Variable) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "allowCustomValue": True,
+        "auto": False,
+        "auto_count": 30,
+        "auto_min": "10s",
+        "datasource": dict(DATASOURCE),
+        "includeAll": var.multi,
+        "label": var.label,
+        "multi": var.multi,
+        "name": var.name,
+        "query": var.query,
+        "refresh": _REFRESH_ON_TIME_RANGE_CHANGE,
+        "skipUrlSync": False,
+        "sort": _SORT_ALPHABETICAL_ASC,
+        "type": "query",
+    }
+    if var.multi:
+        out["allValue"] = ".*"
+    return out
+
+
+def _datasource_variable() -> dict[str, Any]:
+    return {
+        "allowCustomValue": True,
+        "auto": False,
+        "auto_count": 30,
+        "auto_min": "10s",
+        "includeAll": False,
+        "label": "Data source",
+        "multi": False,
+        "name": "datasource",
+        "query": "prometheus",
+        "skipUrlSync": False,
+        "type": "datasource",
+    }
+
+
+def _link(title: str, **fields: Any) -> dict[str, Any]:
+    link: dict[str, Any] = {
+        "asDropdown": False,
+        "icon": "",
+        "includeVars": False,
+        "keepTime": False,
+        "tags": [],
+        "targetBlank": False,
+        "title": title,
+        "tooltip": "",
+    }
+    link.update(fields)
+    return link
+
+
+def _layout(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Rows full width; their panels left to right, wrapping at the grid's width."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    for row in rows:
+        grid = {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y}
+        panels.append(
+            {"collapsed": False, "gridPos": grid, "panels": [], "title": row.title, "type": "row"}
         )
-        if var.multi:
-            v = v.multi(True).include_all(True).all_value(".*")
-        variables.append(v)
-    return variables
+        y += 1
+        x, line_height = 0, 0
+        for spec in row.panels:
+            if x + spec.width > GRID_WIDTH:
+                y, x, line_height = y + line_height, 0, 0
+            panels.append(_panel(spec, {"h": spec.height, "w": spec.width, "x": x, "y": y}))
+            x += spec.width
+            line_height = max(line_height, spec.height)
+        y += line_height
+    for number, panel in enumerate(panels, start=1):
+        panel["id"] = number
+    return panels
 
 
 def build(spec: Dashboard) -> dict[str, Any]:
-    builder = (
-        dash.Dashboard(spec.title)
-        .uid(spec.uid)
-        .description(spec.description)
-        .tags(list(spec.tags))
-        .refresh(spec.refresh)
-        .time(spec.time_from, "now")
-        .timezone("browser")
-        .tooltip(models.DashboardCursorSync.CROSSHAIR)
-        .link(
-            dash.DashboardLink("streamobs")
-            .type(models.DashboardLinkType.DASHBOARDS)
-            .tags(list(spec.tags))
-            .as_dropdown(True)
-            .include_vars(True)
-            .keep_time(True)
+    links = [
+        _link(
+            "streamobs",
+            type="dashboards",
+            tags=list(spec.tags),
+            asDropdown=True,
+            includeVars=True,
+            keepTime=True,
         )
-    )
-    for title, url in spec.links:
-        builder = builder.link(
-            dash.DashboardLink(title)
-            .type(models.DashboardLinkType.LINK)
-            .url(url)
-            .target_blank(True)
-        )
-    for variable in _variables(spec):
-        builder = builder.with_variable(variable)
-    for row in spec.rows:
-        builder = builder.with_row(dash.Row(row.title))
-        for panel in row.panels:
-            builder = builder.with_panel(_panel(panel))
-    data: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
-    # A null id makes every Grafana create the dashboard instead of overwriting another
-    # one that happens to have that database id; the uid is what stays stable.
-    data = {"id": None, **data}
-    for number, panel in enumerate(data.get("panels", []), start=1):
-        panel["id"] = number
-    return data
+    ]
+    links += [_link(title, type="link", url=url, targetBlank=True) for title, url in spec.links]
+    return {
+        # A null id makes every Grafana create the dashboard instead of overwriting another
+        # one that happens to have that database id; the uid is what stays stable.
+        "id": None,
+        "annotations": {},
+        "description": spec.description,
+        "editable": True,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": _CROSSHAIR,
+        "links": links,
+        "panels": _layout(spec.rows),
+        "refresh": spec.refresh,
+        "schemaVersion": SCHEMA_VERSION,
+        "tags": list(spec.tags),
+        "templating": {"list": [_datasource_variable(), *map(_variable, spec.variables)]},
+        "time": {"from": spec.time_from, "to": "now"},
+        "timezone": "browser",
+        "title": spec.title,
+        "uid": spec.uid,
+    }
 
 
 def render(spec: Dashboard) -> str:
