@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamobs.collectors import VllmCollector, snapshot_from_text
+from streamobs.collectors.vllm import VllmCollector, snapshot_from_text
 from streamobs.config import parse_config
 from streamobs.daemon import Runtime
 from streamobs.reference import sample_result

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from streamobs.credential_hosts import CredentialHostError, HostPattern, parse_host_pattern
-from streamobs.export.otlp_names import DEFAULT_PROVIDER
-from streamobs.export.otlp_settings import OtlpSettings, OtlpSettingsError
+from streamobs.export.otlp.names import DEFAULT_PROVIDER
+from streamobs.export.otlp.settings import OtlpSettings, OtlpSettingsError
 from streamobs.files import KIB, MIB, FileRefused, read_limited
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,

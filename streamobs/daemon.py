@@ -24,18 +24,18 @@ from prometheus_client import (
     generate_latest,
 )
 
-from streamobs.collectors.gpu_export import GpuCollector
-from streamobs.collectors.gpu_sampler import GpuSampler
+from streamobs.collectors.gpu.export import GpuCollector
+from streamobs.collectors.gpu.sampler import GpuSampler
 from streamobs.collectors.health import CollectorHealth, Health, HealthSource
-from streamobs.collectors.poller import VllmPoller
-from streamobs.collectors.vllm import VllmSnapshot
-from streamobs.collectors.vllm_export import VllmCollector
+from streamobs.collectors.vllm.export import VllmCollector
+from streamobs.collectors.vllm.poller import VllmPoller
+from streamobs.collectors.vllm.scrape import VllmSnapshot
 from streamobs.config import Config, ConfigError, Overrides, TargetConfig, load_config
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
-from streamobs.export.model_labels import ModelLabels, model_label
-from streamobs.export.otlp import OtlpExporter
-from streamobs.export.otlp_settings import OtlpSettingsError
-from streamobs.export.prometheus import ProbeMetrics
+from streamobs.export.otlp.exporter import OtlpExporter
+from streamobs.export.otlp.settings import OtlpSettingsError
+from streamobs.export.prometheus.model_labels import ModelLabels, model_label
+from streamobs.export.prometheus.probe import ProbeMetrics
 from streamobs.ondemand import OnDemandProbes
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.models import discover_model

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from streamobs.collectors.gpu import GpuSnapshot
-from streamobs.collectors.vllm import VllmSnapshot, server_view
+from streamobs.collectors.gpu.snapshot import GpuSnapshot
+from streamobs.collectors.vllm.scrape import VllmSnapshot, server_view
 
 _log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 
 from streamobs.config import Config, ConfigError, TargetConfig
 from streamobs.credential_hosts import host_allowed
-from streamobs.export.blackbox import probe_registry
+from streamobs.export.prometheus.blackbox import probe_registry
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec, Timeouts
 from streamobs.report import redact_result

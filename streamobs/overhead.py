@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from streamobs.collectors.vllm import VllmSnapshot, server_view
+from streamobs.collectors.vllm.scrape import VllmSnapshot, server_view
 from streamobs.config import TargetConfig
 from streamobs.probe.result import ProbeResult
 

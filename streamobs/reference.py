@@ -19,11 +19,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
-from streamobs.collectors.gpu_names import DEVICE_LABELS, GPU_METRICS
-from streamobs.collectors.vllm_names import NORMALISED, SERIES_LABELS
+from streamobs.collectors.gpu.names import DEVICE_LABELS, GPU_METRICS
+from streamobs.collectors.vllm.names import NORMALISED, SERIES_LABELS
 from streamobs.config import parse_config
 from streamobs.daemon import ReloadGauges, Runtime
-from streamobs.export.blackbox import probe_registry
+from streamobs.export.prometheus.blackbox import probe_registry
 from streamobs.ondemand import OnDemandProbes
 from streamobs.probe.result import Delivery, Outcome, ProbeResult
 

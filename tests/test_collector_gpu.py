@@ -17,20 +17,20 @@ import pynvml  # type: ignore[import-untyped,unused-ignore]
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamobs.collectors import gpu_names as names
-from streamobs.collectors.gpu import (
+from streamobs.collectors.gpu import names as names
+from streamobs.collectors.gpu.export import GpuCollector
+from streamobs.collectors.gpu.sampler import GpuSampler
+from streamobs.collectors.gpu.snapshot import (
     GpuDevice,
     GpuSnapshot,
     GpuValue,
     read_proc_cmdline,
 )
-from streamobs.collectors.gpu_export import GpuCollector
-from streamobs.collectors.gpu_sampler import GpuSampler
 from tests.fake_nvml import REPLACED, FakeNvml, h100, rtx3050
 from tests.fixtures import require_binary
 
 GOLDEN = Path(__file__).parent / "golden" / "gpu-two-cards.txt"
-LOGGERS = ("streamobs.collectors.gpu_sampler", "streamobs.collectors.gpu_export")
+LOGGERS = ("streamobs.collectors.gpu.sampler", "streamobs.collectors.gpu.export")
 CMDLINES = {
     4242: "/usr/bin/python3 -m vllm.entrypoints.openai.api_server --model m",
     5151: "python train.py",

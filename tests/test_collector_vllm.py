@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.samples import Sample
 
-from streamobs.collectors import (
+from streamobs.collectors.vllm import (
     NORMALISED,
     VllmCollector,
     VllmSnapshot,
@@ -27,8 +27,8 @@ from streamobs.collectors import (
     server_view,
     snapshot_from_text,
 )
-from streamobs.collectors.vllm_normalise import NormalisedFamily, ScalarSeries
-from streamobs.collectors.vllm_parse import ParsedFamily
+from streamobs.collectors.vllm.normalise import NormalisedFamily, ScalarSeries
+from streamobs.collectors.vllm.parse import ParsedFamily
 from tests.fixtures import FIXTURES
 from tests.scripted_server import ScriptedServer, send, silent
 
@@ -358,7 +358,7 @@ def test_failing_snapshot_source_reports_targets_down_and_logs_once(
 
     registry = CollectorRegistry()
     registry.register(VllmCollector(broken, targets=["a"], reexpose=True))
-    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm_export"):
+    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm.export"):
         for _ in range(3):
             output = generate_latest(registry).decode()
             assert 'streamobs_collector_up{collector="vllm",target="a"} 0.0' in output
@@ -376,7 +376,7 @@ def test_odd_snapshots_never_make_collect_raise(caplog: pytest.LogCaptureFixture
     source = cast(Callable[[], Mapping[str, VllmSnapshot]], lambda: snapshots)
     registry = CollectorRegistry()
     registry.register(VllmCollector(source, targets=["good", "odd"], reexpose=True))
-    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm_export"):
+    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm.export"):
         for _ in range(3):
             output = generate_latest(registry).decode()
     assert 'streamobs_collector_up{collector="vllm",target="good"} 1.0' in output
@@ -404,7 +404,7 @@ def test_same_name_with_another_type_is_skipped_and_logged_once(
     b = snapshot_from_text("# TYPE vllm:thing untyped\nvllm:thing 2.0\n")
     registry = CollectorRegistry()
     registry.register(VllmCollector(lambda: {"a": a, "b": b}, reexpose=True))
-    with caplog.at_level(logging.WARNING, logger="streamobs.collectors.vllm_export"):
+    with caplog.at_level(logging.WARNING, logger="streamobs.collectors.vllm.export"):
         for _ in range(3):
             output = generate_latest(registry).decode()
     assert output.count("# TYPE vllm:thing") == 1
@@ -421,7 +421,7 @@ def test_target_state_changes_are_logged_once_each(caplog: pytest.LogCaptureFixt
     current: dict[str, VllmSnapshot] = {"a": down}
     registry = CollectorRegistry()
     registry.register(VllmCollector(lambda: current, targets=["a"]))
-    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm_export"):
+    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm.export"):
         for snapshot in (down, down, down, up, up, down, down):
             current["a"] = snapshot
             generate_latest(registry)

@@ -12,7 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
-from streamobs.export.model_labels import MAX_LABEL_CHARS, OVERFLOW, ModelLabels, model_label
+from streamobs.export.prometheus.model_labels import (
+    MAX_LABEL_CHARS,
+    OVERFLOW,
+    ModelLabels,
+    model_label,
+)
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
 from tests.fixtures import wait_for

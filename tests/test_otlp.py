@@ -27,16 +27,16 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from streamobs.collectors import snapshot_from_text
-from streamobs.collectors.gpu_export import GpuCollector
-from streamobs.collectors.gpu_names import MEMORY_TOTAL, MEMORY_USED
-from streamobs.collectors.gpu_sampler import GpuSampler
+from streamobs.collectors.gpu.export import GpuCollector
+from streamobs.collectors.gpu.names import MEMORY_TOTAL, MEMORY_USED
+from streamobs.collectors.gpu.sampler import GpuSampler
+from streamobs.collectors.vllm import snapshot_from_text
 from streamobs.config import Config, TargetConfig, parse_config
-from streamobs.export import otlp_names as names
-from streamobs.export.otlp import OtlpExporter, OtlpSettings, histogram_boundaries
-from streamobs.export.otlp_gpu import GPU_NAMES
-from streamobs.export.otlp_settings import OtlpSettingsError, build_resource
-from streamobs.export.prometheus import FAILURE_OUTCOMES, ProbeMetrics
+from streamobs.export.otlp import names
+from streamobs.export.otlp.exporter import OtlpExporter, OtlpSettings, histogram_boundaries
+from streamobs.export.otlp.gpu import GPU_NAMES
+from streamobs.export.otlp.settings import OtlpSettingsError, build_resource
+from streamobs.export.prometheus.probe import FAILURE_OUTCOMES, ProbeMetrics
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.result import Delivery, Outcome, ProbeResult
 from tests.fake_nvml import FakeNvml, h100, rtx3050
@@ -760,6 +760,6 @@ def test_recovery_is_logged_once_and_failures_stop(
             exporter.shutdown(1)  # while the collector is still there
     finally:
         exporter.shutdown(1)
-    messages = [r.getMessage() for r in caplog.records if r.name.endswith("otlp_health")]
+    messages = [r.getMessage() for r in caplog.records if r.name.endswith("otlp.health")]
     assert len([m for m in messages if "failing" in m]) == 1, messages
     assert len([m for m in messages if "works again" in m]) == 1, messages

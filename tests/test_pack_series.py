@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from streamobs.collectors.vllm_names import NORMALISED
+from streamobs.collectors.vllm.names import NORMALISED
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
 from tests.pack_helpers import GOLDEN_METRICS, GPU_HOST_SERIES, RULES, dashboards, rules
@@ -62,13 +62,13 @@ def _from_code() -> set[str]:
         names.add(spec.name)
         if spec.kind == "histogram":
             names |= {spec.name + suffix for suffix in _SUFFIXES}
-    gpu_names = _optional("streamobs.collectors.gpu_names")
+    gpu_names = _optional("streamobs.collectors.gpu.names")
     if gpu_names is not None:
         names |= {spec.name for spec in gpu_names.GPU_METRICS}
     efficiency = _optional("streamobs.efficiency")
     if efficiency is not None:
         names |= set(efficiency.DOCUMENTATION)
-    otlp_health = _optional("streamobs.export.otlp_health")
+    otlp_health = _optional("streamobs.export.otlp.health")
     if otlp_health is not None and otlp_health.__file__:
         # Its counters are created in code, not listed in a table: take the names as
         # written there, with the _total prometheus_client adds to a counter.
@@ -101,7 +101,7 @@ def test_every_series_the_pack_reads_is_exposed() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["streamobs.collectors.gpu_names", "streamobs.efficiency", "streamobs.export.otlp_health"],
+    ["streamobs.collectors.gpu.names", "streamobs.efficiency", "streamobs.export.otlp.health"],
 )
 def test_the_gpu_host_fixture_uses_the_collectors_names(module: str) -> None:
     """The fixture stands in for series this machine cannot make; it must not drift from

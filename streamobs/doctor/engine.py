@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-from streamobs.collectors.vllm import VllmSnapshot, scrape_vllm
+from streamobs.collectors.vllm.scrape import VllmSnapshot, scrape_vllm
 
 RUNNING = "vllm:num_requests_running"
 GENERATED = "vllm:generation_tokens_total"

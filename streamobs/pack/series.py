@@ -1,14 +1,14 @@
 """The series the pack reads, and small PromQL helpers shared by rules and dashboards.
 
 The names are what ``streamobs run`` exposes (see ``tests/golden/metrics-daemon.txt``, the
-vLLM name table in ``streamobs/collectors/vllm_names.py`` and the GPU one in
-``streamobs/collectors/gpu_names.py``); the pack's tests check every name used here
+vLLM name table in ``streamobs/collectors/vllm/names.py`` and the GPU one in
+``streamobs/collectors/gpu/names.py``); the pack's tests check every name used here
 against those sources.
 """
 
 from __future__ import annotations
 
-# Probes (streamobs/export/prometheus.py); labels target, model.
+# Probes (streamobs/export/prometheus/probe.py); labels target, model.
 TTFT = "streamobs_probe_ttft_seconds"
 TPOT = "streamobs_probe_tpot_seconds"
 ITL = "streamobs_probe_itl_seconds"
@@ -38,7 +38,7 @@ OTLP_EXPORT_FAILURES = "streamobs_otlp_export_failures_total"  # + signal
 PROCESS_CPU = "process_cpu_seconds_total"
 PROCESS_RSS = "process_resident_memory_bytes"
 
-# vLLM, normalised over V0 and V1 names (streamobs/collectors/vllm_names.py);
+# vLLM, normalised over V0 and V1 names (streamobs/collectors/vllm/names.py);
 # labels target, model, engine.
 VLLM_RUNNING = "streamobs_vllm_requests_running"
 VLLM_WAITING = "streamobs_vllm_requests_waiting"
@@ -54,7 +54,7 @@ VLLM_ITL = "streamobs_vllm_inter_token_latency_seconds"
 VLLM_E2E = "streamobs_vllm_e2e_request_latency_seconds"
 VLLM_QUEUE_TIME = "streamobs_vllm_request_queue_time_seconds"
 
-# GPU (streamobs/collectors/gpu_names.py); labels gpu, uuid, name.
+# GPU (streamobs/collectors/gpu/names.py); labels gpu, uuid, name.
 GPU_UTILIZATION = "streamobs_gpu_utilization_ratio"
 GPU_MEMORY_UTILIZATION = "streamobs_gpu_memory_utilization_ratio"
 GPU_MEMORY_USED = "streamobs_gpu_memory_used_bytes"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from streamobs.config import TargetConfig
-from streamobs.export import otlp_names as n
-from streamobs.export.otlp_health import AttributeValue
-from streamobs.export.otlp_probe import operation_name
+from streamobs.export.otlp import names as n
+from streamobs.export.otlp.health import AttributeValue
+from streamobs.export.otlp.probe import operation_name
 from streamobs.probe.result import ProbeResult
 
 # Phase events after the request was sent, in the order a stream goes through them.

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamobs.collectors import gpu_names as names
+from streamobs.collectors.gpu import names as names
 
 # The pynvml module, or a double with the same functions, classes and constants. pynvml
 # ships no type information, so this stays Any.

@@ -30,10 +30,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from streamobs.collectors.vllm import VllmSnapshot
-from streamobs.collectors.vllm_names import NORMALISED, NormalisedSpec
-from streamobs.collectors.vllm_normalise import NormalisedFamily
-from streamobs.collectors.vllm_parse import ParsedFamily
+from streamobs.collectors.vllm.names import NORMALISED, NormalisedSpec
+from streamobs.collectors.vllm.normalise import NormalisedFamily
+from streamobs.collectors.vllm.parse import ParsedFamily
+from streamobs.collectors.vllm.scrape import VllmSnapshot
 
 _log = logging.getLogger(__name__)
 

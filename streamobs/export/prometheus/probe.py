@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamobs import __version__
 from streamobs.config import Config
-from streamobs.export.model_labels import model_label
+from streamobs.export.prometheus.model_labels import model_label
 from streamobs.probe.result import Degraded, Outcome, ProbeResult
 
 LABELS = ("target", "model")

@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from streamobs.collectors.vllm import VllmSnapshot
-from streamobs.collectors.vllm_names import NORMALISED, NormalisedSpec
-from streamobs.export.otlp_health import AttributeValue
-from streamobs.export.otlp_names import RATIO, REQUEST_MODEL, SECONDS, TARGET, TOKENS
-from streamobs.export.otlp_snapshots import (
+from streamobs.collectors.vllm.names import NORMALISED, NormalisedSpec
+from streamobs.collectors.vllm.scrape import VllmSnapshot
+from streamobs.export.otlp.health import AttributeValue
+from streamobs.export.otlp.names import RATIO, REQUEST_MODEL, SECONDS, TARGET, TOKENS
+from streamobs.export.otlp.snapshots import (
     COLLECTOR_HEALTH,
     HistogramSource,
     HistogramValue,

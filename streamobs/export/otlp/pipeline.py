@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from streamobs import __version__
-from streamobs.export.otlp_health import ExportHealth
-from streamobs.export.otlp_snapshots import HistogramProducer
+from streamobs.export.otlp.health import ExportHealth
+from streamobs.export.otlp.snapshots import HistogramProducer
 
 _SERVER_SCOPE = InstrumentationScope("streamobs.server", __version__)
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from streamobs.collectors import gpu_names as names
-from streamobs.collectors.gpu import GpuDevice, GpuSnapshot
-from streamobs.collectors.vllm_export import DURATION_METRIC, UP_METRIC
+from streamobs.collectors.gpu import names as names
+from streamobs.collectors.gpu.snapshot import GpuDevice, GpuSnapshot
+from streamobs.collectors.vllm.export import DURATION_METRIC, UP_METRIC
 
 _log = logging.getLogger(__name__)
 

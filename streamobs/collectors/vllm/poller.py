@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamobs.collectors.vllm import VllmSnapshot, scrape_vllm
-from streamobs.collectors.vllm_export import VllmCollector
+from streamobs.collectors.vllm.export import VllmCollector
+from streamobs.collectors.vllm.scrape import VllmSnapshot, scrape_vllm
 from streamobs.config import TargetConfig, VllmCollectorConfig
 
 log = logging.getLogger(__name__)

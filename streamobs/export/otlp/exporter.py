@@ -39,9 +39,9 @@ from prometheus_client import CollectorRegistry
 
 from streamobs import __version__
 from streamobs.config import Config, TargetConfig
-from streamobs.export import otlp_names as n
-from streamobs.export.otlp_gpu import GPU_SERIES, GpuSnapshotSource, gpu_series
-from streamobs.export.otlp_health import (
+from streamobs.export.otlp import names as n
+from streamobs.export.otlp.gpu import GPU_SERIES, GpuSnapshotSource, gpu_series
+from streamobs.export.otlp.health import (
     SIGNALS,
     ExportHealth,
     OtlpSelfMetrics,
@@ -49,9 +49,9 @@ from streamobs.export.otlp_health import (
     Signal,
     install_log_gate,
 )
-from streamobs.export.otlp_pipeline import HealthMetricExporter, HealthSpanExporter
-from streamobs.export.otlp_probe import ProbeInstruments
-from streamobs.export.otlp_settings import (
+from streamobs.export.otlp.pipeline import HealthMetricExporter, HealthSpanExporter
+from streamobs.export.otlp.probe import ProbeInstruments
+from streamobs.export.otlp.settings import (
     OtlpSettings,
     OtlpSettingsError,
     build_resource,
@@ -59,7 +59,7 @@ from streamobs.export.otlp_settings import (
     protocol_for,
     signal_enabled,
 )
-from streamobs.export.otlp_snapshots import (
+from streamobs.export.otlp.snapshots import (
     HistogramProducer,
     HistogramSource,
     ObservedSeries,
@@ -67,9 +67,9 @@ from streamobs.export.otlp_snapshots import (
     SeriesSpec,
     SeriesValue,
 )
-from streamobs.export.otlp_spans import record_span
-from streamobs.export.otlp_transport import endpoint_of, metric_exporter, span_exporter
-from streamobs.export.otlp_vllm import VLLM_SERIES, SnapshotSource, vllm_histograms, vllm_series
+from streamobs.export.otlp.spans import record_span
+from streamobs.export.otlp.transport import endpoint_of, metric_exporter, span_exporter
+from streamobs.export.otlp.vllm import VLLM_SERIES, SnapshotSource, vllm_histograms, vllm_series
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.result import ProbeResult
 

@@ -14,9 +14,9 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from streamobs.collectors.vllm_http import ScrapeError, fetch_metrics_text
-from streamobs.collectors.vllm_normalise import HistogramSeries, NormalisedFamily, normalise
-from streamobs.collectors.vllm_parse import ParsedFamily, parse_families
+from streamobs.collectors.vllm.http import ScrapeError, fetch_metrics_text
+from streamobs.collectors.vllm.normalise import HistogramSeries, NormalisedFamily, normalise
+from streamobs.collectors.vllm.parse import ParsedFamily, parse_families
 from streamobs.secret import redact
 
 _ERROR_LIMIT = 200

@@ -15,8 +15,8 @@ from typing import Literal
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
 from streamobs import __version__
-from streamobs.export.otlp_health import Signal
-from streamobs.export.otlp_names import DEFAULT_PROVIDER
+from streamobs.export.otlp.health import Signal
+from streamobs.export.otlp.names import DEFAULT_PROVIDER
 
 Protocol = Literal["grpc", "http/protobuf"]
 CompressionName = Literal["gzip", "deflate", "none"]

@@ -16,15 +16,15 @@ from collections.abc import Iterator, Sequence
 from opentelemetry.metrics import Counter, Histogram, Meter
 
 from streamobs.config import TargetConfig
-from streamobs.export import otlp_names as n
-from streamobs.export.model_labels import model_label
-from streamobs.export.otlp_health import AttributeKey, AttributeValue, SeriesGuard, attribute_key
-from streamobs.export.otlp_snapshots import (
+from streamobs.export.otlp import names as n
+from streamobs.export.otlp.health import AttributeKey, AttributeValue, SeriesGuard, attribute_key
+from streamobs.export.otlp.snapshots import (
     ObservedSeries,
     SeriesSource,
     SeriesSpec,
     SeriesValue,
 )
+from streamobs.export.prometheus.model_labels import model_label
 from streamobs.probe.result import Outcome, ProbeResult
 
 Attributes = dict[str, AttributeValue]

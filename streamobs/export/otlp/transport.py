@@ -10,8 +10,8 @@ from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompressio
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from streamobs.export.otlp_health import Signal
-from streamobs.export.otlp_settings import OtlpSettings, OtlpSettingsError, Protocol
+from streamobs.export.otlp.health import Signal
+from streamobs.export.otlp.settings import OtlpSettings, OtlpSettingsError, Protocol
 
 _HTTP_PATHS: dict[Signal, str] = {"metrics": "/v1/metrics", "traces": "/v1/traces"}
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from streamobs.collectors.gpu import (
+from streamobs.collectors.gpu.snapshot import (
     NOT_SAMPLED,
     CallFailed,
     GpuSnapshot,

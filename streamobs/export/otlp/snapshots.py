@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics.export import (
     Metric,
 )
 
-from streamobs.export.otlp_health import AttributeKey, AttributeValue, SeriesGuard, attribute_key
+from streamobs.export.otlp.health import AttributeKey, AttributeValue, SeriesGuard, attribute_key
 
 log = logging.getLogger(__name__)
 

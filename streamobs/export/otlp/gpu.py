@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from streamobs.collectors import gpu_names as g
-from streamobs.collectors.gpu import GpuDevice, GpuSnapshot
-from streamobs.export.otlp_health import AttributeValue
-from streamobs.export.otlp_names import RATIO
-from streamobs.export.otlp_snapshots import (
+from streamobs.collectors.gpu import names as g
+from streamobs.collectors.gpu.snapshot import GpuDevice, GpuSnapshot
+from streamobs.export.otlp.health import AttributeValue
+from streamobs.export.otlp.names import RATIO
+from streamobs.export.otlp.snapshots import (
     COLLECTOR_HEALTH,
     InstrumentKind,
     SeriesSource,

@@ -1,0 +1,1 @@
+"""The OTLP exporter: the same results and snapshots as /metrics, over OTLP/HTTP."""

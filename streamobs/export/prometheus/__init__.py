@@ -1,0 +1,1 @@
+"""The Prometheus exporters: probe series, /probe registries, bounded model labels."""
