@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamobs.pack.__main__ import generated_files, main
-from streamobs.pack.config import DEFAULT, with_overrides
+from streamobs.config import ConfigError
+from streamobs.pack.command import generated_files, main
+from streamobs.pack.config import DEFAULT, parse_options
 from tests.fixtures import ROOT, require_binary
 from tests.pack_helpers import RULE_TESTS, RULES, RUNBOOKS, rule_groups, rules
 
@@ -144,55 +145,118 @@ def test_check_names_a_stale_file_and_writing_fixes_it(
     assert main(["--check", "--out", str(tmp_path)]) == 0
 
 
+def _promtool_check(path: Path) -> None:
+    promtool = require_binary("promtool")
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_a_threshold_lives_in_one_place(tmp_path: Path) -> None:
-    """One override moves the SLI bucket, the alert text, the config-mismatch check and
-    the dashboard's threshold line together."""
-    overrides = tmp_path / "pack.yml"
-    overrides.write_text(
+    """One slo: in streamobs' config moves the SLI bucket, the alert text, the
+    config-mismatch check and the dashboard's threshold line together; options move the
+    selector and the windows."""
+    config = tmp_path / "streamobs.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {"targets": [{"name": "llm", "url": "http://127.0.0.1:8000", "slo": {"ttft": "1.5s"}}]}
+        )
+    )
+    options = tmp_path / "pack.yml"
+    options.write_text(
         yaml.safe_dump(
             {
                 "selector": 'job="llm-probes"',
-                "ttft": {"threshold_seconds": 1.5},
                 "burn_windows": [
                     {"long": "1h", "short": "5m", "factor": 10, "severity": "critical", "for": "1m"}
                 ],
             }
         )
     )
-    assert main(["--config", str(overrides), "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "alerts" / "streamobs.rules.yml").read_text()
-    assert 'streamobs_probe_ttft_seconds_bucket{job="llm-probes", le="1.5"}' in text
+    out = tmp_path / "pack"
+    assert main(["--config", str(config), "--options", str(options), "--out", str(out)]) == 0
+    text = (out / "alerts" / "streamobs.rules.yml").read_text()
+    assert "for the targets and SLOs of streamobs.yml" in text
+    assert 'streamobs_probe_ttft_seconds_bucket{job="llm-probes", target="llm", le="1.5"}' in text
     assert 'job="streamobs"' not in text
     assert "slower than 1.5s to the first token" in text
-    assert 'streamobs_slo_ttft_threshold_seconds{job="llm-probes"} != 1.5' in text
+    assert 'streamobs_slo_ttft_threshold_seconds{job="llm-probes", target="llm"} != 1.5' in text
     assert "> (10 * 0.01)" in text and "14.4" not in text
-    probes = (tmp_path / "dashboards" / "streamobs-probes.json").read_text()
+    probes = (out / "dashboards" / "streamobs-probes.json").read_text()
     assert '"value": 1.5' in probes
-    promtool = require_binary("promtool")
-    checked = subprocess.run(
-        [promtool, "check", "rules", str(tmp_path / "alerts" / "streamobs.rules.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    _promtool_check(out / "alerts" / "streamobs.rules.yml")
+
+
+def test_two_targets_with_their_own_objectives(tmp_path: Path) -> None:
+    """Each target is judged by its own slo: thresholds in its buckets, its objective in
+    its burn-rate limits, one rule per window and alert (promtool refuses duplicates)."""
+    config = tmp_path / "streamobs.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [
+                    {
+                        "name": "chat.a",
+                        "url": "http://127.0.0.1:8000",
+                        "slo": {"ttft": "1s", "tpot": "50ms", "objective": 0.995},
+                    },
+                    {"name": "b", "url": "http://127.0.0.1:8001", "slo": {"objective": 0.98}},
+                ]
+            }
+        )
     )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    out = tmp_path / "pack"
+    assert main(["--config", str(config), "--out", str(out)]) == 0
+    rules_file = out / "alerts" / "streamobs.rules.yml"
+    text = rules_file.read_text()
+    assert 'target="chat.a", le=~"1|1\\\\.0"' in text
+    assert 'target="b", le=~"2|2\\\\.0"' in text
+    # The availability SLI is one ratio over both targets (a dot in a name is escaped).
+    assert 'streamobs_probe_failures_total{job="streamobs", target=~"chat\\\\.a|b"}' in text
+    assert "(14.4 * 0.005)" in text and "(14.4 * 0.02)" in text and "(14.4 * 0.01)" not in text
+    page = next(
+        r
+        for g in yaml.safe_load(text)["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "StreamobsTTFTBudgetBurn" and r["labels"]["long"] == "1h"
+    )
+    assert "objective (99.5% for chat.a; 98% for b)" in page["annotations"]["description"]
+    assert 'streamobs_slo_objective_ratio{job="streamobs", target="b"} != 0.98' in text
+    slo = (out / "dashboards" / "streamobs-slo.json").read_text()
+    assert "99.5% for chat.a; 98% for b" in slo
+    _promtool_check(rules_file)
 
 
-def test_overrides_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ValueError, match=r"ttft\.treshold_seconds: unknown key"):
-        with_overrides(DEFAULT, {"ttft": {"treshold_seconds": 1}})
-    with pytest.raises(ValueError, match="objective must be between 0 and 1"):
-        with_overrides(DEFAULT, {"availability": {"objective": 99}})
-    with pytest.raises(ValueError, match=r"burn_windows\[0\]"):
-        with_overrides(DEFAULT, {"burn_windows": [{"long": "1h"}]})
+def test_options_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match=r"probes_absent\.treshold: unknown key"):
+        parse_options({"probes_absent": {"treshold": 1}})
+    with pytest.raises(ConfigError, match=r"ttft: the SLOs are streamobs' own"):
+        parse_options({"ttft": {"threshold_seconds": 1.5}})
+    with pytest.raises(ConfigError, match=r"burn_windows\[0\]\.short: required"):
+        parse_options({"burn_windows": [{"long": "1h"}]})
+    with pytest.raises(ConfigError, match=r"gpu_hot\.severity: one of critical, warning"):
+        parse_options({"gpu_hot": {"severity": "page"}})
+    with pytest.raises(ConfigError, match=r"slo_period: bad duration"):
+        parse_options({"slo_period": "4w"})
+    # The daemon config's durations: decimals and compound forms, written as Prometheus does.
+    tuned = parse_options({"slo_period": "30d", "probes_absent": {"window": "1.5h"}})
+    assert tuned.slo_period == "30d" and tuned.probes_absent.window == "1h30m"
     bad = tmp_path / "bad.yml"
     bad.write_text("colour: red\n")
-    assert main(["--config", str(bad), "--check"]) == 2
-    assert "colour: unknown key" in capsys.readouterr().err
+    assert main(["--options", str(bad), "--check"]) == 2
+    assert "bad.yml: colour: unknown key" in capsys.readouterr().err
+    daemon = tmp_path / "streamobs.yml"
+    daemon.write_text("taregts: []\n")
+    assert main(["--config", str(daemon), "--check"]) == 2
+    assert f"error: {daemon}: " in capsys.readouterr().err
 
 
-def test_generated_files_are_the_rules_four_dashboards_and_the_prometheus_rule() -> None:
+def test_generated_files_are_the_rules_alertmanager_four_dashboards_and_the_prometheus_rule() -> (
+    None
+):
     assert sorted(str(p) for p in generated_files()) == [
+        "alerts/alertmanager.example.yml",
         "alerts/streamobs.rules.yml",
         "dashboards/streamobs-gpu.json",
         "dashboards/streamobs-probes.json",

@@ -1,7 +1,11 @@
-"""The monitoring pack: Prometheus rules and Grafana dashboards generated from one config.
+"""The monitoring pack: Prometheus rules, an Alertmanager example and Grafana dashboards
+generated from one config.
 
-``python -m streamobs.pack`` writes ``alerts/streamobs.rules.yml`` and ``dashboards/*.json``
-from :data:`streamobs.pack.config.DEFAULT`; ``--check`` fails when a checked-in file is
-stale. Objectives, thresholds, windows, burn factors, severities and selectors live in
-``config.py`` only, so a threshold cannot disagree between an alert and a panel.
+``streamobs pack --out DIR`` (or ``python -m streamobs.pack``) writes
+``alerts/streamobs.rules.yml``, ``alerts/alertmanager.example.yml``,
+``deploy/kubernetes/prometheusrule.yaml`` and ``dashboards/*.json``; ``--config`` writes
+them for the targets and SLOs of a streamobs config, ``--check`` fails when a file is
+stale. The SLOs are streamobs' own (:mod:`streamobs.config`); every other threshold,
+window, severity and selector lives in ``config.py``, so a threshold cannot disagree
+between an alert and a panel.
 """

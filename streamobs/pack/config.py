@@ -1,8 +1,12 @@
 """Everything the pack's rules and dashboards are tuned by, in one place.
 
-Change a value here (or pass a YAML file of overrides to ``python -m streamobs.pack
---config``) and regenerate: the alert, its promtool test expectations and the dashboard
-panels that draw the same threshold all follow. Durations are Prometheus durations.
+The SLOs are not set here: they are streamobs' own, the ``slo:`` of each target in the
+daemon's config (:mod:`streamobs.config`), read by ``streamobs pack --config`` and grouped
+into :class:`Objectives`; without a config the pack is written for the daemon's default
+SLO, applied to every target. Everything else (which job is streamobs, the burn-rate
+windows, the other alerts' thresholds, the dashboards' settings) can be tuned with a YAML
+file of options (``--options``), read by the config's own strict reader: unknown keys are
+errors and durations are the config's (``90s``, ``1h30m``, ``1.5h``).
 
 The SLOs follow the SRE Workbook's multi-window, multi-burn-rate alerts: an alert fires
 when the error budget burns ``factor`` times faster than the objective allows over both a
@@ -13,12 +17,18 @@ long window (is it significant?) and a short one (is it still happening?). A fac
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+from streamobs.config import Config, ConfigError, parse_config, parse_duration
+from streamobs.config import _Section as Section
 
 Severity = Literal["critical", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
+# Durations in rules: from 0 (``for: 0s``) to a year.
+MAX_DURATION = 366 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -33,17 +43,16 @@ class BurnWindow:
 
 
 @dataclass(frozen=True)
-class LatencyObjective:
-    """``objective`` of probes must see the latency at or under ``threshold_seconds``."""
+class Objectives:
+    """The SLOs of some targets, as streamobs is configured with them (``slo:``).
 
-    threshold_seconds: float
-    objective: float
+    ``objective`` holds for the TTFT, TPOT and availability SLOs alike; ``targets`` empty
+    means every target (the pack written without a config).
+    """
 
-
-@dataclass(frozen=True)
-class AvailabilityObjective:
-    """``objective`` of probes must end with outcome ``ok``."""
-
+    targets: tuple[str, ...]
+    ttft_seconds: float
+    tpot_seconds: float
     objective: float
 
 
@@ -77,6 +86,29 @@ GPU_THROTTLE_REASONS: tuple[str, ...] = (
 )
 
 
+class _SLO(Protocol):
+    @property
+    def ttft_seconds(self) -> float: ...
+    @property
+    def tpot_seconds(self) -> float: ...
+    @property
+    def objective(self) -> float: ...
+
+
+def objectives_of(slo: _SLO, targets: tuple[str, ...] = ()) -> Objectives:
+    return Objectives(targets, slo.ttft_seconds, slo.tpot_seconds, slo.objective)
+
+
+def _default_slo() -> _SLO:
+    """streamobs' default SLO: that of a target configured with nothing but its URL."""
+    config = parse_config({"targets": [{"name": "default", "url": "http://127.0.0.1"}]})
+    return config.targets[0].slo
+
+
+# The daemon's default SLO, for every target.
+DEFAULT_OBJECTIVES: tuple[Objectives, ...] = (objectives_of(_default_slo()),)
+
+
 @dataclass(frozen=True)
 class PackConfig:
     # Which scrape job(s) are streamobs; every rule reads only series matching this.
@@ -85,9 +117,6 @@ class PackConfig:
     # streamobs replicas probing one target count as one SLI.
     slo_labels: tuple[str, ...] = ("job", "target")
     slo_period: str = "28d"
-    ttft: LatencyObjective = LatencyObjective(threshold_seconds=2.0, objective=0.99)
-    tpot: LatencyObjective = LatencyObjective(threshold_seconds=0.1, objective=0.99)
-    availability: AvailabilityObjective = AvailabilityObjective(objective=0.99)
     burn_windows: tuple[BurnWindow, ...] = WORKBOOK_BURN_WINDOWS
 
     # Blind SLOs page: without probe results the SLO alerts above cannot fire.
@@ -126,22 +155,31 @@ class PackConfig:
     dashboard_time_from: str = "now-6h"
     quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)
 
+    # From streamobs' config, not from the options: see objectives_from().
+    objectives: tuple[Objectives, ...] = DEFAULT_OBJECTIVES
+    # The config file the objectives were read from (for the files' headers).
+    source: str | None = None
+
     def __post_init__(self) -> None:
-        for name, objective in (
-            ("ttft", self.ttft.objective),
-            ("tpot", self.tpot.objective),
-            ("availability", self.availability.objective),
-        ):
-            if not 0 < objective < 1:
-                raise ValueError(f"{name}.objective must be between 0 and 1, got {objective}")
-        for name in ("ttft", "tpot"):
-            objective_ = getattr(self, name)
-            if objective_.threshold_seconds <= 0:
-                raise ValueError(f"{name}.threshold_seconds must be positive")
+        if not self.objectives:
+            raise ValueError("at least one set of objectives is required")
+        seen: set[str] = set()
+        for objectives in self.objectives:
+            if not 0 < objectives.objective < 1:
+                raise ValueError(f"objective must be between 0 and 1, got {objectives.objective}")
+            if objectives.ttft_seconds <= 0 or objectives.tpot_seconds <= 0:
+                raise ValueError("SLO thresholds must be positive")
+            if not objectives.targets and len(self.objectives) > 1:
+                raise ValueError("objectives for every target exclude any others")
+            if seen & set(objectives.targets):
+                raise ValueError(f"target(s) {sorted(seen & set(objectives.targets))} twice")
+            seen.update(objectives.targets)
         for window in self.burn_windows:
             if window.severity not in SEVERITIES:
                 raise ValueError(f"burn window severity {window.severity!r} is not one of "
                                  f"{', '.join(SEVERITIES)}")  # fmt: skip
+        if not self.burn_windows:
+            raise ValueError("burn_windows: at least one window pair is required")
         if not self.slo_labels:
             raise ValueError("slo_labels must name at least one label")
 
@@ -155,93 +193,155 @@ class PackConfig:
 DEFAULT = PackConfig()
 
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
 def duration_seconds(text: str) -> float:
-    """Seconds in a Prometheus duration such as ``1h30m``; ValueError if it is not one."""
-    total, number, pos = 0.0, "", 0
-    while pos < len(text):
-        char = text[pos]
-        if char.isdigit():
-            number += char
-            pos += 1
-            continue
-        unit = "ms" if text.startswith("ms", pos) else char
-        if not number or unit not in _UNITS:
-            raise ValueError(f"not a Prometheus duration: {text!r}")
-        total += int(number) * _UNITS[unit]
-        number, pos = "", pos + len(unit)
-    if number or not text:
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return total
+    """Seconds in one of the pack's durations (the daemon config's grammar)."""
+    return parse_duration(text, "duration", allow_zero=True, maximum=MAX_DURATION)
 
 
-def with_overrides(config: PackConfig, overrides: Mapping[str, Any]) -> PackConfig:
-    """``config`` with values from a parsed YAML mapping; unknown keys are errors."""
-    updated: PackConfig = _replace(config, overrides, "")
-    return updated
+def prometheus_duration(seconds: float, path: str = "duration") -> str:
+    """``5400`` as Prometheus writes it, ``1h30m``; whole milliseconds only."""
+    millis = round(seconds * 1000)
+    if not math.isclose(millis, seconds * 1000, abs_tol=1e-6):
+        raise ConfigError(f"{path}: Prometheus durations are whole milliseconds")
+    if millis == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if millis:
+        parts.append(f"{millis}ms")
+    return "".join(parts)
 
 
-def _replace(obj: Any, overrides: Mapping[str, Any], path: str) -> Any:
-    if not isinstance(overrides, Mapping):
-        raise ValueError(f"{path or 'config'}: expected a mapping")
-    known = {f.name: f for f in dataclasses.fields(obj)}
-    changes: dict[str, Any] = {}
-    for key, value in overrides.items():
-        # ``for`` is a keyword in Python, so the field is ``for_``.
-        name = "for_" if key == "for" else str(key)
-        where = f"{path}.{key}" if path else str(key)
-        if name not in known:
-            raise ValueError(f"{where}: unknown key")
-        changes[name] = _coerce(getattr(obj, name), value, where)
-    return dataclasses.replace(obj, **changes)
+def objectives_from(config: Config) -> tuple[Objectives, ...]:
+    """streamobs' targets grouped by their SLO, in the order the config names them."""
+    groups: dict[tuple[float, float, float], list[str]] = {}
+    for target in config.targets:
+        slo = target.slo
+        groups.setdefault((slo.ttft_seconds, slo.tpot_seconds, slo.objective), []).append(
+            target.name
+        )
+    return tuple(Objectives(tuple(names), *key) for key, names in groups.items())
 
 
-def _coerce(current: Any, value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(current):
-        return _replace(current, value, path)
-    if isinstance(current, tuple):
-        if not isinstance(value, list):
-            raise ValueError(f"{path}: expected a list")
-        if current and dataclasses.is_dataclass(current[0]):
-            kind = type(current[0])
-            return tuple(_build(kind, item, f"{path}[{i}]") for i, item in enumerate(value))
-        return tuple(str(item) for item in value)
-    if isinstance(current, bool) or not isinstance(current, int | float | str):
-        raise ValueError(f"{path}: cannot be overridden")
-    if isinstance(current, str):
-        if not isinstance(value, str):
-            raise ValueError(f"{path}: expected a string")
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{path}: expected a number")
-    return float(value)
+def for_daemon_config(
+    config: Config, options: PackConfig = DEFAULT, source: str | None = None
+) -> PackConfig:
+    """``options`` with the targets and SLOs of streamobs' ``config``."""
+    return dataclasses.replace(options, objectives=objectives_from(config), source=source)
 
 
-def _build(kind: type[Any], value: Any, path: str) -> Any:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{path}: expected a mapping")
-    renamed = {("for_" if k == "for" else str(k)): v for k, v in value.items()}
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(renamed) - names)
-    if unknown:
-        raise ValueError(f"{path}.{unknown[0]}: unknown key")
+# -- options ---------------------------------------------------------------------------
+
+# Settings that are streamobs' own and have moved to its config.
+_SLO_KEYS = ("ttft", "tpot", "availability", "objectives")
+_DURATIONS = {"slo_period", "long", "short", "for_", "window", "dashboard_refresh"}
+_FROM_CONFIG = {"objectives", "source"}
+
+
+def parse_options(data: object, base: PackConfig = DEFAULT) -> PackConfig:
+    """``base`` with the options of a parsed YAML mapping; ConfigError names the key."""
+    section = Section(data, "")
+    for key in _SLO_KEYS:
+        if section.has(key):
+            raise ConfigError(
+                f"{key}: the SLOs are streamobs' own: set slo: of each target in its "
+                "config and pass that with --config"
+            )
+    options: PackConfig = _read(section, base, _FROM_CONFIG)
     try:
-        return kind(**renamed)
-    except TypeError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        return dataclasses.replace(options)  # runs the checks of the whole
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _key(name: str) -> str:
+    # ``for`` is a keyword in Python, so the field is ``for_``.
+    return "for" if name == "for_" else name
+
+
+def _read(section: Section, current: Any, skip: Iterable[str] = ()) -> Any:
+    changes = {}
+    for field in dataclasses.fields(current):
+        if field.name in skip or not section.has(_key(field.name)):
+            continue
+        changes[field.name] = _value(section, field.name, getattr(current, field.name))
+    section.done()
+    return dataclasses.replace(current, **changes)
+
+
+def _build(section: Section, kind: type[Any]) -> Any:
+    missing = [_key(f.name) for f in dataclasses.fields(kind) if not section.has(_key(f.name))]
+    if missing:
+        raise ConfigError(f"{section.at(missing[0])}: required")
+    values = {f.name: _value(section, f.name, _EXAMPLES[kind][f.name]) for f in
+              dataclasses.fields(kind)}  # fmt: skip
+    section.done()
+    return kind(**values)
+
+
+def _value(section: Section, name: str, current: Any) -> Any:
+    key = _key(name)
+    path = section.at(key)
+    if dataclasses.is_dataclass(current):
+        return _read(section.section(key), current)
+    if name in _DURATIONS:
+        text = section.raw(key)
+        seconds = parse_duration(text, path, allow_zero=name == "for_", maximum=MAX_DURATION)
+        return prometheus_duration(seconds, path)
+    if name == "severity":
+        severity = section.text(key)
+        if severity not in SEVERITIES:
+            raise ConfigError(f"{path}: one of {', '.join(SEVERITIES)}, got {severity!r}")
+        return severity
+    if isinstance(current, tuple):
+        raw = section.raw(key)
+        if not isinstance(raw, list) or not raw:
+            raise ConfigError(f"{path}: expected a non-empty list")
+        if name == "burn_windows":
+            return tuple(
+                _build(Section(item, f"{path}[{i}]"), BurnWindow) for i, item in enumerate(raw)
+            )
+        kind = type(current[0])
+        items = []
+        for i, item in enumerate(raw):
+            if kind is str and not (isinstance(item, str) and item):
+                raise ConfigError(f"{path}[{i}]: expected a string")
+            if kind is float and (isinstance(item, bool) or not isinstance(item, int | float)):
+                raise ConfigError(f"{path}[{i}]: expected a number")
+            items.append(kind(item))
+        return tuple(items)
+    if isinstance(current, str):
+        text = section.text(key)
+        if not text:
+            raise ConfigError(f"{path}: expected a non-empty string")
+        return text
+    if name == "factor":
+        return section.number(key, 1.0, 0.0, 1e6)
+    return section.number(key, 0.0, -1e12, 1e12)
+
+
+# The type of each field, by an instance, for items built from nothing (list entries).
+_EXAMPLES: dict[type[Any], dict[str, Any]] = {
+    BurnWindow: dataclasses.asdict(WORKBOOK_BURN_WINDOWS[0]),
+}
 
 
 __all__ = [
     "DEFAULT",
+    "DEFAULT_OBJECTIVES",
     "SEVERITIES",
     "AlertSettings",
-    "AvailabilityObjective",
     "BurnWindow",
-    "LatencyObjective",
+    "Objectives",
     "PackConfig",
     "Severity",
     "duration_seconds",
-    "with_overrides",
+    "for_daemon_config",
+    "objectives_from",
+    "objectives_of",
+    "parse_options",
+    "prometheus_duration",
 ]

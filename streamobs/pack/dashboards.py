@@ -9,14 +9,22 @@ with the same objectives and windows as the alerts.
 from __future__ import annotations
 
 from streamobs.pack import series as s
-from streamobs.pack.alerts import budget, error_ratio_record, slos
+from streamobs.pack.alerts import (
+    SLO,
+    budget,
+    either,
+    error_ratio_record,
+    grouped,
+    per_target,
+    slos,
+)
 from streamobs.pack.config import PackConfig
 from streamobs.pack.grafana import Dashboard, Panel, Query, Row, Variable, render
 from streamobs.pack.series import human_seconds, number, percent, selector
 
 RATE = "$__rate_interval"
 PROBE = selector('job=~"$job"', 'target=~"$target"', 'model=~"$model"')
-SLO = selector('job=~"$job"', 'target=~"$target"')
+TARGETS = selector('job=~"$job"', 'target=~"$target"')
 GPU = selector('job=~"$job"', 'instance=~"$instance"', 'gpu=~"$gpu"')
 STREAMOBS = selector('job=~"$job"', 'instance=~"$instance"')
 
@@ -89,7 +97,36 @@ def _dashboard(
     )
 
 
+def _threshold_values(config: PackConfig, slo: str) -> list[tuple[float, tuple[str, ...]]]:
+    if slo == "ttft":
+        return grouped(config.objectives, lambda o: o.ttft_seconds)
+    return grouped(config.objectives, lambda o: o.tpot_seconds)
+
+
+def _thresholds(config: PackConfig, slo: str) -> list[tuple[str, tuple[str, ...]]]:
+    return [(human_seconds(v), t) for v, t in _threshold_values(config, slo)]
+
+
+def _objectives(config: PackConfig) -> list[tuple[str, tuple[str, ...]]]:
+    return [(percent(v), t) for v, t in grouped(config.objectives, lambda o: o.objective)]
+
+
+def _threshold_steps(config: PackConfig, slo: str) -> tuple[tuple[float | None, str], ...]:
+    """Green below the SLO threshold, red above it; orange between targets' thresholds."""
+    edges = sorted(v for v, _ in _threshold_values(config, slo))
+    return ((None, GREEN), *((v, ORANGE) for v in edges[:-1]), (edges[-1], RED))
+
+
 # -- SLO overview ---------------------------------------------------------------------
+
+
+def _per_objective(slo: SLO, before: str, after: str = "") -> str:
+    """``<before>{matchers}<after> / <allowed error ratio>`` for each objective's targets."""
+    parts = []
+    for part in slo.objectives:
+        matchers = selector(f'slo="{slo.name}"', 'job=~"$job"', 'target=~"$target"', part.matcher)
+        parts.append(f"{before}{matchers}{after} / {budget(part.objective)}")
+    return either(parts)
 
 
 def slo_overview(config: PackConfig) -> Dashboard:
@@ -97,33 +134,36 @@ def slo_overview(config: PackConfig) -> Dashboard:
     period = config.slo_period
     shortest = config.slo_windows[0]
     for slo in slos(config):
-        allowed = budget(slo.objective)
         recorded = {w: error_ratio_record(config, w) for w in config.slo_windows}
         matchers = selector(f'slo="{slo.name}"', 'job=~"$job"', 'target=~"$target"')
         avg = f"avg_over_time({recorded[shortest]}{matchers}[{period}])"
         factors = sorted({pair.factor for pair in config.burn_windows})
+        objective_text = per_target([(percent(o.objective), o.targets) for o in slo.objectives])
+        budget_text = per_target([(percent(1 - o.objective), o.targets) for o in slo.objectives])
+
+        budget_left = _per_objective(slo, f"1 - avg_over_time({recorded[shortest]}", f"[{period}])")
         rows.append(
             Row(
-                f"{slo.title} SLO: {percent(slo.objective)}",
+                f"{slo.title} SLO: {objective_text}",
                 (
                     Panel(
                         "stat",
                         f"{slo.title} SLI over {period}",
                         f"Share of good probes over the SLO period ({period}, or since the "
                         f"recording rules started if that is shorter). Bad: {slo.what}. "
-                        f"Objective: {percent(slo.objective)}.",
+                        f"Objective: {objective_text}.",
                         "percentunit",
                         (Query(f"1 - {avg}", "{{target}}", instant=True),),
                         width=6,
-                        steps=((None, RED), (slo.objective, GREEN)),
+                        steps=((None, RED), (slo.lowest_objective, GREEN)),
                     ),
                     Panel(
                         "stat",
                         f"{slo.title} error budget left ({period})",
-                        f"Share of the {period} error budget ({percent(1 - slo.objective)} of "
+                        f"Share of the {period} error budget ({budget_text} of "
                         "probes) not yet spent. Below zero the SLO is missed for the period.",
                         "percentunit",
-                        (Query(f"1 - {avg} / {allowed}", "{{target}}", instant=True),),
+                        (Query(budget_left, "{{target}}", instant=True),),
                         width=6,
                         steps=((None, RED), (0.0, ORANGE), (0.25, GREEN)),
                     ),
@@ -140,7 +180,10 @@ def slo_overview(config: PackConfig) -> Dashboard:
                         + ".",
                         "suffix:×",
                         tuple(
-                            Query(f"{recorded[w]}{matchers} / {allowed}", f"{{{{target}}}} {w}")
+                            Query(
+                                _per_objective(slo, recorded[w]),
+                                f"{{{{target}}}} {w}",
+                            )
                             for w in config.slo_windows
                         ),
                         width=12,
@@ -180,27 +223,39 @@ def slo_overview(config: PackConfig) -> Dashboard:
                     "TTFT threshold",
                     "The TTFT threshold streamobs is configured with per target (its status "
                     "page uses it); these rules were generated for "
-                    f"{human_seconds(config.ttft.threshold_seconds)}.",
+                    f"{per_target(_thresholds(config, 'ttft'))}.",
                     "s",
-                    (Query(f"max by (target) ({s.SLO_TTFT_THRESHOLD}{SLO})", "{{target}}", True),),
+                    (
+                        Query(
+                            f"max by (target) ({s.SLO_TTFT_THRESHOLD}{TARGETS})",
+                            "{{target}}",
+                            True,
+                        ),
+                    ),
                     width=8,
                 ),
                 Panel(
                     "stat",
                     "TPOT threshold",
                     "The TPOT threshold streamobs is configured with per target; these rules "
-                    f"were generated for {human_seconds(config.tpot.threshold_seconds)}.",
+                    f"were generated for {per_target(_thresholds(config, 'tpot'))}.",
                     "s",
-                    (Query(f"max by (target) ({s.SLO_TPOT_THRESHOLD}{SLO})", "{{target}}", True),),
+                    (
+                        Query(
+                            f"max by (target) ({s.SLO_TPOT_THRESHOLD}{TARGETS})",
+                            "{{target}}",
+                            True,
+                        ),
+                    ),
                     width=8,
                 ),
                 Panel(
                     "stat",
                     "Objective",
                     "The objective streamobs is configured with per target; these rules were "
-                    f"generated for {percent(config.ttft.objective)} (TTFT).",
+                    f"generated for {per_target(_objectives(config))}.",
                     "percentunit",
-                    (Query(f"max by (target) ({s.SLO_OBJECTIVE}{SLO})", "{{target}}", True),),
+                    (Query(f"max by (target) ({s.SLO_OBJECTIVE}{TARGETS})", "{{target}}", True),),
                     width=8,
                 ),
             ),
@@ -221,8 +276,8 @@ def slo_overview(config: PackConfig) -> Dashboard:
 
 def streaming_probes(config: PackConfig) -> Dashboard:
     vllm = PROBE  # the normalised vLLM series carry the same target and model labels
-    ttft_line = ((None, GREEN), (config.ttft.threshold_seconds, RED))
-    tpot_line = ((None, GREEN), (config.tpot.threshold_seconds, RED))
+    ttft_line = _threshold_steps(config, "ttft")
+    tpot_line = _threshold_steps(config, "tpot")
     latency = Row(
         "Latency: client (probe) vs server (vLLM)",
         (
