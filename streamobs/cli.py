@@ -47,18 +47,48 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2, never a usage dump."""
+    """argparse, but a usage error is one line and exit code 2, never a usage dump, and a
+    flag is only ever its whole name (``--max-token`` is not ``--max-tokens``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _apply_env(parser: argparse.ArgumentParser, prefix: str = "STREAMOBS_") -> None:
-    """Turn ``STREAMOBS_*`` variables into defaults, validated like the flags themselves."""
+def _shown_default(action: argparse.Action) -> bool:
+    """Whether ``--help`` should say the flag's default: not for switches, nor unset ones."""
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        return False
+    return action.default not in (None, [], argparse.SUPPRESS)
+
+
+def _document(action: argparse.Action, env: str) -> None:
+    """Append the default and the environment variable to the flag's help, once."""
+    help_text = action.help or ""
+    extras = []
+    if _shown_default(action) and "default" not in help_text.lower():
+        extras.append("default: %(default)s")
+    extras.append(f"env {env}")
+    action.help = f"{help_text} ({'; '.join(extras)})" if help_text else "; ".join(extras)
+
+
+def _apply_env(
+    parser: argparse.ArgumentParser,
+    prefix: str = "STREAMOBS_",
+    only: frozenset[str] | None = None,
+) -> None:
+    """Turn ``STREAMOBS_*`` variables into defaults, validated like the flags themselves,
+    and say in ``--help`` which variable each flag reads and what its default is."""
     for action in parser._actions:
         if not action.option_strings or action.dest in ("help", "version"):
             continue
+        if only is not None and action.dest not in only:
+            continue
         name = prefix + action.dest.upper()
+        _document(action, name)
         raw = os.environ.get(name)
         if raw is None:
             continue
@@ -115,7 +145,9 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         help="API to probe when the URL does not name one (default chat)",
     )
     parser.add_argument("--prompt", help="prompt text (default: a fixed counting prompt)")
-    parser.add_argument("--max-tokens", type=positive_int, default=64, help="default 64")
+    parser.add_argument(
+        "--max-tokens", type=positive_int, default=64, help="output limit of each probe"
+    )
     parser.add_argument(
         "--no-ignore-eos",
         dest="ignore_eos",
@@ -136,30 +168,56 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_ACCEPT_ENCODING,
         help=f"Accept-Encoding to send, as SDK clients do (default {DEFAULT_ACCEPT_ENCODING!r})",
     )
-    parser.add_argument("--connect-timeout", type=positive_seconds, default=5.0)
-    parser.add_argument("--headers-timeout", type=positive_seconds, default=30.0)
-    parser.add_argument("--first-token-timeout", type=positive_seconds, default=30.0)
-    parser.add_argument("--timeout", type=positive_seconds, default=120.0, help="whole probe")
+    parser.add_argument(
+        "--connect-timeout", type=positive_seconds, default=5.0, help="seconds, DNS included"
+    )
+    parser.add_argument(
+        "--headers-timeout", type=positive_seconds, default=30.0, help="seconds to the headers"
+    )
+    parser.add_argument(
+        "--first-token-timeout",
+        type=positive_seconds,
+        default=30.0,
+        help="seconds to the first token",
+    )
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=120.0, help="seconds for the whole probe"
+    )
     parser.add_argument("--insecure", action="store_true", help="skip TLS certificate checks")
+
+
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log messages of this level and above to stderr",
+    )
+
+
+def _command(
+    commands: Any, name: str, help_text: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=description or help_text
+    )
+    _add_log_level(parser)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="streamobs",
         description="Measure OpenAI-compatible token streams as users feel them.",
-        epilog="Every long flag can also be set as STREAMOBS_<FLAG>; the flag wins.",
+        epilog="Each command's long flags can also be set as STREAMOBS_<FLAG> (its --help "
+        "names the variable; simulate's are STREAMOBS_SIM_<FLAG>); a flag on the command "
+        "line wins.",
     )
     parser.add_argument("--version", action="version", version=f"streamobs {__version__}")
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
-    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    probe = commands.add_parser(
-        "probe", parents=[common], help="run one-shot streaming probes against a URL"
-    )
+    probe = _command(commands, "probe", "run one-shot streaming probes against a URL")
     probe.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000 or .../v1/completions")
     _add_probe_arguments(probe)
     probe.add_argument("--count", type=positive_int, default=1, help="number of probes")
@@ -169,22 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     from streamobs.simulator import cli as simulator_cli
 
-    simulate = commands.add_parser(
-        "simulate",
-        parents=[common],
-        help="serve a vLLM-shaped OpenAI-compatible streaming simulator",
+    simulate = _command(
+        commands, "simulate", "serve a vLLM-shaped OpenAI-compatible streaming simulator"
     )
     simulator_cli.add_arguments(simulate)
+    # Its own flags read STREAMOBS_SIM_* (and say so); the log level is everyone's.
+    _apply_env(simulate, only=frozenset({"log_level"}))
 
-    run = commands.add_parser(
-        "run", parents=[common], help="the daemon: scheduled probes, /metrics, status page"
-    )
+    run = _command(commands, "run", "the daemon: scheduled probes, /metrics, status page")
     run.add_argument("--config", metavar="FILE", help="YAML configuration")
     run.add_argument(
         "--target", metavar="URL", help="probe this one URL (instead of a config file's targets)"
     )
     run.add_argument("--model", help="with --target: the model (default: from /v1/models)")
-    run.add_argument("--listen-address", metavar="HOST:PORT", help="overrides web.listen_address")
+    run.add_argument(
+        "--listen-address",
+        metavar="HOST:PORT",
+        help="overrides web.listen_address (default: the config's, else 127.0.0.1:9464)",
+    )
     run.add_argument(
         "--collector.gpu",
         dest="collector_gpu",
@@ -194,28 +254,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _apply_env(run)
 
-    check = commands.add_parser(
-        "check-config", parents=[common], help="validate a configuration file"
-    )
+    check = _command(commands, "check-config", "validate a configuration file")
     check.add_argument("file", help="YAML configuration")
+    _apply_env(check)
 
     from streamobs.doctor import cli as doctor_cli
 
-    doctor = commands.add_parser(
+    doctor = _command(
+        commands,
         "doctor",
-        parents=[common],
-        help="diagnose a streaming path end to end: buffering, gzip, disconnects, timeouts",
+        "diagnose a streaming path end to end: buffering, gzip, disconnects, timeouts",
     )
     doctor_cli.add_arguments(doctor)
     _apply_env(doctor)
 
     from streamobs import demo as demo_module
 
-    demo = commands.add_parser(
-        "demo", parents=[common], help="simulator and daemon wired together, with a live view"
-    )
+    demo = _command(commands, "demo", "simulator and daemon wired together, with a live view")
     demo_module.add_arguments(demo, positive_seconds)
     _apply_env(demo)
+
+    from streamobs.pack import command as pack_command
+
+    pack = _command(
+        commands,
+        "pack",
+        "write the Prometheus rules, Alertmanager example and Grafana dashboards",
+        "Write alerts/ (rules, Alertmanager example), dashboards/ and "
+        "deploy/kubernetes/prometheusrule.yaml under --out, for the targets and SLOs of a "
+        "streamobs config (--config) or for the default SLO on every target.",
+    )
+    pack_command.add_arguments(pack)
+    _apply_env(pack)
     return parser
 
 
@@ -365,6 +435,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor_cli.run(args)
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from streamobs.pack import command as pack_command
+
+    return pack_command.run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streamobs.demo import run_demo
 
@@ -384,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "simulate": cmd_simulate,
         "doctor": cmd_doctor,
         "demo": cmd_demo,
+        "pack": cmd_pack,
     }
     try:
         return handlers[args.command](args)
