@@ -141,11 +141,20 @@ def _replaced(readme: str, block: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="the README's metric reference")
+    parser = argparse.ArgumentParser(
+        prog="python -m streamobs.reference",
+        description="the README's metric reference",
+        allow_abbrev=False,
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="update README.md")
     group.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
     args = parser.parse_args(argv)
+    if (args.write or args.check) and not README.is_file():
+        # Installed from a wheel: there is no README beside the package to compare with.
+        print(f"{parser.prog}: --write and --check work in a source checkout only "
+              f"(no README.md at {README})", file=sys.stderr)  # fmt: skip
+        return 2
     block = markdown()
     if args.write:
         README.write_text(_replaced(README.read_text(), block))
