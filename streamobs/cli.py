@@ -20,7 +20,7 @@ from streamobs.config import (
     target_names,
 )
 from streamobs.probe.batch import BatchInterrupted, run_batch
-from streamobs.probe.models import ModelDiscoveryError, discover_model
+from streamobs.probe.models import ModelDiscoveryError, api_path_problem, discover_model
 from streamobs.probe.result import ProbeResult
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,
@@ -327,6 +327,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
     except (TargetError, SecretError, ValueError) as exc:
         return _fail(EXIT_USAGE, str(exc))
+    problem = api_path_problem(target)
+    if problem is not None:
+        return _fail(EXIT_USAGE, problem)
     secrets = [v for k, v in headers.items() if is_credential_header(k)]
     if api_key is not None:
         secrets.append(api_key.reveal())

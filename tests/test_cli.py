@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import pickle
+import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from streamobs.cli import main
+from streamobs.cli import build_parser, main
 from streamobs.probe import ProbeSpec, parse_target
+from streamobs.probe.models import ModelDiscoveryError, discover_model
 from streamobs.secret import Secret
 from tests.fixtures import FIXTURES, run_cli
 from tests.scripted_server import ScriptedServer, send, stream_fixture, token_stream
@@ -86,13 +90,97 @@ def test_model_discovered_from_v1_models(capsys: pytest.CaptureFixture[str]) -> 
         (["probe", "http://127.0.0.1:1", "--bogus"], 2, "unrecognized arguments"),
         (["probe", "http://127.0.0.1:1", "--model", "m", "--header", "nocolon"], 2, "--header"),
         (["probe", "http://127.0.0.1:1", "--api-key-file", "/nonexistent/key"], 2, "cannot read"),
-        (["probe", "http://127.0.0.1:1"], 1, "cannot connect"),
+        (
+            ["probe", "http://127.0.0.1:1"],
+            1,
+            "cannot connect to http://127.0.0.1:1/v1/models: connection refused",
+        ),
+        (["probe", "http://127.0.0.1:1", "--max-token", "5"], 2, "unrecognized arguments"),
+        (
+            ["probe", "http://127.0.0.1:1/v1/chat/completion"],
+            2,
+            "http://127.0.0.1:1/v1/chat/completion is not an API path",
+        ),
+        (["probe", "http://127.0.0.1:1/v1/models", "--model", "m"], 2, "is not an API path"),
         (["nosuchcommand"], 2, "invalid choice"),
     ],
 )
 def test_bad_input_gets_one_clear_line(args: list[str], code: int, fragment: str) -> None:
     line = assert_one_line_error(run_cli(*args), code)
     assert fragment in line
+
+
+def test_discovery_names_a_dns_failure() -> None:
+    def no_such_host(host: str, port: int) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    target = parse_target("http://llm.invalid:8000")
+    with pytest.raises(ModelDiscoveryError) as failure:
+        discover_model(target, timeout=5, resolver=no_such_host)
+    assert str(failure.value) == (
+        "DNS lookup for http://llm.invalid:8000/v1/models failed: cannot resolve "
+        "llm.invalid: Name or service not known"
+    )
+
+
+def test_discovery_names_the_tls_reason() -> None:
+    # An https URL for a plain-HTTP port: the TLS library's reason, said once.
+    with ScriptedServer(send(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")) as server:
+        url = server.url.replace("http://", "https://")
+        line = assert_one_line_error(run_cli("probe", url), 1)
+    assert line.startswith(f"streamobs probe: error: TLS handshake with {url}/v1/models failed: ")
+    assert "WRONG_VERSION_NUMBER" in line or "RECORD_LAYER_FAILURE" in line, line
+    assert line.count("TLS") == 1
+
+
+def test_a_path_that_is_not_an_api_path_is_refused_before_any_request() -> None:
+    with ScriptedServer(send(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")) as server:
+        line = assert_one_line_error(run_cli("probe", server.url + "/v1/chat/completion"), 2)
+        assert server.requests == []
+    assert "is not an API path" in line and "/v1/chat/completions" in line
+
+
+@pytest.mark.parametrize("command", ["probe", "run", "doctor", "demo", "pack", "check-config"])
+def test_help_shows_each_flags_default_and_environment_variable(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    sub = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    ).choices[command]
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for action in sub._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        env = "STREAMOBS_" + action.dest.upper()
+        assert f"env {env}" in text, f"{command} {action.option_strings[0]}: no {env}"
+        help_text = " ".join((action.help or "").split())
+        if action.default not in (None, False, True, []) and not isinstance(
+            action, argparse._StoreFalseAction
+        ):
+            shown = f"default: {action.default}" in text or "default" in help_text.lower()
+            assert shown, f"{command} {action.option_strings[0]}: default not shown"
+    if command == "probe":
+        assert "(default: 64; env STREAMOBS_MAX_TOKENS)" in text
+
+
+def test_every_command_refuses_abbreviated_flags() -> None:
+    for args in (["demo", "--slow", "3"], ["run", "--conf", "x.yml"], ["pack", "--ou", "x"]):
+        line = assert_one_line_error(run_cli(*args), 2)
+        assert "unrecognized arguments" in line, args
+
+
+def test_pack_command_writes_the_pack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "pack"
+    assert main(["pack", "--out", str(out)]) == 0
+    written = capsys.readouterr().out
+    assert f"wrote {out / 'alerts' / 'streamobs.rules.yml'}" in written
+    assert main(["pack", "--out", str(out), "--check"]) == 0
+    assert (out / "alerts" / "alertmanager.example.yml").is_file()
+    assert (out / "deploy" / "kubernetes" / "prometheusrule.yaml").is_file()
+    assert len(list((out / "dashboards").glob("*.json"))) == 4
 
 
 def test_unreachable_host_with_model_is_a_failed_probe() -> None:
