@@ -124,10 +124,12 @@ def test_discovery_names_a_dns_failure() -> None:
 
 
 def test_discovery_names_the_tls_reason() -> None:
-    # An https URL for a plain-HTTP port: the TLS library's reason, said once.
-    with ScriptedServer(send(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")) as server:
+    # An https URL for a plain-HTTP server that speaks first: the TLS library's reason,
+    # said once.
+    reply = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+    with ScriptedServer(send(reply), read_request=False) as server:
         url = server.url.replace("http://", "https://")
-        line = assert_one_line_error(run_cli("probe", url), 1)
+        line = assert_one_line_error(run_cli("probe", url, "--connect-timeout", "5"), 1)
     assert line.startswith(f"streamobs probe: error: TLS handshake with {url}/v1/models failed: ")
     assert "WRONG_VERSION_NUMBER" in line or "RECORD_LAYER_FAILURE" in line, line
     assert line.count("TLS") == 1
