@@ -49,12 +49,14 @@ test-under-load: install
 soak: install
 	$(BIN)/pytest benchmarks/test_soak.py
 
+# Flags for `streamobs demo` go in ARGS: make demo ARGS="--slow-ttft 3 --fault-after 30".
 demo: install
-	$(BIN)/streamobs demo
+	$(BIN)/streamobs demo $(ARGS)
 
-# Regenerate alerts/, dashboards/ and the PrometheusRule after changing streamobs/pack/.
+# Regenerate alerts/, dashboards/ and the PrometheusRule after changing streamobs/pack/:
+# the pack for the default config, what `streamobs pack --out DIR` writes for a user.
 pack: install
-	$(BIN)/python -m streamobs.pack
+	$(BIN)/streamobs pack --out .
 	$(BIN)/python -m streamobs.reference --write
 
 # Run by hand on a quiet machine; writes the results table into README.md.

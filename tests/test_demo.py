@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 
-from tests.fixtures import free_port
+from streamobs.status import RECENT
+from tests.fixtures import ROOT, free_port, require_binary
 from tests.test_daemon import sample, wait_for
 
 
@@ -54,3 +57,32 @@ def test_demo_bad_fault_is_one_line() -> None:
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "unknown fault 'meteor'" in proc.stderr
+
+
+def test_make_demo_passes_args_through() -> None:
+    """``make demo ARGS="..."`` hands the flags to ``streamobs demo`` (the install step is
+    taken as done: the test runs from the installed environment)."""
+    make = require_binary("make")
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    args = (
+        f"--duration 3 --interval 0.3 --ttft 0.02 --itl 0.002 --max-tokens 4 "
+        f"--slo-ttft 0.75 --listen-address 127.0.0.1:{port}"
+    )
+    proc = subprocess.run(
+        [make, "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed",
+         f"BIN={bin_dir}", "demo", f"ARGS={args}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in proc.stdout
+    assert "under 0.75 s" in proc.stdout
+    assert "stopped" in proc.stdout
+
+
+def test_the_readme_says_how_many_probes_the_view_shows() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## `streamobs demo`", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"last (\d+) probes", section) == [str(RECENT)]
+    assert 'make demo ARGS="' in section
