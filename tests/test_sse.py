@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -11,6 +12,11 @@ from streamobs.sse import SSEDecoder, SSEEvent, SSETooLarge
 from tests.fixtures import FIXTURES
 
 STREAMS = ["chat-stream-usage.sse", "completions-stream.sse", "chat-stream-engine-dead.sse"]
+# Typed `event:`/`data:` pairs, no [DONE]: Responses and Anthropic Messages.
+TYPED_STREAMS = {
+    "responses-stream.sse": "response.completed",
+    "messages-stream.sse": "message_stop",
+}
 
 
 def decode(chunks: list[bytes], decoder: SSEDecoder | None = None) -> list[SSEEvent]:
@@ -33,17 +39,31 @@ def reframe(data: bytes, newline: bytes) -> bytes:
     return data.replace(b"\n", newline)
 
 
-@pytest.fixture(params=STREAMS)
+@pytest.fixture(params=[*STREAMS, *TYPED_STREAMS])
 def capture(request: pytest.FixtureRequest) -> bytes:
     return (FIXTURES / request.param).read_bytes()
 
 
-def test_whole_capture_gives_one_event_per_data_line(capture: bytes) -> None:
+@pytest.mark.parametrize("name", STREAMS)
+def test_whole_capture_gives_one_event_per_data_line(name: str) -> None:
+    capture = (FIXTURES / name).read_bytes()
     events = decode([capture])
     data_lines = [line for line in capture.split(b"\n") if line.startswith(b"data:")]
     assert len(events) == len(data_lines) >= 2
     assert events[-1].data == "[DONE]"
     assert all(e.event == "message" for e in events)
+
+
+@pytest.mark.parametrize(("name", "terminal"), TYPED_STREAMS.items())
+def test_typed_capture_gives_one_named_event_per_pair(name: str, terminal: str) -> None:
+    capture = (FIXTURES / name).read_bytes()
+    events = decode([capture])
+    event_lines = [line for line in capture.split(b"\n") if line.startswith(b"event:")]
+    assert len(events) == len(event_lines) >= 10
+    # Each event keeps the name of its own `event:` line, the same as its payload's type.
+    assert all(e.event == json.loads(e.data)["type"] for e in events)
+    assert events[-1].event == terminal
+    assert all(e.data != "[DONE]" for e in events)
 
 
 def test_every_split_gives_identical_events(capture: bytes) -> None:

@@ -21,7 +21,7 @@ from streamobs.http.client import Timeouts as HTTPTimeouts
 from streamobs.http.errors import Deadline, HTTPFailure, Kind, Phase
 from streamobs.http.response import Response
 from streamobs.http.runqueue import RunQueueClock
-from streamobs.probe.chunks import MalformedChunk, interpret
+from streamobs.probe.chunks import Chunk, MalformedChunk
 from streamobs.probe.delivery import analyse_delivery
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
@@ -91,6 +91,10 @@ class _ProbeRun:
         self.http_version: str | None = None
         self.first_event_ns: int | None = None
         self.first_answer_ns: int | None = None
+        self.first_tool_call_ns: int | None = None
+        self.reasoning_events = 0
+        self.tool_call_events = 0
+        self.reasoning_tokens: int | None = None
         self.done_ns: int | None = None
         self.stamps = EventStamps()
         self.reads = 0
@@ -231,9 +235,10 @@ class _ProbeRun:
         if self.first_event_ns is None:
             self.first_event_ns = at
         try:
-            chunk = interpret(data)
+            chunk = self.spec.target.protocol.interpret(event_type, data)
         except MalformedChunk as exc:
             raise _Failure(Outcome.MALFORMED, f"event {self.events}: {exc}") from None
+        self._account(chunk)
         if chunk.done:
             self.done_ns = at
             self.stamps.done(last)
@@ -241,29 +246,44 @@ class _ProbeRun:
                 raise _Failure(Outcome.EMPTY, "stream finished without any generated content")
             self.outcome = Outcome.OK
             return True
+        if chunk.error is not None and chunk.error_outcome is not Outcome.STREAM_ERROR:
+            raise _Failure(chunk.error_outcome, chunk.error)
         if chunk.error is not None or event_type == "error":
             message = chunk.error or data
             raise _Failure(Outcome.STREAM_ERROR, f"error event after HTTP 200: {message}")
         if chunk.has_token:
             if chunk.has_answer and self.first_answer_ns is None:
                 self.first_answer_ns = at
+            if chunk.has_tool_call:
+                self.tool_call_events += 1
+                if self.first_tool_call_ns is None:
+                    self.first_tool_call_ns = at
+            if chunk.has_reasoning:
+                self.reasoning_events += 1
             self.stamps.token(at, last)
+        return False
+
+    def _account(self, chunk: Chunk) -> None:
+        """What an event says about the response; terminal and failure events carry usage
+        and ids too (Responses' ``response.completed``, ``response.failed``)."""
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
         if chunk.completion_tokens is not None:
             self.completion_tokens = chunk.completion_tokens
         if chunk.prompt_tokens is not None:
             self.prompt_tokens = chunk.prompt_tokens
+        if chunk.reasoning_tokens is not None:
+            self.reasoning_tokens = chunk.reasoning_tokens
         self.response_id = self.response_id or chunk.response_id
         self.response_model = self.response_model or chunk.model
-        return False
 
     def _end_of_body(self, decoder: SSEDecoder, stamp: ReadStamp) -> None:
         """EOF: a stream that said it finished is complete; anything else was cut."""
-        if self.finish_reason is None or decoder.has_pending:
+        protocol = self.spec.target.protocol
+        if not protocol.ends_at_finish_reason or self.finish_reason is None or decoder.has_pending:
             raise _Failure(
                 Outcome.TRUNCATED,
-                f"connection closed after {self.events} events without [DONE] or finish_reason",
+                f"connection closed after {self.events} events without {protocol.terminal}",
             )
         self.done_ns = self.stamps.last_arrival_ns or stamp.arrival_ns
         self.stamps.done_at_close()
@@ -331,6 +351,7 @@ class _ProbeRun:
             first_event_ns=since_sent(self.first_event_ns),
             first_token_ns=since_sent(tokens[0] if tokens else None),
             first_answer_ns=since_sent(self.first_answer_ns),
+            first_tool_call_ns=since_sent(self.first_tool_call_ns),
             last_token_ns=since_sent(tokens[-1] if tokens else None),
             done_ns=since_sent(self.done_ns),
             end_ns=self.end_ns - self.start_ns,
@@ -339,6 +360,9 @@ class _ProbeRun:
             output_tokens_source=source,
             prompt_tokens=self.prompt_tokens,
             content_events=len(tokens),
+            reasoning_events=self.reasoning_events,
+            tool_call_events=self.tool_call_events,
+            reasoning_tokens=self.reasoning_tokens,
             events=self.events,
             keepalives=self.keepalives,
             bytes_received=self.bytes_received,

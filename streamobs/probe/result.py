@@ -71,7 +71,7 @@ class ProbeResult:
     counts from ``request_sent``: ``first_token_ns`` is the TTFT, ``done_ns`` the e2e."""
 
     url: str
-    endpoint: str  # "chat" or "completions"
+    endpoint: str  # "chat", "completions", "responses" or "messages"
     model: str
     outcome: Outcome
     start_ns: int
@@ -84,6 +84,7 @@ class ProbeResult:
     first_event_ns: int | None = None
     first_token_ns: int | None = None
     first_answer_ns: int | None = None  # first non-reasoning content (reasoning models)
+    first_tool_call_ns: int | None = None  # first tool-call name or arguments delta
     last_token_ns: int | None = None
     done_ns: int | None = None
     end_ns: int = 0  # when the probe stopped, whatever the outcome
@@ -91,7 +92,11 @@ class ProbeResult:
     output_tokens: int | None = None
     output_tokens_source: str | None = None  # "usage" or "events"
     prompt_tokens: int | None = None
-    content_events: int = 0
+    content_events: int = 0  # events carrying output of any kind
+    reasoning_events: int = 0  # of which reasoning (chat reasoning/reasoning_content,
+    # Responses reasoning_text, Messages thinking_delta)
+    tool_call_events: int = 0  # of which tool-call arguments
+    reasoning_tokens: int | None = None  # from the usage, where the protocol says
     events: int = 0
     keepalives: int = 0
     bytes_received: int = 0
@@ -104,7 +109,7 @@ class ProbeResult:
     tls_version: str | None = None
     response_id: str | None = None
     response_model: str | None = None
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # Messages: stop_reason; Responses: why it ended
     error: str | None = None  # one human line; never contains secrets
 
     @property
@@ -151,6 +156,7 @@ class ProbeResult:
             "first_event": self.first_event_ns,
             "ttft": self.first_token_ns,
             "first_answer": self.first_answer_ns,
+            "first_tool_call": self.first_tool_call_ns,
             "last_token": self.last_token_ns,
             "e2e": self.done_ns,
             "tpot": self.tpot_ns,
@@ -163,6 +169,9 @@ class ProbeResult:
             "output_tokens_source",
             "prompt_tokens",
             "content_events",
+            "reasoning_events",
+            "tool_call_events",
+            "reasoning_tokens",
             "events",
             "keepalives",
             "bytes_received",

@@ -10,10 +10,19 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from streamobs.http.client import Resolver, require_seconds, system_resolver
+from streamobs.probe.protocol import (
+    PROTOCOLS,
+    Protocol,
+    RequestShape,
+    auth_headers,
+    protocol_headers,
+    request_body,
+)
 from streamobs.secret import Secret
 
-Endpoint = Literal["chat", "completions"]
-ENDPOINT_PATHS: dict[str, str] = {"chat": "/chat/completions", "completions": "/completions"}
+Endpoint = Literal["chat", "completions", "responses", "messages"]
+ENDPOINTS: tuple[str, ...] = tuple(PROTOCOLS)
+ENDPOINT_PATHS: dict[str, str] = {name: p.path for name, p in PROTOCOLS.items()}
 
 DEFAULT_PROMPT = (
     "Count upwards from one, writing each number as an English word, separated by spaces."
@@ -39,6 +48,10 @@ class Target:
         return self.api_root + ENDPOINT_PATHS[self.endpoint]
 
     @property
+    def protocol(self) -> Protocol:
+        return PROTOCOLS[self.endpoint]
+
+    @property
     def models_url(self) -> str:
         return self.api_root + "/models"
 
@@ -53,7 +66,8 @@ class Target:
 
 
 def parse_target(url: str, endpoint: str | None = None) -> Target:
-    """Accept ``http://host:8000``, ``.../v1``, or a full ``.../v1/chat/completions`` URL.
+    """Accept ``http://host:8000``, ``.../v1``, or a full endpoint URL
+    (``.../v1/chat/completions``, ``/completions``, ``/responses``, ``/messages``).
 
     A full endpoint URL decides the endpoint kind itself; otherwise ``endpoint`` does
     (default chat). Credentials in the URL are refused: they would end up in labels.
@@ -86,7 +100,7 @@ def parse_target(url: str, endpoint: str | None = None) -> Target:
         raise TargetError(f"the URL names the {found} endpoint but --endpoint says {endpoint}")
     kind = found or endpoint or "chat"
     if kind not in ENDPOINT_PATHS:
-        raise TargetError(f"unknown endpoint kind {kind!r}: use chat or completions")
+        raise TargetError(f"unknown endpoint kind {kind!r}: use {', '.join(ENDPOINTS)}")
     if not path.endswith("/v1"):
         path += "/v1"
     root = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
@@ -124,6 +138,9 @@ class ProbeSpec:
     max_event_bytes: int = 4 << 20
     # Events per probe: past it the stream is too_large (memory stays bounded).
     max_events: int = 100_000
+    # Ask for a call of one fixed function (chat, responses, messages), so the tool-call
+    # path is what is probed and timed.
+    tool_call: bool = False
     # Name resolution; tests substitute one that never answers.
     resolver: Resolver = field(default=system_resolver, repr=False, compare=False)
 
@@ -132,23 +149,21 @@ class ProbeSpec:
             raise TargetError("a model name is required")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise TargetError("max_tokens must be a positive integer")
+        if self.tool_call and not self.target.protocol.tools:
+            raise TargetError(
+                f"the {self.target.endpoint} endpoint has no tool calls: "
+                "use chat, responses or messages"
+            )
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 
+    def request_json(self) -> dict[str, Any]:
+        shape = RequestShape(
+            self.model, self.prompt, self.max_tokens, self.ignore_eos, self.tool_call
+        )
+        return request_body(self.target.endpoint, shape)
+
     def request_body(self) -> bytes:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "temperature": 0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if self.target.endpoint == "chat":
-            body["messages"] = [{"role": "user", "content": self.prompt}]
-        else:
-            body["prompt"] = self.prompt
-        if self.ignore_eos:
-            body["ignore_eos"] = True
-        return json.dumps(body).encode()
+        return json.dumps(self.request_json()).encode()
 
     def request_headers(self) -> dict[str, str]:
         headers = {
@@ -156,8 +171,9 @@ class ProbeSpec:
             "Accept": "text/event-stream",
             "Accept-Encoding": self.accept_encoding,
             "User-Agent": "streamobs-probe",
+            **protocol_headers(self.target.endpoint),
         }
         headers.update(self.headers)
         if self.api_key is not None:
-            headers["Authorization"] = "Bearer " + self.api_key.reveal()
+            headers.update(auth_headers(self.target.endpoint, self.api_key.reveal()))
         return headers
