@@ -26,11 +26,13 @@ import yaml
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
 from streamobs.pack.alerts import alert_rules, error_ratio_record, render_rules, rule_groups
-from streamobs.pack.config import DEFAULT, BurnWindow, LatencyObjective
+from streamobs.pack.command import RULES_FILE, write_files
+from streamobs.pack.config import DEFAULT, BurnWindow, Objectives, PackConfig, for_daemon_config
 from streamobs.simulator import Simulator, SimulatorConfig
 from tests.fixtures import require_binary
 from tests.pack_helpers import (
     ALERTMANAGER_EXAMPLE,
+    DASHBOARDS,
     GPU_HOST_SERIES,
     RULES,
     dashboards,
@@ -61,16 +63,29 @@ def daemon_config(url: str, **target: Any) -> dict[str, Any]:
     }
 
 
+# The second pack: streamobs configured with two targets of their own, non-default SLOs,
+# and the pack written for that config (``streamobs pack --config``).
+OWN_SLOS = {
+    "sim": {"ttft": "1s", "tpot": "50ms", "objective": 0.995},
+    "sim-errors": {"ttft": "3s", "objective": 0.98},
+}
+
+
 @dataclass
 class Stack:
     prometheus: Prometheus
     daemon_instance: str
+    pack: PackConfig
+    dashboards: Path
 
 
-@pytest.fixture(scope="module")
-def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["default-pack", "two-targets-own-slos"])
+def healthy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     binary = require_binary("prometheus")
     workdir = tmp_path_factory.mktemp("prometheus")
+    own_slos = request.param == "two-targets-own-slos"
     with Simulator(SimulatorConfig(model="sim", ttft=0.02, itl=0.005)) as sim:
         config = daemon_config(sim.url)
         # A second target whose every stream ends in an error event, so the outcome
@@ -84,13 +99,21 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "headers": {"X-Streamobs-Sim-Fault": "error_event"},
             }
         )
+        if own_slos:
+            for target in config["targets"]:
+                target["slo"] = OWN_SLOS[target["name"]]
+            pack = for_daemon_config(parse_config(config), source="streamobs.yml")
+            write_files(workdir / "pack", pack)
+            rules, folder = workdir / "pack" / RULES_FILE, workdir / "pack" / "dashboards"
+        else:
+            pack, rules, folder = DEFAULT, RULES, DASHBOARDS
         daemon = Daemon(parse_config(config))
         daemon.start()
         gpu_host = StaticMetrics(GPU_HOST_SERIES.read_text(encoding="utf-8"))
         instance = f"127.0.0.1:{daemon.web.port}"
         try:
             with Prometheus(
-                binary, workdir, {"streamobs": [instance, gpu_host.host]}, [RULES]
+                binary, workdir, {"streamobs": [instance, gpu_host.host]}, [rules]
             ) as prometheus:
                 # Enough scrapes for every rate() and the rules' first evaluations.
                 wait_until(
@@ -100,10 +123,27 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     60,
                     "six scrapes of streamobs",
                 )
-                yield Stack(prometheus, instance)
+                yield Stack(prometheus, instance, pack, folder)
         finally:
             gpu_host.stop()
             daemon.stop()
+
+
+def test_the_own_slos_pack_judges_each_target_by_its_own_slo() -> None:
+    pack = for_daemon_config(
+        parse_config(
+            {
+                "targets": [
+                    {"name": name, "url": "http://127.0.0.1:8000", "slo": slo}
+                    for name, slo in OWN_SLOS.items()
+                ]
+            }
+        )
+    )
+    assert pack.objectives == (
+        Objectives(("sim",), 1.0, 0.05, 0.995),
+        Objectives(("sim-errors",), 3.0, 0.1, 0.98),
+    )
 
 
 def _resolve_variables(prometheus: Prometheus, dashboard: dict[str, Any]) -> dict[str, str]:
@@ -120,7 +160,7 @@ def _resolve_variables(prometheus: Prometheus, dashboard: dict[str, Any]) -> dic
 def test_every_dashboard_query_returns_data(healthy: Stack) -> None:
     prometheus = healthy.prometheus
     resolved: list[tuple[str, str]] = []
-    for name, dashboard in dashboards().items():
+    for name, dashboard in dashboards(healthy.dashboards).items():
         values = _resolve_variables(prometheus, dashboard)
         for panel in data_panels(dashboard):
             for target in panel["targets"]:
@@ -144,13 +184,15 @@ def test_every_dashboard_query_returns_data(healthy: Stack) -> None:
 
 def test_every_rule_expression_runs_and_every_alert_signal_has_data(healthy: Stack) -> None:
     prometheus = healthy.prometheus
-    groups = rule_groups(DEFAULT)
+    pack = healthy.pack
+    groups = rule_groups(pack)
     exprs = [rule.expr for group in groups for rule in group.rules]
     signals = [signal for alert in alert_rules(groups) for signal in alert.signals]
     recorded = [
-        f'{error_ratio_record(DEFAULT, window)}{{slo="{slo}"}}'
-        for window in DEFAULT.slo_windows
+        f'{error_ratio_record(pack, window)}{{slo="{slo}", target="{target}"}}'
+        for window in pack.slo_windows
         for slo in ("ttft", "tpot", "availability")
+        for target in ("sim", "sim-errors")
     ]
 
     def problems() -> list[str]:
@@ -180,7 +222,7 @@ def _fast_rules(threshold: float) -> str:
     """The TTFT SLO group from the same generator, with windows of seconds."""
     config = dataclasses.replace(
         DEFAULT,
-        ttft=LatencyObjective(threshold_seconds=threshold, objective=0.99),
+        objectives=(Objectives((), threshold, 0.1, 0.99),),
         burn_windows=(
             BurnWindow("20s", "5s", 14.4, "critical", "0s"),
             BurnWindow("40s", "10s", 6.0, "critical", "0s"),
