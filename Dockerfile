@@ -15,5 +15,11 @@ RUN pip install --no-cache-dir --no-compile /wheels/*.whl && rm -rf /wheels
 USER 65532:65532
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 EXPOSE 9464
+# For Docker and Podman (Kubernetes uses the pod's probes instead). The slim image has no
+# curl: Python asks the daemon's /healthz; set STREAMOBS_HEALTHCHECK_URL if the config
+# listens elsewhere.
+ENV STREAMOBS_HEALTHCHECK_URL=http://127.0.0.1:9464/healthz
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['STREAMOBS_HEALTHCHECK_URL'], timeout=4)"]
 ENTRYPOINT ["streamobs"]
 CMD ["run", "--config", "/etc/streamobs/streamobs.yml"]

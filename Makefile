@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 UV := uv==0.13.9
 
-.PHONY: test test-under-load soak demo bench pack install lint typecheck lock clean
+.PHONY: test test-under-load soak demo bench pack install lint typecheck lock clean lint-deploy lock-deploy
 
 install: $(VENV)/.installed
 
@@ -36,8 +36,38 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck lint-deploy
 	$(BIN)/pytest
+
+# The deploy examples through the scanners a cluster or host team would run, all offline:
+# kubernetes-validate (strict; custom resources against their CRDs in deploy/lint/crds/)
+# for the oldest and newest Kubernetes version the example is meant for, checkov over the
+# manifests and the Dockerfile, and the systemd unit's exposure score. The scanners live in
+# their own virtualenv, from their own lock (checkov pins many packages of its own).
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_LOCK := deploy/lint-requirements.lock
+KUBERNETES_VERSIONS := 1.31.0 1.37.0
+
+$(DEPLOY_VENV)/.installed: $(DEPLOY_LOCK)
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install --quiet --require-hashes -r $(DEPLOY_LOCK)
+	touch $@
+
+lint-deploy: $(DEPLOY_VENV)/.installed
+	for version in $(KUBERNETES_VERSIONS); do \
+		$(DEPLOY_VENV)/bin/python deploy/lint/manifests.py --kubernetes-version $$version deploy/kubernetes || exit 1; \
+	done
+	$(DEPLOY_VENV)/bin/checkov -d deploy/kubernetes --framework kubernetes --skip-download --compact --quiet
+	$(DEPLOY_VENV)/bin/checkov -f Dockerfile --framework dockerfile --skip-download --compact --quiet
+	$(DEPLOY_VENV)/bin/python deploy/lint/systemd_exposure.py --max 2.0 deploy/systemd/streamobs.service
+
+# Regenerate the scanners' lock after changing deploy/lint-requirements.in.
+lock-deploy:
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet '$(UV)'
+	$(BIN)/uv pip compile --quiet deploy/lint-requirements.in --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu -o $(DEPLOY_LOCK)
 
 # The same suite while one busy loop per core runs. The loops end with the suite, at the
 # runner's limit or when the runner dies; `timeout` bounds the runner itself.
