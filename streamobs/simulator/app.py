@@ -18,10 +18,12 @@ from streamobs.simulator.config import FAULTS, FORCEABLE_FAULTS, SimulatorConfig
 from streamobs.simulator.generation import Generation
 from streamobs.simulator.metrics import EngineMetrics
 from streamobs.simulator.payloads import (
-    CHAT_ENDPOINT,
     COMPLETIONS_ENDPOINT,
+    ENDPOINTS,
+    RESPONSES_ENDPOINT,
     dumps,
     error_body,
+    error_body_for,
     models_body,
 )
 from streamobs.simulator.plan import ApiError, plan_request
@@ -78,7 +80,7 @@ class SimulatorApp:
             body = exchange.read_body()
             if body is None:
                 return
-            if path in (CHAT_ENDPOINT, COMPLETIONS_ENDPOINT):
+            if path in ENDPOINTS:
                 received = kernel_stamps.last_receive_ns() or time.perf_counter_ns()
                 self._completion(exchange, path, body, received)
             elif path == "/sim/config":
@@ -102,7 +104,7 @@ class SimulatorApp:
             exchange.reply_json(200, dumps(self.config.to_dict()))
         elif path.startswith(_REQUEST_PREFIX):
             self._request_record(exchange, path[len(_REQUEST_PREFIX) :], url.query)
-        elif path in (CHAT_ENDPOINT, COMPLETIONS_ENDPOINT):
+        elif path in ENDPOINTS:
             exchange.not_allowed()
         else:
             exchange.not_found()
@@ -120,11 +122,14 @@ class SimulatorApp:
             forced = exchange.handler.headers.get(FAULT_HEADER)
             fault = _forced_fault(forced, plan.stream) if forced else self._draw_fault(config)
         except ApiError as error:
-            exchange.reply_json(error.status, error.body)
+            exchange.reply_json(error.status, error.body_for(endpoint))
             return
         if not plan.stream and fault not in _NON_STREAM_FAULTS:
             fault = "none"  # stream faults do not apply to a single JSON body
-        prefix = "chatcmpl-" if endpoint == CHAT_ENDPOINT else "cmpl-"
+        # As vLLM names them (it serves Messages through chat, hence chatcmpl- there too).
+        prefix = {COMPLETIONS_ENDPOINT: "cmpl-", RESPONSES_ENDPOINT: "resp_"}.get(
+            endpoint, "chatcmpl-"
+        )
         with self._lock:
             request_rng = random.Random(self._rng.getrandbits(64))
         trace = RequestTrace(
@@ -141,7 +146,7 @@ class SimulatorApp:
         reusable = False
         try:
             if fault in ("http_500", "http_429"):
-                reusable = _send_http_fault(conn, trace, fault)
+                reusable = _send_http_fault(conn, trace, fault, endpoint)
             elif fault == "hang":
                 self._hang(conn, trace, plan.model, config.stall_seconds)
             else:
@@ -233,15 +238,15 @@ def _forced_fault(name: str, stream: bool) -> str:
     return fault
 
 
-def _send_http_fault(conn: Connection, trace: RequestTrace, fault: str) -> bool:
-    """An error status with an OpenAI-style JSON body; True if it was sent."""
+def _send_http_fault(conn: Connection, trace: RequestTrace, fault: str, endpoint: str) -> bool:
+    """An error status with the endpoint's JSON error body; True if it was sent."""
     if fault == "http_429":
         status, error_type, extra = 429, "RateLimitError", [("retry-after", "1")]
         message = "Too many requests (injected by the simulator)"
     else:
         status, error_type, extra = 500, "InternalServerError", []
         message = "Internal server error (injected by the simulator)"
-    body = error_body(message, error_type, None, status)
+    body = error_body_for(endpoint, message, error_type, None, status)
     try:
         ns = conn.send(response(status, body, "application/json", extra))
     except ClientGone:

@@ -41,10 +41,10 @@ class _Option:
 FAULT_HELP: dict[str, str] = {
     "http_500": "HTTP 500 with a JSON error body",
     "http_429": "HTTP 429 with a JSON error body and retry-after",
-    "error_event": "vLLM's engine-dead error event halfway, then [DONE]",
-    "truncate": "a clean end of body halfway, without finish_reason or [DONE]",
+    "error_event": "vLLM's engine-dead error event halfway (chat: then [DONE])",
+    "truncate": "a clean end of body halfway, without finish_reason or the terminal event",
     "reset": "a TCP reset halfway through the stream",
-    "stall": "headers and the role chunk, then silence",
+    "stall": "headers and the opening events (chat: the role chunk), then silence",
     "hang": "no answer at all, not even headers",
     "malformed": "one event with broken JSON halfway",
     "not_sse": "one JSON body although it asked for a stream",
@@ -62,6 +62,14 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("tokens", "int", f"tokens before end-of-sequence (default {_DEFAULTS.tokens})"),
     _Option("max-model-len", "int", f"context length (default {_DEFAULTS.max_model_len})"),
     _Option("keepalive", "float", "send `: keep-alive` comments this often before the first token"),
+    _Option(
+        "reasoning-tokens", "int", "the first N tokens are reasoning, in each protocol's field"
+    ),
+    _Option(
+        "reasoning-field",
+        "str",
+        "chat's reasoning field: reasoning (vLLM now) or reasoning_content (default reasoning)",
+    ),
     *(
         _Option(f"p-{fault.replace('_', '-')}", "float", f"chance that a request gets: {what}")
         for fault, what in FAULT_HELP.items()

@@ -22,6 +22,8 @@ FAULTS: tuple[str, ...] = (
     "oversize",
 )
 
+REASONING_FIELDS: tuple[str, ...] = ("reasoning", "reasoning_content")
+
 # What the X-Streamobs-Sim-Fault request header may ask for.
 FORCEABLE_FAULTS: tuple[str, ...] = (*FAULTS, "buffered", "none")
 
@@ -41,6 +43,11 @@ class SimulatorConfig:
     max_model_len: int = 4096
     # If > 0, a `: keep-alive` comment this often while waiting for the first token.
     keepalive: float = 0.0
+    # The first this many generated tokens are reasoning (a reasoning model), streamed in
+    # each protocol's reasoning field; chat's is `reasoning` (vLLM now) or
+    # `reasoning_content` (SGLang, llama.cpp, older vLLM).
+    reasoning_tokens: int = 0
+    reasoning_field: str = "reasoning"
     # Per-request fault chances, drawn once per request in the order of FAULTS.
     p_http_500: float = 0.0
     p_http_429: float = 0.0
@@ -89,6 +96,13 @@ class SimulatorConfig:
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError(
                 f"jitter must be between 0 and 1 (a fraction of each delay), got {self.jitter}"
+            )
+        if self.reasoning_tokens < 0:
+            raise ValueError(f"reasoning_tokens must be >= 0, got {self.reasoning_tokens}")
+        if self.reasoning_field not in REASONING_FIELDS:
+            raise ValueError(
+                f"reasoning_field must be one of {', '.join(REASONING_FIELDS)}, "
+                f"got {self.reasoning_field!r}"
             )
         for name in ("tokens", "max_model_len", "oversize_bytes"):
             if getattr(self, name) < 1:

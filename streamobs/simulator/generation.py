@@ -8,17 +8,10 @@ from collections.abc import Iterator
 
 from streamobs.simulator.config import SimulatorConfig
 from streamobs.simulator.metrics import EngineMetrics
-from streamobs.simulator.payloads import (
-    CHAT_ENDPOINT,
-    DONE_EVENT,
-    ENGINE_DEAD_EVENT,
-    KEEPALIVE_COMMENT,
-    StreamChunks,
-    completion_body,
-    token_text,
-)
+from streamobs.simulator.payloads import KEEPALIVE_COMMENT
 from streamobs.simulator.plan import GenerationPlan
 from streamobs.simulator.records import RequestTrace
+from streamobs.simulator.shapes import make_shape, pieces
 from streamobs.simulator.wire import ClientGone, Connection, Emitter, ServerStopping, response
 
 # Faults that strike at the deadline of the token after the first half of them.
@@ -71,7 +64,8 @@ class Generation:
         self._deadlines = token_deadlines(
             trace.received_ns, config.ttft, config.itl, config.jitter, rng
         )
-        self._chunks = StreamChunks(plan.endpoint, trace.response_id, created, plan.model)
+        self._shape = make_shape(plan, trace.response_id, created, config.reasoning_field)
+        self._pieces = pieces(plan)
         self._last_token_ns: int | None = None
         # How the engine saw the request end; None means it did not finish.
         self._finished_reason: str | None = None
@@ -117,17 +111,7 @@ class Generation:
         for _ in range(plan.completion_tokens):
             self._conn.sleep_until(next(self._deadlines))
             self._token_ready(time.perf_counter_ns())
-        text = "".join(token_text(index) for index in range(plan.completion_tokens))
-        body = completion_body(
-            plan.endpoint,
-            self._trace.response_id,
-            self._created,
-            plan.model,
-            text,
-            plan.finish_reason,
-            plan.prompt_tokens,
-            plan.completion_tokens,
-        )
+        body = self._shape.body(self._pieces)
         ns = self._conn.send(response(200, body, "application/json"))
         self._trace.status_sent(200, ns)
         self._trace.tokens_written(plan.completion_tokens, ns)
@@ -137,38 +121,40 @@ class Generation:
         self.reusable = True
 
     def _stream(self) -> None:
-        plan, fault = self._plan, self._fault
+        plan, fault, shape = self._plan, self._fault, self._shape
         emitter = Emitter(self._conn, self._trace, hold=fault == "buffered")
         emitter.head()
-        # vLLM sends the chat role chunk when the first output arrives, right before it.
-        role = self._chunks.role() if plan.endpoint == CHAT_ENDPOINT else None
+        for event in shape.early():
+            emitter.event(event)
+        # Events that go with the first output (vLLM's chat role chunk, Responses' and
+        # Messages' opening events) are encoded now and written right before it.
+        opening = shape.opening()
         self._sleep_until_first_token(emitter)
-        if role is not None:
-            emitter.event(role)
+        for event in opening:
+            emitter.event(event)
         if fault == "stall":
             stall_ns = round(self._config.stall_seconds * 1e9)
             self._conn.sleep_until(time.perf_counter_ns() + stall_ns)
             return
         total = plan.completion_tokens
-        for index in range(total):
-            last = index == total - 1
-            # Encoded ahead of its deadline, so only the write happens on time.
-            payload = self._chunks.token(
-                token_text(index),
-                finish_reason=plan.finish_reason if last else None,
-                ends_stream=last and not plan.include_usage,
-            )
+        for index, piece in enumerate(self._pieces):
+            # Encoded ahead of its deadline, so only the writes happen on time.
+            before, payload = shape.token(piece, last=index == total - 1)
             if index > 0:
                 self._conn.sleep_until(next(self._deadlines))
             if index == total // 2 and fault in _MIDSTREAM_FAULTS and self._strike(emitter, index):
                 return
             generated_ns = time.perf_counter_ns()
+            for event in before:
+                emitter.event(event)
             emitter.token(payload)
             self._token_ready(generated_ns)
-        self._trace.finish_reason_sent(plan.finish_reason)
-        if plan.include_usage:
-            emitter.event(self._chunks.usage(plan.prompt_tokens, total))
-        emitter.done(DONE_EVENT)
+        closing, terminal, reason = shape.finish()
+        self._trace.finish_reason_sent(reason)
+        for event in closing:
+            emitter.event(event)
+        if terminal is not None:
+            emitter.done(terminal)
         emitter.end()
         self._finished_reason = plan.finish_reason
         self.reusable = True
@@ -189,16 +175,18 @@ class Generation:
         """Inject the mid-stream fault; True when the response ends here."""
         fault = self._fault
         if fault == "malformed":
-            emitter.event(self._chunks.malformed(token_text(index)))
+            emitter.event(self._shape.malformed(self._pieces[index]))
             return False
         if fault == "error_event":
-            emitter.event(ENGINE_DEAD_EVENT)
-            emitter.done(DONE_EVENT)
+            error, after = self._shape.engine_error()
+            emitter.event(error)
+            if after is not None:  # vLLM's chat still sends [DONE]
+                emitter.done(after)
             emitter.end()
             self._finished_reason = "error"
             self.reusable = True
         elif fault == "truncate":
-            emitter.end()  # clean chunked framing, but no finish_reason and no [DONE]
+            emitter.end()  # clean chunked framing, but no finish_reason nor terminal event
         elif fault == "reset":
             self._conn.reset()
         elif fault == "oversize":

@@ -8,6 +8,14 @@ from typing import Any
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 COMPLETIONS_ENDPOINT = "/v1/completions"
+RESPONSES_ENDPOINT = "/v1/responses"
+MESSAGES_ENDPOINT = "/v1/messages"
+ENDPOINTS: tuple[str, ...] = (
+    CHAT_ENDPOINT,
+    COMPLETIONS_ENDPOINT,
+    RESPONSES_ENDPOINT,
+    MESSAGES_ENDPOINT,
+)
 
 DONE_EVENT = b"data: [DONE]\n\n"
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
@@ -47,6 +55,26 @@ def error_body(message: str, error_type: str, param: str | None, code: int) -> b
     return dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})
 
 
+def error_body_for(
+    endpoint: str, message: str, error_type: str, param: str | None, code: int
+) -> bytes:
+    """vLLM's error body for the endpoint: Anthropic's shape for Messages, else OpenAI's."""
+    if endpoint == MESSAGES_ENDPOINT:
+        return dumps({"type": "error", "error": {"type": error_type, "message": message}})
+    return error_body(message, error_type, param, code)
+
+
+def typed_event(kind: str, obj: dict[str, Any]) -> bytes:
+    """An `event:`/`data:` pair (Responses, Messages): the name is the payload's type."""
+    return b"event: " + kind.encode() + b"\ndata: " + dumps(obj) + b"\n\n"
+
+
+def cut_event(event: bytes) -> bytes:
+    """The same event with its JSON cut off halfway, as a broken proxy would send it."""
+    head, _, data = event.rstrip(b"\n").rpartition(b"data: ")
+    return head + b"data: " + data[: len(data) // 2] + b"\n\n"
+
+
 class StreamChunks:
     """The `data:` events of one streamed response."""
 
@@ -78,11 +106,18 @@ class StreamChunks:
             }
         )
 
-    def token(self, text: str, finish_reason: str | None, ends_stream: bool) -> bytes:
-        """One token; the last carries finish_reason (and the fingerprint if nothing follows)."""
+    def token(
+        self,
+        text: str,
+        finish_reason: str | None,
+        ends_stream: bool,
+        delta: dict[str, Any] | None = None,
+    ) -> bytes:
+        """One token; the last carries finish_reason (and the fingerprint if nothing follows).
+        ``delta`` replaces chat's ``{"content": text}`` (reasoning, tool calls)."""
         choice: dict[str, Any] = {"index": 0}
         if self._chat:
-            choice["delta"] = {"content": text}
+            choice["delta"] = delta if delta is not None else {"content": text}
         else:
             choice["text"] = text
         choice["logprobs"] = None

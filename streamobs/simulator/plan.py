@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamobs.simulator.config import SimulatorConfig
-from streamobs.simulator.payloads import CHAT_ENDPOINT, error_body
+from streamobs.simulator.payloads import (
+    CHAT_ENDPOINT,
+    COMPLETIONS_ENDPOINT,
+    MESSAGES_ENDPOINT,
+    RESPONSES_ENDPOINT,
+    error_body,
+    error_body_for,
+)
 
 
 class ApiError(Exception):
@@ -16,7 +23,13 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, error_type: str, param: str | None) -> None:
         super().__init__(message)
         self.status = status
+        self.error_type = error_type
+        self.param = param
         self.body = error_body(message, error_type, param, status)
+
+    def body_for(self, endpoint: str) -> bytes:
+        """The body in the endpoint's own error shape (Anthropic's for Messages)."""
+        return error_body_for(endpoint, str(self), self.error_type, self.param, self.status)
 
 
 @dataclass(frozen=True)
@@ -27,7 +40,15 @@ class GenerationPlan:
     include_usage: bool
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str
+    finish_reason: str  # "length" or "stop"; each protocol names it its own way
+    # The first of the completion tokens that are reasoning (config.reasoning_tokens).
+    reasoning_tokens: int = 0
+    # The function the answer calls when the request forces a tool call, else None.
+    tool_name: str | None = None
+    max_tokens: int | None = None  # as requested
+    temperature: float | None = None
+    tools: tuple[Any, ...] = ()
+    tool_choice: Any = None
 
 
 def plan_request(endpoint: str, body: bytes, config: SimulatorConfig) -> GenerationPlan:
@@ -55,35 +76,52 @@ def plan_request(endpoint: str, body: bytes, config: SimulatorConfig) -> Generat
             "model",
         )
 
-    chat = endpoint == CHAT_ENDPOINT
-    prompt_tokens = _chat_prompt_tokens(request) if chat else _completion_prompt_tokens(request)
+    chat = endpoint in (CHAT_ENDPOINT, MESSAGES_ENDPOINT)
+    if endpoint == RESPONSES_ENDPOINT:
+        prompt_tokens = _responses_prompt_tokens(request)
+    elif chat:
+        prompt_tokens = _chat_prompt_tokens(request)
+    else:
+        prompt_tokens = _completion_prompt_tokens(request)
     stream = _optional(request, "stream", bool, False)
     stream_options = _optional(request, "stream_options", dict, {})
-    include_usage = _optional(stream_options, "include_usage", bool, False)
+    # Responses and Messages always report usage (in their last events).
+    include_usage = endpoint in (RESPONSES_ENDPOINT, MESSAGES_ENDPOINT) or _optional(
+        stream_options, "include_usage", bool, False
+    )
     ignore_eos = _optional(request, "ignore_eos", bool, False)
 
     # Chat accepts the newer OpenAI name too; the error message names what was sent.
     limit_name = "max_tokens"
-    if chat and request.get("max_completion_tokens") is not None:
+    if endpoint == RESPONSES_ENDPOINT:
+        limit_name = "max_output_tokens"
+    elif chat and request.get("max_completion_tokens") is not None:
         limit_name = "max_completion_tokens"
     max_tokens = _optional(request, limit_name, int, None)
+    if endpoint == MESSAGES_ENDPOINT and max_tokens is None:
+        raise _bad_request("max_tokens: Field required", "max_tokens")
+    # vLLM serves Messages through chat, so its errors name chat's field.
+    shown = "max_completion_tokens" if endpoint == MESSAGES_ENDPOINT else limit_name
     if max_tokens is not None:
         if max_tokens < 1:
-            raise _bad_request(f"{limit_name} must be at least 1, got {max_tokens}.", limit_name)
+            raise _bad_request(f"{shown} must be at least 1, got {max_tokens}.", shown)
         if max_tokens > config.max_model_len:
             raise _bad_request(
-                f"{limit_name}={max_tokens} cannot be greater than "
+                f"{shown}={max_tokens} cannot be greater than "
                 f"max_model_len={config.max_model_len}. Please request fewer output tokens. "
-                f"(parameter={limit_name}, value={max_tokens})",
-                limit_name,
+                f"(parameter={shown}, value={max_tokens})",
+                shown,
             )
     if prompt_tokens >= config.max_model_len:
         raise _bad_request(
             f"This model's maximum context length is {config.max_model_len} tokens. "
             f"However, your request has {prompt_tokens} input tokens. "
             "Please reduce the length of the input.",
-            "messages" if chat else "prompt",
+            {RESPONSES_ENDPOINT: "input", COMPLETIONS_ENDPOINT: "prompt"}.get(endpoint, "messages"),
         )
+    tools = _optional(request, "tools", list, [])
+    tool_choice = request.get("tool_choice")
+    temperature = request.get("temperature")
 
     # As in vLLM, an absent max_tokens means "whatever fits in the context".
     limit = max_tokens if max_tokens is not None else config.max_model_len - prompt_tokens
@@ -96,7 +134,32 @@ def plan_request(endpoint: str, body: bytes, config: SimulatorConfig) -> Generat
         prompt_tokens=prompt_tokens,
         completion_tokens=count,
         finish_reason="length" if count >= limit else "stop",
+        reasoning_tokens=min(config.reasoning_tokens, count),
+        tool_name=None if endpoint == COMPLETIONS_ENDPOINT else _forced_tool(tools, tool_choice),
+        max_tokens=max_tokens,
+        temperature=float(temperature) if isinstance(temperature, int | float) else None,
+        tools=tuple(tools),
+        tool_choice=tool_choice,
     )
+
+
+def _forced_tool(tools: list[Any], choice: Any) -> str | None:
+    """The function a request makes the model call: one named by ``tool_choice`` (each
+    protocol names it its own way), or the first tool for "required" / Anthropic "any"."""
+    if not tools:
+        return None
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else choice.get("name")
+        if isinstance(name, str) and name:
+            return name
+        choice = choice.get("type")
+    if choice not in ("required", "any"):
+        return None
+    first = tools[0] if isinstance(tools[0], dict) else {}
+    function = first.get("function")
+    name = function.get("name") if isinstance(function, dict) else first.get("name")
+    return name if isinstance(name, str) and name else "tool"
 
 
 def _bad_request(message: str, param: str | None) -> ApiError:
@@ -135,6 +198,16 @@ def _chat_prompt_tokens(request: dict[str, Any]) -> int:
             )
         total += 4 + _text_tokens(content if isinstance(content, str) else "")
     return total
+
+
+def _responses_prompt_tokens(request: dict[str, Any]) -> int:
+    """``input`` is a string or a list of messages, as in chat."""
+    value = request.get("input")
+    if isinstance(value, str) and value:
+        return 3 + 4 + _text_tokens(value)
+    if isinstance(value, list) and value:
+        return _chat_prompt_tokens({"messages": value})
+    raise _bad_request("input must be a non-empty string or list of messages", "input")
 
 
 def _completion_prompt_tokens(request: dict[str, Any]) -> int:
