@@ -112,7 +112,7 @@ def render_eight_targets(repeat: int) -> Timing:
     assert runtime.vllm is not None
     snapshot = snapshot_from_text((FIXTURES / "metrics.txt").read_text())
     for target in config.targets:
-        runtime.vllm.accept(target, snapshot)
+        runtime.vllm.accept(target.name, snapshot)
         for _ in range(5):
             runtime.metrics.record(target.name, sample_result())
     no_reexpose = Runtime(
@@ -122,7 +122,7 @@ def render_eight_targets(repeat: int) -> Timing:
     )
     assert no_reexpose.vllm is not None
     for target in no_reexpose.config.targets:
-        no_reexpose.vllm.accept(target, snapshot)
+        no_reexpose.vllm.accept(target.name, snapshot)
     return Timing(
         "our /metrics, 8 targets, vLLM re-exposed (vs not re-exposed)",
         median_ms(runtime.render, repeat),

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from streamobs import __version__
+from streamobs.collectors.registry import COLLECTORS
 from streamobs.config import (
     Config,
     ConfigError,
@@ -245,13 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="overrides web.listen_address (default: the config's, else 127.0.0.1:9464)",
     )
-    run.add_argument(
-        "--collector.gpu",
-        dest="collector_gpu",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="the NVML GPU collector (default on, off in Kubernetes; overrides the config)",
-    )
+    for collector in COLLECTORS:
+        run.add_argument(
+            f"--collector.{collector.name}",
+            dest=f"collector_{collector.name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"{collector.help}; overrides the config",
+        )
     _apply_env(run)
 
     check = _command(commands, "check-config", "validate a configuration file")
@@ -382,8 +384,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def _daemon_config(args: argparse.Namespace) -> tuple[Config, Overrides]:
     if args.config and args.target:
         raise ConfigError("give either --config or --target, not both")
+    chosen = {c.name: getattr(args, f"collector_{c.name}") for c in COLLECTORS}
     overrides = Overrides(
-        listen_address=args.listen_address or None, gpu_enabled=args.collector_gpu
+        listen_address=args.listen_address or None,
+        collectors={name: on for name, on in chosen.items() if on is not None},
     )
     if args.config:
         config = load_config(args.config)

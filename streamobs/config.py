@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from streamobs.collectors.gpu.settings import GpuCollectorConfig
+from streamobs.collectors.vllm.settings import VllmCollectorConfig
 from streamobs.credential_hosts import CredentialHostError, HostPattern, parse_host_pattern
 from streamobs.export.otlp.names import DEFAULT_PROVIDER
 from streamobs.export.otlp.settings import OtlpSettings, OtlpSettingsError
@@ -23,12 +25,12 @@ from streamobs.files import KIB, MIB, FileRefused, read_limited
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,
     DEFAULT_PROMPT,
-    Target,
     TargetError,
     Timeouts,
     parse_target,
 )
-from streamobs.secret import Secret, SecretError, is_credential_header, load_api_key, load_secret
+from streamobs.secret import SecretError, is_credential_header, load_api_key, load_secret
+from streamobs.targets import DEFAULT_BUCKETS, SLO, TargetConfig, latency_buckets
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 MAX_HEADER_VALUE = 8 * KIB
@@ -47,70 +49,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-# Default histogram edges (seconds). SLO thresholds are always added to them.
-DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
-    "ttft": (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 40.0),
-    "tpot": (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
-    "itl": (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5),
-    "e2e": (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0),
-    "headers": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-}
-
 
 class ConfigError(ValueError):
     """One precise, human message about the first problem found."""
-
-
-@dataclass(frozen=True, slots=True)
-class SLO:
-    ttft_seconds: float = 2.0
-    tpot_seconds: float = 0.1
-    objective: float = 0.99
-
-
-@dataclass(frozen=True, slots=True)
-class TargetConfig:
-    name: str
-    target: Target
-    model: str | None  # None: discovered from /v1/models before the first probe
-    prompt: str = DEFAULT_PROMPT
-    max_tokens: int = 64
-    ignore_eos: bool = True
-    interval: float = 15.0
-    jitter: float = 0.0  # seconds; each wait is interval ± a uniform draw of this
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    api_key: Secret | None = None
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    secret_headers: frozenset[str] = frozenset()  # names in headers whose values are secrets
-    accept_encoding: str = DEFAULT_ACCEPT_ENCODING
-    verify_tls: bool = True
-    metrics_url: str | None = None  # the server's own /metrics, for the vLLM collector
-    slo: SLO = field(default_factory=SLO)
-
-    def secrets(self) -> tuple[Secret | str, ...]:
-        """Every credential this target sends, for ``secret.redact``."""
-        values = [v for k, v in self.headers.items() if k in self.secret_headers]
-        return (self.api_key, *values) if self.api_key is not None else tuple(values)
-
-
-@dataclass(frozen=True, slots=True)
-class VllmCollectorConfig:
-    enabled: bool = True
-    timeout: float = 5.0
-    max_bytes: int = 16 * 1024 * 1024
-    reexpose: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class GpuCollectorConfig:
-    enabled: bool = True
-    interval: float = 10.0
-    deadline: float = 3.0  # a hung NVML call is given up after this
-    backoff_max: float = 300.0
-    served_model_match: tuple[str, ...] = ("vllm",)
-    price_per_gpu_hour: float | None = None
-    gpu_count: int = 1
-    efficiency_window: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,16 +92,9 @@ class Config:
         settings = {**self.modules[module].settings, "name": "probe", "url": url}
         return _target(_Section(settings, f"modules.{module}"), self.target_defaults)
 
-    def buckets_for(self, name: str) -> tuple[float, ...]:
-        """Configured edges plus every SLO threshold that applies, so the SLO query
-        ``le="<threshold>"`` always exists."""
-        edges = set(self.buckets[name])
-        for target in self.targets:
-            if name == "ttft":
-                edges.add(target.slo.ttft_seconds)
-            elif name == "tpot":
-                edges.add(target.slo.tpot_seconds)
-        return tuple(sorted(edges))
+    def latency_buckets(self) -> dict[str, tuple[float, ...]]:
+        """Histogram edges per latency histogram, SLO thresholds included."""
+        return latency_buckets(self.buckets, self.targets)
 
 
 def parse_duration(
@@ -671,7 +605,8 @@ class Overrides:
     """Command-line settings: they win over the file at start and on every reload."""
 
     listen_address: str | None = None
-    gpu_enabled: bool | None = None
+    # --collector.NAME / --no-collector.NAME, by collector name.
+    collectors: Mapping[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.listen_address is not None:
@@ -680,8 +615,9 @@ class Overrides:
     def apply(self, config: Config) -> Config:
         if self.listen_address is not None:
             config = replace(config, listen_address=self.listen_address)
-        if self.gpu_enabled is not None:
-            config = replace(config, gpu=replace(config.gpu, enabled=self.gpu_enabled))
+        for name, enabled in self.collectors.items():
+            section = getattr(config, name)
+            config = replace(config, **{name: replace(section, enabled=enabled)})
         return config
 
 

@@ -1,16 +1,19 @@
 """``streamobs run``: scheduled probes, /metrics, health, status page, /probe and reload.
 
-Everything built from one config lives in a ``Runtime``; a reload builds a new one and
-swaps it in, so a bad config never disturbs the running one.
+One ``Runtime`` and one registry live as long as the process. A reload parses the new
+config apart (a bad one never disturbs the running one) and then hands it to
+``Runtime.configure()``: unchanged targets keep their series, schedule and history, removed
+targets' series go, and collectors are updated in place or rebuilt when they cannot be.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import FrameType
 from urllib.parse import urlsplit
@@ -24,15 +27,16 @@ from prometheus_client import (
     generate_latest,
 )
 
-from streamobs.collectors.gpu.export import GpuCollector
+from streamobs import __version__
 from streamobs.collectors.gpu.sampler import GpuSampler
-from streamobs.collectors.health import CollectorHealth, Health, HealthSource
-from streamobs.collectors.vllm.export import VllmCollector
-from streamobs.collectors.vllm.poller import VllmPoller
+from streamobs.collectors.guard import Collector, GuardedCollectors
+from streamobs.collectors.registry import COLLECTORS, CollectorContext
+from streamobs.collectors.vllm.poller import ScrapeTarget, VllmPoller
 from streamobs.collectors.vllm.scrape import VllmSnapshot
-from streamobs.config import Config, ConfigError, Overrides, TargetConfig, load_config
+from streamobs.config import Config, ConfigError, Overrides, load_config, running_in_kubernetes
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
-from streamobs.export.otlp.exporter import OtlpExporter
+from streamobs.export.otlp.exporter import OtlpExporter, enabled_signals
+from streamobs.export.otlp.health import OtlpSelfMetrics
 from streamobs.export.otlp.settings import OtlpSettingsError
 from streamobs.export.prometheus.model_labels import ModelLabels, model_label
 from streamobs.export.prometheus.probe import ProbeMetrics
@@ -44,6 +48,7 @@ from streamobs.probe.result import ProbeResult
 from streamobs.probe.spec import ProbeSpec
 from streamobs.scheduler import Scheduler
 from streamobs.status import StatusBoard
+from streamobs.targets import TargetConfig
 from streamobs.web.server import Reply, WebServer
 from streamobs.web.status_page import render_status_page
 from streamobs.web.webconfig import load_web_config
@@ -55,68 +60,150 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 Probe = Callable[[ProbeSpec], ProbeResult]
 
 
-class Runtime:
-    """Registry, probe series, status board, scheduler and collectors for one config."""
+def scrape_targets(config: Config) -> tuple[ScrapeTarget, ...]:
+    return tuple(
+        ScrapeTarget(t.name, t.metrics_url, t.interval) for t in config.targets if t.metrics_url
+    )
 
-    def __init__(self, config: Config, probe: Probe, discover: Callable[..., str]) -> None:
-        self.config = config
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.metrics = ProbeMetrics(self.registry, config)
-        self.model_labels = ModelLabels(self.registry, config.targets, config.max_models_per_target)
-        self.status = StatusBoard(config)
+
+class Runtime:
+    """Registry, probe series, status board, scheduler and collectors: built once, then
+    reconfigured by every (re)loaded config."""
+
+    def __init__(
+        self,
+        config: Config,
+        probe: Probe,
+        discover: Callable[..., str],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._probe = probe
+        self._discover = discover
+        self._lock = threading.Lock()
+        self.metrics = ProbeMetrics(self.registry)
+        self.model_labels = ModelLabels(self.registry)
+        self.status = StatusBoard()
         self.overhead = OverheadTracker()
-        self.scheduler = Scheduler(
-            config.targets, config.max_concurrency, self._on_result, probe, discover
+        self.collectors = GuardedCollectors()
+        self.registry.register(self.collectors)
+        self.registry.register(self.overhead)
+        self.efficiency = _efficiency_tracker(config)
+        self.registry.register(EfficiencyCollector(lambda: self.efficiency.latest()))
+        self._running: dict[str, Collector] = {}
+        self._otlp_metrics: OtlpSelfMetrics | None = None
+        self._otlp_key: object = None
+        self._targets: dict[str, TargetConfig] = {}
+        self._efficiency_target: str | None = None
+        self._started = False
+        self.scheduler = Scheduler((), config.max_concurrency, self._on_result, probe, discover)
+        self.config = config
+        self.otlp: OtlpExporter | None = None
+        self.configure(config, self.prepare(config))  # a bad OTLP setting raises here
+
+    # -- configuration ---------------------------------------------------------------
+    def prepare(self, config: Config) -> OtlpExporter:
+        """The part of a reload that can fail, done before anything changes: the OTLP
+        exporter the new config needs (the running one when its settings are unchanged)."""
+        return self._otlp_for(config)
+
+    def configure(self, config: Config, otlp: OtlpExporter) -> None:
+        """Take a (re)loaded config (``otlp`` from ``prepare``): nothing here can fail."""
+        with self._lock:
+            targets = config.targets
+            self._targets = {t.name: t for t in targets}
+            self.metrics.configure(targets, config.latency_buckets())
+            self.model_labels.configure(targets, config.max_models_per_target)
+            self.status.configure(targets)
+            self.overhead.keep(self._targets)
+            if _efficiency_settings(config) != _efficiency_settings(self.config):
+                self.efficiency = _efficiency_tracker(config)
+            self._efficiency_target = _efficiency_target(config)
+            self.config = config
+            self._configure_collectors(config)
+            old_otlp, self.otlp = self.otlp, otlp
+            if otlp is not old_otlp:
+                self._observe(otlp)
+                if old_otlp is not None:
+                    threading.Thread(target=old_otlp.shutdown, args=(5.0,), daemon=True).start()
+            self.scheduler.update(targets, config.max_concurrency)
+
+    def _otlp_for(self, config: Config) -> OtlpExporter:
+        buckets = config.latency_buckets()
+        # Its SLO gauges, histogram views and observed sources are fixed when it is built.
+        key = (
+            config.otlp,
+            config.targets,
+            tuple(sorted(buckets.items())),
+            tuple(collector_enabled(config, entry.name) for entry in COLLECTORS),
         )
-        health: list[HealthSource] = []
-        self.vllm: VllmPoller | None = None
-        if config.vllm.enabled:
-            self.vllm = VllmPoller(config.targets, config.vllm, self._on_vllm_snapshot)
-            # Normalised series here; vLLM's own families are appended as pre-rendered
-            # text by render() when re-exposure is on.
-            self.registry.register(
-                VllmCollector(self.vllm.latest, targets=self.vllm.target_names, health=False)
-            )
-            self.registry.register(self.overhead)
-            health.append(self._vllm_health)
-        self.gpu: GpuSampler | None = None
-        gpu = config.gpu
-        if gpu.enabled:
-            self.gpu = GpuSampler(
-                interval=gpu.interval,
-                deadline=gpu.deadline,
-                backoff_max=gpu.backoff_max,
-                served_model_match=gpu.served_model_match,
-            )
-            self.registry.register(GpuCollector(self.gpu.latest, health=False))
-            health.append(self._gpu_health)
-        self.efficiency = EfficiencyTracker(
-            window_seconds=gpu.efficiency_window,
-            price_per_gpu_hour=gpu.price_per_gpu_hour,
-            gpu_count=gpu.gpu_count,
-        )
-        self.registry.register(EfficiencyCollector(self.efficiency.latest))
-        self.registry.register(CollectorHealth(health))
-        self._efficiency_target = _efficiency_target(config)
-        # OTLP carries the same results and snapshots; it never measures on its own.
+        if self.otlp is not None and key == self._otlp_key:
+            return self.otlp
+        signals = enabled_signals(config.otlp) if _otlp_valid(config) else []
+        if signals and self._otlp_metrics is None:
+            # Counted across exporters: one set for the life of the process.
+            self._otlp_metrics = OtlpSelfMetrics(self.registry, signals)
         try:
-            self.otlp = OtlpExporter(config.otlp, config, self.registry)
+            exporter = OtlpExporter(
+                config.otlp, config.targets, buckets, self_metrics=self._otlp_metrics
+            )
         except OtlpSettingsError as exc:
             raise ConfigError(f"otlp: {exc}") from None
-        if self.vllm is not None:
-            self.otlp.observe_vllm(self.vllm.latest, self.vllm.target_names)
-            self.otlp.observe_overhead(self.overhead)
-        if self.gpu is not None:
-            self.otlp.observe_gpu(self.gpu.latest)
+        self._otlp_key = key
+        return exporter
 
+    def _observe(self, otlp: OtlpExporter) -> None:
+        # OTLP carries the same results and snapshots; it never measures on its own.
+        vllm = self.vllm
+        if vllm is not None:
+            otlp.observe_vllm(vllm.latest, vllm.target_names)
+            otlp.observe_overhead(self.overhead)
+        gpu = self.gpu
+        if gpu is not None:
+            otlp.observe_gpu(gpu.latest)
+
+    def _configure_collectors(self, config: Config) -> None:
+        context = CollectorContext(
+            scrape_targets(config), config.vllm, config.gpu, self._on_vllm_snapshot
+        )
+        for entry in COLLECTORS:
+            enabled = collector_enabled(config, entry.name)
+            running = self._running.get(entry.name)
+            if running is not None and (not enabled or not entry.update(running, context)):
+                del self._running[entry.name]
+                threading.Thread(target=running.stop, args=(5.0,), daemon=True).start()
+                running = None
+            if enabled and running is None:
+                running = entry.build(context)
+                self._running[entry.name] = running
+                if self._started:
+                    running.start()
+        self.collectors.set([self._running[e.name] for e in COLLECTORS if e.name in self._running])
+
+    @property
+    def vllm(self) -> VllmPoller | None:
+        running = self._running.get("vllm")
+        return running if isinstance(running, VllmPoller) else None
+
+    @property
+    def gpu(self) -> GpuSampler | None:
+        running = self._running.get("gpu")
+        return running if isinstance(running, GpuSampler) else None
+
+    def collector_states(self) -> dict[str, bool]:
+        return {entry.name: entry.name in self._running for entry in COLLECTORS}
+
+    # -- results ---------------------------------------------------------------------
     def render(self) -> bytes:
-        """This runtime's series in the text exposition format."""
-        text = generate_latest(self.registry)
-        if self.vllm is not None and self.config.vllm.reexpose:
-            text += self.vllm.reexposed_text()
-        return text
+        """The registry's series in the text exposition format, vLLM's own families after."""
+        vllm = self.vllm
+        # Re-exposed text first: a failure to render it is reported by the guard below.
+        reexposed = vllm.reexposed_text() if vllm is not None else b""
+        return generate_latest(self.registry) + reexposed
 
     def _on_result(self, target: TargetConfig, result: ProbeResult) -> None:
+        if self._targets.get(target.name) != target:
+            return  # finished after its target left or changed in the config
         # Model names may come from the server: bounded before they become labels.
         response_model = result.response_model
         result = replace(
@@ -127,45 +214,75 @@ class Runtime:
         self.metrics.record(target.name, result)
         self.status.record(target, result)
         self.overhead.record_probe(target, result)
-        self.otlp.record_probe(target, result)
+        if self.otlp is not None:
+            self.otlp.record_probe(target, result)
 
-    def _on_vllm_snapshot(self, target: TargetConfig, snapshot: VllmSnapshot) -> None:
+    def _on_vllm_snapshot(self, target: str, snapshot: VllmSnapshot) -> None:
         self.overhead.record_snapshot(target, snapshot)
-        if target.name == self._efficiency_target:
-            gpu = self.gpu.latest() if self.gpu is not None else None
-            self.efficiency.observe(counter_sample(snapshot, gpu, model=target.model))
+        if target == self._efficiency_target:
+            gpu = self.gpu
+            configured = self._targets.get(target)
+            model = configured.model if configured is not None else None
+            self.efficiency.observe(
+                counter_sample(snapshot, gpu.latest() if gpu is not None else None, model=model)
+            )
 
-    def _vllm_health(self) -> list[Health]:
-        assert self.vllm is not None
-        latest = self.vllm.latest()
-        out = []
-        for name in self.vllm.target_names:
-            snapshot = latest.get(name)  # None: not scraped yet
-            up = snapshot is not None and snapshot.up
-            seconds = snapshot.duration_seconds if snapshot is not None else 0.0
-            out.append(Health("vllm", name, up, seconds))
-        return out
-
-    def _gpu_health(self) -> list[Health]:
-        assert self.gpu is not None
-        snapshot = self.gpu.latest()
-        return [Health("gpu", "", snapshot.up, snapshot.duration_seconds)]
-
+    # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        self.scheduler.start()
-        if self.vllm is not None:
-            self.vllm.start()
-        if self.gpu is not None:
-            self.gpu.start()
+        with self._lock:
+            self._started = True
+            self.scheduler.start()
+            for collector in self._running.values():
+                collector.start()
 
     def stop(self, grace: float) -> bool:
-        if self.vllm is not None:
-            self.vllm.stop()
-        if self.gpu is not None:
-            self.gpu.stop()
-        clean = self.scheduler.stop(grace)
-        self.otlp.shutdown(min(grace, 5.0))
-        return clean
+        """Everything stops at once, in parallel, within ``grace`` seconds in total."""
+        deadline = time.monotonic() + grace
+        clean = [True]
+
+        def scheduler() -> None:
+            clean[0] = self.scheduler.stop(grace)
+
+        stops: list[Callable[[], object]] = [
+            scheduler,
+            *(lambda c=c: c.stop(grace) for c in self._running.values()),
+        ]
+        otlp = self.otlp
+        if otlp is not None:
+            stops.append(lambda: otlp.shutdown(min(grace, 5.0)))
+        threads = [threading.Thread(target=fn, daemon=True) for fn in stops]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return clean[0] and not any(thread.is_alive() for thread in threads)
+
+
+def collector_enabled(config: Config, name: str) -> bool:
+    settings = getattr(config, name)
+    return bool(settings.enabled)
+
+
+def _otlp_valid(config: Config) -> bool:
+    try:
+        enabled_signals(config.otlp)
+    except OtlpSettingsError:
+        return False
+    return True
+
+
+def _efficiency_settings(config: Config) -> tuple[object, ...]:
+    gpu = config.gpu
+    return (gpu.efficiency_window, gpu.price_per_gpu_hour, gpu.gpu_count)
+
+
+def _efficiency_tracker(config: Config) -> EfficiencyTracker:
+    gpu = config.gpu
+    return EfficiencyTracker(
+        window_seconds=gpu.efficiency_window,
+        price_per_gpu_hour=gpu.price_per_gpu_hour,
+        gpu_count=gpu.gpu_count,
+    )
 
 
 def _efficiency_target(config: Config) -> str | None:
@@ -210,19 +327,19 @@ class Daemon:
         self.config_path = config_path
         # Applied again to every reloaded file: flags keep winning over the file.
         self.overrides = overrides or Overrides()
-        self._probe = probe
-        self._discover = discover
         self._lock = threading.Lock()
-        self.registry = CollectorRegistry()
+        # The one registry, for the life of the process.
+        self.registry = CollectorRegistry(auto_describe=True)
         # streamobs' own footprint, beside what it measures.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._reload = ReloadGauges(self.registry)
         # /probe has its own slots, apart from the scheduled probes' (see ondemand.py).
         self.on_demand = OnDemandProbes(probe, discover, self.registry, config.max_concurrency)
-        self.runtime = Runtime(config, probe, discover)
+        self.runtime = Runtime(config, probe, discover, self.registry)
         self._set_reload_state(True)
-        self.web = WebServer(config.listen_address, self, load_web_config(config.web_config_file))
+        self.web_config = load_web_config(config.web_config_file)
+        self.web = WebServer(config.listen_address, self, self.web_config)
         self._stopped = threading.Event()
         self._started = False
 
@@ -231,12 +348,34 @@ class Daemon:
         self.web.start()
         self.runtime.start()
         self._started = True
-        log.info(
-            "listening on %s, probing %d target(s)", self.web.port, len(self.runtime.config.targets)
+        log.info("%s", self.start_line())
+
+    def start_line(self) -> str:
+        """What an operator checks first: version, where it listens, what it watches."""
+        config = self.runtime.config
+        host = config.listen_address.rsplit(":", 1)[0]
+        scheme = "https" if self.web_config.tls is not None else "http"
+        auth = "basic auth on" if self.web_config.auth is not None else "no auth"
+        collectors = ", ".join(
+            f"{name} on" if on else f"{name} off ({self._off_reason(name)})"
+            for name, on in self.runtime.collector_states().items()
+        )
+        return (
+            f"streamobs {__version__} listening on {scheme}://{host}:{self.web.port} ({auth}); "
+            f"probing {len(config.targets)} target(s): {_names(config.targets)}; "
+            f"collectors: {collectors}"
         )
 
+    def _off_reason(self, name: str) -> str:
+        if self.overrides.collectors.get(name) is False:
+            return f"--no-collector.{name}"
+        if name == "gpu" and running_in_kubernetes():
+            return "off by default in Kubernetes; --collector.gpu turns it on"
+        return f"{name}.enabled is false"
+
     def stop(self) -> bool:
-        """Stop probing (waiting up to the grace period) and close the listener."""
+        """Stop probing and collecting (all at once, within the grace period) and close
+        the listener."""
         grace = self.runtime.config.shutdown_grace
         clean = self.runtime.stop(grace)
         if not clean:
@@ -246,9 +385,13 @@ class Daemon:
         return clean
 
     def run_until_signalled(self) -> int:
-        """Serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads; a second SIGTERM/SIGINT during the
+        shutdown exits at once. Returns the exit code."""
 
         def on_stop(signum: int, frame: FrameType | None) -> None:
+            if self._stopped.is_set():
+                log.warning("second signal: exiting now")
+                os._exit(128 + signum)
             self._stopped.set()
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
@@ -274,22 +417,19 @@ class Daemon:
                     raise ConfigError("web.listen_address cannot change on reload; restart")
                 if config.web_config_file != self.runtime.config.web_config_file:
                     raise ConfigError("web.config_file cannot change on reload; restart")
-                new = Runtime(config, self._probe, self._discover)
+                otlp = self.runtime.prepare(config)
             except ConfigError as exc:
                 self._set_reload_state(False)
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 return False, str(exc)
-            old = self.runtime
-            self.runtime = new
+            self.runtime.configure(config, otlp)
             self.on_demand.resize(config.max_concurrency)
-            if self._started:
-                new.start()
-            # The old probes finish in the background; their results go nowhere visible.
-            threading.Thread(
-                target=old.stop, args=(old.config.shutdown_grace,), daemon=True
-            ).start()
             self._set_reload_state(True)
-            log.info("configuration reloaded: %d target(s)", len(config.targets))
+            log.info(
+                "configuration reloaded: %d target(s): %s",
+                len(config.targets),
+                _names(config.targets),
+            )
             return True, "reloaded"
 
     def _set_reload_state(self, ok: bool) -> None:
@@ -300,8 +440,7 @@ class Daemon:
     def metrics(self) -> Reply:
         # Always the classic text format: prometheus_client's OpenMetrics output rewrites the
         # colons in re-exposed vLLM names (vllm:x -> vllm_x), and every scraper reads text.
-        # The daemon's own series and the current runtime's have no family in common.
-        body = generate_latest(self.registry) + self.runtime.render()
+        body = self.runtime.render()
         return Reply(200, body, CONTENT_TYPE_LATEST)
 
     def ready(self) -> Reply:
@@ -319,3 +458,8 @@ class Daemon:
 
     def probe(self, query: dict[str, list[str]], scrape_timeout: float | None) -> Reply:
         return self.on_demand.handle(self.runtime.config, query, scrape_timeout)
+
+
+def _names(targets: Sequence[TargetConfig], most: int = 10) -> str:
+    shown = ", ".join(t.name for t in targets[:most])
+    return shown + (f" and {len(targets) - most} more" if len(targets) > most else "")

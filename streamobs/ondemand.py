@@ -26,13 +26,14 @@ from dataclasses import dataclass, replace
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import choose_encoder, generate_latest
 
-from streamobs.config import Config, ConfigError, TargetConfig
+from streamobs.config import Config, ConfigError
 from streamobs.credential_hosts import host_allowed
 from streamobs.export.prometheus.blackbox import probe_registry
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec, Timeouts
 from streamobs.report import redact_result
 from streamobs.scheduler import ModelResolver, build_spec
+from streamobs.targets import TargetConfig
 from streamobs.web.server import Reply
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from streamobs.collectors.vllm.scrape import VllmSnapshot, server_view
-from streamobs.config import TargetConfig
 from streamobs.probe.result import ProbeResult
+from streamobs.targets import TargetConfig
 
 METRIC = "streamobs_probe_ttft_overhead_seconds"
 
@@ -48,11 +48,18 @@ class OverheadTracker:
             window.client_count += 1
             window.model = result.model
 
-    def record_snapshot(self, target: TargetConfig, snapshot: VllmSnapshot) -> None:
+    def keep(self, targets: Iterable[str]) -> None:
+        """Forget every target but ``targets`` (after a reload)."""
+        kept = set(targets)
+        with self._lock:
+            self._windows = {k: v for k, v in self._windows.items() if k in kept}
+            self._latest = {k: v for k, v in self._latest.items() if k[0] in kept}
+
+    def record_snapshot(self, target: str, snapshot: VllmSnapshot) -> None:
         if not snapshot.up:
             return
         with self._lock:
-            window = self._windows.setdefault(target.name, _Window())
+            window = self._windows.setdefault(target, _Window())
             ttft = server_view(snapshot, window.model).time_to_first_token
             if ttft is None and window.model is not None:
                 ttft = server_view(snapshot).time_to_first_token  # model named differently
@@ -70,7 +77,7 @@ class OverheadTracker:
                 return
             server_mean = (ttft.sum - start_sum) / served
             client_mean = window.client_sum / window.client_count
-            self._latest[(target.name, window.model or "")] = client_mean - server_mean
+            self._latest[(target, window.model or "")] = client_mean - server_mean
             window.client_sum, window.client_count = 0.0, 0
 
     def collect(self) -> Iterable[Metric]:

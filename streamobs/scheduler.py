@@ -1,7 +1,8 @@
 """Probe every target on its interval: never overlapping itself, bounded overall.
 
 One thread per target keeps the schedule simple and makes "never overlapping itself" true
-by construction; a semaphore bounds how many probes run at once across targets.
+by construction; shared slots bound how many probes run at once across targets. A reload
+updates the schedule in place, so unchanged targets are never interrupted.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from streamobs.config import TargetConfig
 from streamobs.probe.models import ModelDiscoveryError, discover_model
 from streamobs.probe.prober import run_probe
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
 from streamobs.report import redact_result
 from streamobs.secret import redact
+from streamobs.targets import TargetConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,48 @@ class ModelResolver:
             self._model = None  # redeployed with another model? ask again next time
 
 
+class Slots:
+    """At most ``size`` probes at once; the size can change while probes run."""
+
+    def __init__(self, size: int) -> None:
+        self._cond = threading.Condition()
+        self._size = size
+        self._used = 0
+
+    def resize(self, size: int) -> None:
+        with self._cond:
+            self._size = size
+            self._cond.notify_all()
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Wait for a slot; False (no slot taken) once ``stop`` is set."""
+        with self._cond:
+            while self._used >= self._size:
+                if stop.is_set():
+                    return False
+                self._cond.wait(0.2)
+            if stop.is_set():
+                return False
+            self._used += 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._used -= 1
+            self._cond.notify()
+
+
+class _Loop:
+    """One target's schedule on its own thread, stopped on its own."""
+
+    def __init__(self, target: TargetConfig, run: Callable[[TargetConfig, threading.Event], None]):
+        self.target = target
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=run, args=(target, self.stop), name=f"probe-{target.name}", daemon=True
+        )
+
+
 class Scheduler:
     def __init__(
         self,
@@ -86,40 +129,65 @@ class Scheduler:
         rng: random.Random | None = None,
     ) -> None:
         self._targets = tuple(targets)
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._slots = Slots(max_concurrency)
         self._on_result = on_result
         self._probe = probe
         self._discover = discover
         self._rng = rng or random.Random()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._loops: dict[str, _Loop] = {}
+        self._retired: list[_Loop] = []  # stopped, maybe still finishing a probe
+        self._started = False
 
     def start(self) -> None:
-        for target in self._targets:
-            thread = threading.Thread(
-                target=self._loop, args=(target,), name=f"probe-{target.name}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+        with self._lock:
+            self._started = True
+            for target in self._targets:
+                self._begin(target)
+
+    def update(self, targets: Sequence[TargetConfig], max_concurrency: int) -> None:
+        """Take a reloaded target list: an unchanged target keeps its schedule (and its
+        probe in flight), a changed one starts over, a removed one stops."""
+        self._slots.resize(max_concurrency)
+        with self._lock:
+            self._targets = tuple(targets)
+            wanted = {t.name: t for t in targets}
+            for name, loop in list(self._loops.items()):
+                if wanted.get(name) != loop.target:
+                    loop.stop.set()
+                    self._retired.append(self._loops.pop(name))
+            self._retired = [loop for loop in self._retired if loop.thread.is_alive()]
+            if self._started:
+                for target in targets:
+                    if target.name not in self._loops:
+                        self._begin(target)
+
+    def _begin(self, target: TargetConfig) -> None:
+        loop = _Loop(target, self._loop)
+        self._loops[target.name] = loop
+        loop.thread.start()
 
     def stop(self, grace: float) -> bool:
         """No new probes; wait up to ``grace`` s for running ones. True if all finished."""
-        self._stop.set()
+        with self._lock:
+            loops = [*self._loops.values(), *self._retired]
+        for loop in loops:
+            loop.stop.set()
         deadline = time.monotonic() + grace
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        for loop in loops:
+            loop.thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(loop.thread.is_alive() for loop in loops)
 
     def _next_wait(self, target: TargetConfig) -> float:
         return target.interval + self._rng.uniform(-target.jitter, target.jitter)
 
-    def _loop(self, target: TargetConfig) -> None:
+    def _loop(self, target: TargetConfig, stop: threading.Event) -> None:
         resolver = ModelResolver(target, self._discover)
         # Spread the first probes of many targets instead of firing them all at once.
         delay = self._rng.uniform(0, min(target.interval, 1.0)) * 0.1
         next_due = time.monotonic() + delay
-        while not self._stop.wait(max(0.0, next_due - time.monotonic())):
-            if not self._acquire_slot():
+        while not stop.wait(max(0.0, next_due - time.monotonic())):
+            if not self._slots.acquire(stop):
                 return
             started = time.monotonic()
             try:
@@ -130,21 +198,13 @@ class Scheduler:
             else:
                 resolver.after(result)
                 # Server text in the result is redacted once, before anything shows it.
-                self._deliver(target, redact_result(result, target.secrets()))
+                if not stop.is_set():  # a removed target's last probe counts nowhere
+                    self._deliver(target, redact_result(result, target.secrets()))
             finally:
                 self._slots.release()
             # Fixed rate from the start of the probe; a probe longer than the interval
             # delays the next one rather than overlapping it.
             next_due = max(started + self._next_wait(target), time.monotonic())
-
-    def _acquire_slot(self) -> bool:
-        while not self._slots.acquire(timeout=0.2):
-            if self._stop.is_set():
-                return False
-        if self._stop.is_set():
-            self._slots.release()
-            return False
-        return True
 
     def _deliver(self, target: TargetConfig, result: ProbeResult) -> None:
         try:

@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from streamobs.config import Config, TargetConfig
 from streamobs.probe.result import ProbeResult
+from streamobs.targets import TargetConfig
 
 RECENT = 20
 
@@ -36,20 +36,28 @@ class TargetStatus:
 
 
 class StatusBoard:
-    def __init__(self, config: Config) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._targets = {t.name: t for t in config.targets}
-        self._recent: dict[str, deque[ProbeResult]] = {
-            name: deque(maxlen=RECENT) for name in self._targets
-        }
+        self._targets: dict[str, TargetConfig] = {}
+        self._recent: dict[str, deque[ProbeResult]] = {}
         self._last_error: dict[str, ProbeResult] = {}
+
+    def configure(self, targets: Sequence[TargetConfig]) -> None:
+        """Targets of a (re)loaded config; a kept target keeps its history."""
+        with self._lock:
+            self._targets = {t.name: t for t in targets}
+            self._recent = {n: self._recent.get(n, deque(maxlen=RECENT)) for n in self._targets}
+            self._last_error = {n: r for n, r in self._last_error.items() if n in self._targets}
 
     def record(self, target: TargetConfig, result: ProbeResult) -> None:
         # A summary, not the whole record: per-token arrivals (up to max_events of them)
         # are what the page never shows and what made 20 results per target costly.
         result = replace(result, token_arrivals_ns=())
         with self._lock:
-            self._recent[target.name].appendleft(result)
+            recent = self._recent.get(target.name)
+            if recent is None:
+                return  # the target left the config while this probe ran
+            recent.appendleft(result)
             if not result.ok:
                 self._last_error[target.name] = result
 

@@ -137,7 +137,7 @@ def test_no_library_with_the_real_pynvml(
     assert not snapshot.up
     assert snapshot.error == "nvmlInit: NVMLError_LibraryNotFound"
     text = render(sampler)
-    assert 'streamobs_collector_up{collector="gpu"} 0.0' in text
+    assert 'streamobs_collector_up{collector="gpu",target=""} 0.0' in text
     assert "streamobs_gpu_utilization_ratio{" not in text
     assert len(gpu_records(caplog, logging.DEBUG)) == 1
 
@@ -282,7 +282,7 @@ def test_unknown_error_then_recovery_with_backoff(
     assert not snapshot.up and snapshot.devices == ()
     assert snapshot.error == "nvmlDeviceGetUtilizationRates on GPU 0: NVMLError_Unknown"
     text = render(sampler)
-    assert 'streamobs_collector_up{collector="gpu"} 0.0' in text
+    assert 'streamobs_collector_up{collector="gpu",target=""} 0.0' in text
     assert "streamobs_gpu_memory_used_bytes{" not in text  # no stale values while down
 
     init_at = []
@@ -351,7 +351,7 @@ def test_a_hung_call_hits_the_deadline_and_the_scrape_stays_prompt(clock: FakeCl
         started = time.monotonic()
         text = render(sampler)
         assert time.monotonic() - started < 0.5
-        assert 'streamobs_collector_up{collector="gpu"} 0.0' in text
+        assert 'streamobs_collector_up{collector="gpu",target=""} 0.0' in text
 
         # Still stuck when the retry is due: no second call into the driver.
         calls = len(fake.calls)
@@ -407,7 +407,7 @@ def test_a_hung_init_does_not_block_the_scrape() -> None:
         started = time.monotonic()
         text = render(sampler)
         assert time.monotonic() - started < 0.5
-        assert 'streamobs_collector_up{collector="gpu"} 0.0' in text
+        assert 'streamobs_collector_up{collector="gpu",target=""} 0.0' in text
         _wait_for(lambda: "stuck in nvmlInit" in (sampler.latest().error or ""))
     finally:
         hang.release.set()
@@ -465,9 +465,6 @@ def test_describe_does_not_read_the_snapshot() -> None:
     described = {m.name for m in GpuCollector(untouchable).describe()}
     assert "streamobs_gpu_energy_joules" in described  # counters without _total
     assert "streamobs_collector_up" in described
-    assert "streamobs_collector_up" not in {
-        m.name for m in GpuCollector(untouchable, health=False).describe()
-    }
 
 
 def test_names_table() -> None:

@@ -53,8 +53,8 @@ def test_good_config_loads(tmp_path: Path) -> None:
     assert gw.target.endpoint == "completions" and gw.interval == 90.0
     assert gw.metrics_url is None and gw.model is None and dict(gw.headers) == {"X-Tenant": "ops"}
     # SLO thresholds are always bucket edges.
-    assert config.buckets_for("ttft") == (0.1, 1.0, 1.5, 2.0, 5.0)
-    assert 0.1 in config.buckets_for("tpot")
+    assert config.latency_buckets()["ttft"] == (0.1, 1.0, 1.5, 2.0, 5.0)
+    assert 0.1 in config.latency_buckets()["tpot"]
     assert config.module_target("short", "http://h:1").max_tokens == 4
     assert config.modules["short"].credential_hosts == ()
 

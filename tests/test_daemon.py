@@ -321,7 +321,7 @@ def test_reload_applies_the_command_line_overrides_again(
 
     path = tmp_path / "c.yml"
     path.write_text(yaml.safe_dump({**config_for(simulator.url), "collectors": {"gpu": {}}}))
-    overrides = Overrides(listen_address="127.0.0.1:0", gpu_enabled=False)
+    overrides = Overrides(listen_address="127.0.0.1:0", collectors={"gpu": False})
     d = Daemon(overrides.apply(load_config(path)), config_path=str(path), overrides=overrides)
     d.start()
     try:

@@ -99,7 +99,7 @@ def render() -> str:
         duration_seconds=0.0125,
         scraped_at=1_795_635_800.0,
     )
-    runtime.vllm.accept(target, snapshot)
+    runtime.vllm.accept(target.name, snapshot)
     for scripted in SCRIPTED:
         runtime.metrics.record(target.name, scripted)
     return runtime.render().decode()

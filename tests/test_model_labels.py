@@ -57,13 +57,17 @@ def _overflow(registry: CollectorRegistry, target: str) -> float | None:
 
 def test_a_target_has_at_most_max_models_labels_and_the_excess_is_counted() -> None:
     registry = CollectorRegistry()
-    labels = ModelLabels(registry, [_target("a", "configured")], max_models=3)  # type: ignore[list-item]
+    labels = ModelLabels(registry)
+    labels.configure([_target("a", "configured")], max_models=3)  # type: ignore[list-item]
     got = [labels.label("a", f"m{i}") for i in range(10)]
     assert got == ["m0", "m1"] + [OVERFLOW] * 8  # the configured model counts first
     assert labels.label("a", "configured") == "configured" and labels.label("a", "m1") == "m1"
     assert _overflow(registry, "a") == 8
     assert labels.label("b", "x") == "x"  # per target
     assert _overflow(registry, "b") is None  # not configured and never over: no series
+    labels.configure([_target("b", None)], max_models=3)  # type: ignore[list-item]
+    assert _overflow(registry, "a") is None  # a reload without "a": its series are gone
+    assert _overflow(registry, "b") == 0
 
 
 def test_a_server_naming_a_new_huge_model_every_time_cannot_grow_the_series() -> None:

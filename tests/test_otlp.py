@@ -31,7 +31,7 @@ from streamobs.collectors.gpu.export import GpuCollector
 from streamobs.collectors.gpu.names import MEMORY_TOTAL, MEMORY_USED
 from streamobs.collectors.gpu.sampler import GpuSampler
 from streamobs.collectors.vllm import snapshot_from_text
-from streamobs.config import Config, TargetConfig, parse_config
+from streamobs.config import Config, parse_config
 from streamobs.export.otlp import names
 from streamobs.export.otlp.exporter import OtlpExporter, OtlpSettings, histogram_boundaries
 from streamobs.export.otlp.gpu import GPU_NAMES
@@ -39,6 +39,7 @@ from streamobs.export.otlp.settings import OtlpSettingsError, build_resource
 from streamobs.export.prometheus.probe import FAILURE_OUTCOMES, ProbeMetrics
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.result import Delivery, Outcome, ProbeResult
+from streamobs.targets import TargetConfig
 from tests.fake_nvml import FakeNvml, h100, rtx3050
 from tests.fixtures import FIXTURES
 from tests.otlp_receiver import (
@@ -231,7 +232,7 @@ def exporter_for(
         timeout=overrides.pop("timeout", 5.0),
         **overrides,
     )
-    return OtlpExporter(settings, config, registry), registry
+    return OtlpExporter(settings, config.targets, config.latency_buckets(), registry), registry
 
 
 @pytest.fixture(params=PROTOCOLS)
@@ -243,7 +244,8 @@ def exported(
     with receiver(protocol) as (endpoint, received):
         exporter, _ = exporter_for(endpoint, protocol, traces=True)
         prometheus = CollectorRegistry()
-        metrics = ProbeMetrics(prometheus, CONFIG)
+        metrics = ProbeMetrics(prometheus)
+        metrics.configure(CONFIG.targets, CONFIG.latency_buckets())
         for target, scripted in SCRIPTED:
             metrics.record(target.name, scripted)
             exporter.record_probe(target, scripted)
@@ -271,7 +273,7 @@ def assert_histogram_matches(
     total = prom(registry, prom_name + "_sum", target)
     assert sum(p.point.count for p in points) == count
     assert math.isclose(sum(p.point.sum for p in points), total, abs_tol=1e-9)
-    edges = set(CONFIG.buckets_for(kind))
+    edges = set(CONFIG.latency_buckets()[kind])
     for point in points:
         bounds = list(point.point.explicit_bounds)
         cumulative = 0
@@ -288,7 +290,7 @@ def test_metrics_match_prometheus(exported: tuple[str, Received, CollectorRegist
     resource, found = decode(received.metrics[-1])
     assert resource["service.name"] == "streamobs"
     assert resource["service.version"]
-    boundaries = histogram_boundaries(CONFIG)
+    boundaries = histogram_boundaries(CONFIG.targets, CONFIG.latency_buckets())
     for target in CONFIG.targets:
         ok = {**of(target), "error__type": None}
         pairs = (
@@ -437,7 +439,7 @@ def test_otel_variables_configure_the_sdk(clean_env: None, monkeypatch: pytest.M
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
         monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
         monkeypatch.setenv("OTEL_SERVICE_NAME", "probe-fleet")
-        exporter = OtlpExporter(OtlpSettings(), CONFIG)
+        exporter = OtlpExporter(OtlpSettings(), CONFIG.targets, CONFIG.latency_buckets())
         try:
             assert exporter.signals == ("metrics",)
             exporter.record_probe(*SCRIPTED[0])
@@ -475,7 +477,7 @@ def test_settings_win_over_variables(clean_env: None, monkeypatch: pytest.Monkey
 
 def test_disabled_without_settings_or_variables(clean_env: None) -> None:
     registry = CollectorRegistry()
-    exporter = OtlpExporter(OtlpSettings(), CONFIG, registry)
+    exporter = OtlpExporter(OtlpSettings(), CONFIG.targets, CONFIG.latency_buckets(), registry)
     assert not exporter.enabled and exporter.signals == ()
     exporter.record_probe(*SCRIPTED[0])
     exporter.shutdown()
@@ -487,7 +489,7 @@ def test_bad_protocol_variable_is_a_precise_error(
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json")
     with pytest.raises(OtlpSettingsError, match="http/json"):
-        OtlpExporter(OtlpSettings(enabled=True), CONFIG)
+        OtlpExporter(OtlpSettings(enabled=True), CONFIG.targets, CONFIG.latency_buckets())
 
 
 def test_resource_from_variables_and_kubernetes(
@@ -526,9 +528,9 @@ def test_vllm_and_overhead_series(clean_env: None) -> None:
             "",
         ]
     )
-    tracker.record_snapshot(CHAT, snapshot_from_text(window.format(n=1, s=0.1)))
+    tracker.record_snapshot(CHAT.name, snapshot_from_text(window.format(n=1, s=0.1)))
     tracker.record_probe(CHAT, SCRIPTED[0][1])  # client TTFT 0.18 s
-    tracker.record_snapshot(CHAT, snapshot_from_text(window.format(n=2, s=0.25)))
+    tracker.record_snapshot(CHAT.name, snapshot_from_text(window.format(n=2, s=0.25)))
     with receiver("grpc") as (endpoint, received):
         exporter, _ = exporter_for(endpoint, "grpc")
         exporter.observe_vllm(lambda: {"chat-a": snapshot}, ["chat-a", "completions-b"])
@@ -650,7 +652,8 @@ def probe_through_outage(exporter: OtlpExporter, registry: CollectorRegistry) ->
     and /metrics rendering (and RSS); then tracemalloc, which would distort both, samples
     from 3 s on (its first half second only fills it with the objects already turning
     over). Memory is sampled after a collection: live memory, not garbage."""
-    metrics = ProbeMetrics(registry, CONFIG)
+    metrics = ProbeMetrics(registry)
+    metrics.configure(CONFIG.targets, CONFIG.latency_buckets())
     outage = Outage([], [], [], [])
     started = time.monotonic()
     next_sample = started + 1.0

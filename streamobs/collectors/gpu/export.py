@@ -1,16 +1,14 @@
 """The Prometheus side of the GPU collector: reads the latest snapshot, does no I/O.
 
 Per scrape it yields every family of ``gpu_names.GPU_METRICS`` (a family without samples
-when no GPU provides it, or when the collector is down), plus
-``streamobs_collector_up{collector="gpu"}`` and
-``streamobs_collector_duration_seconds{collector="gpu"}``. These have no ``target``
-label: NVML describes the host. ``collect()`` never raises.
+when no GPU provides it, or when the collector is down), and the collector's health
+(``streamobs_collector_up{collector="gpu",target=""}``: NVML describes the host).
+``export()`` never raises.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from prometheus_client.metrics_core import Metric
@@ -18,7 +16,8 @@ from prometheus_client.samples import Sample
 
 from streamobs.collectors.gpu import names as names
 from streamobs.collectors.gpu.snapshot import GpuDevice, GpuSnapshot
-from streamobs.collectors.vllm.export import DURATION_METRIC, UP_METRIC
+from streamobs.collectors.guard import Export, Health, health_families
+from streamobs.statelog import StateLog
 
 _log = logging.getLogger(__name__)
 
@@ -30,20 +29,19 @@ _SPECS = {spec.name: spec for spec in names.GPU_METRICS}
 class GpuCollector:
     """A prometheus_client custom collector over the sampler's latest snapshot."""
 
-    def __init__(self, snapshot: SnapshotSource, *, health: bool = True) -> None:
-        """``snapshot`` returns the latest snapshot (``GpuSampler.latest``). ``health`` off
-        leaves ``streamobs_collector_*`` to a wrapper that reports all collectors: two
-        collectors describing the same family cannot share a registry."""
+    def __init__(self, snapshot: SnapshotSource) -> None:
+        """``snapshot`` returns the latest snapshot (``GpuSampler.latest``)."""
         self._snapshot = snapshot
-        self._health = health
-        self._lock = threading.Lock()
-        self._state = ""
+        self._states = StateLog(_log)
 
     def describe(self) -> list[Metric]:
-        families = [_metric(spec) for spec in names.GPU_METRICS]
-        return [*families, *_health_metrics()] if self._health else families
+        return [*(_metric(spec) for spec in names.GPU_METRICS), *health_families(())]
 
     def collect(self) -> list[Metric]:
+        export = self.export()
+        return [*export.families, *health_families(export.health)]
+
+    def export(self) -> Export:
         families = {spec.name: _metric(spec) for spec in names.GPU_METRICS}
         snapshot = self._read()
         exported = False
@@ -58,14 +56,9 @@ class GpuCollector:
                     families[family].samples.append(sample)
                 exported = True
                 self._log_state("", None)
-        if not self._health:
-            return list(families.values())
-        up, duration = _health_metrics()
-        labels = {"collector": names.COLLECTOR_NAME}
-        up.samples.append(Sample(up.name, labels, 1.0 if exported else 0.0))
-        seconds = snapshot.duration_seconds if snapshot is not None else 0.0
-        duration.samples.append(Sample(duration.name, dict(labels), float(seconds)))
-        return [*families.values(), up, duration]
+        seconds = float(snapshot.duration_seconds) if snapshot is not None else 0.0
+        health = Health(names.COLLECTOR_NAME, "", exported, seconds)
+        return Export(list(families.values()), [health])
 
     def _read(self) -> GpuSnapshot | None:
         try:
@@ -77,10 +70,8 @@ class GpuCollector:
 
     def _log_state(self, state: str, exc: Exception | None) -> None:
         # Once per change, not once per scrape; the sampler logs NVML's own state.
-        with self._lock:
-            if state == self._state:
-                return
-            self._state = state
+        if not self._states.changed("export", state):
+            return
         if exc is not None:
             _log.error("%s; reporting the GPU collector down", state, exc_info=exc)
         else:
@@ -111,9 +102,3 @@ def _metric(spec: names.GpuMetricSpec) -> Metric:
     # prometheus_client names counter families without _total and adds it on exposition.
     name = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
     return Metric(name, spec.documentation, spec.kind)
-
-
-def _health_metrics() -> tuple[Metric, Metric]:
-    up = Metric(UP_METRIC, "Whether the collector's last collection worked.", "gauge")
-    duration = Metric(DURATION_METRIC, "How long the collector's last collection took.", "gauge")
-    return up, duration

@@ -25,6 +25,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from streamobs.collectors.gpu.export import GpuCollector
+from streamobs.collectors.gpu.names import COLLECTOR_NAME
+from streamobs.collectors.gpu.settings import GpuCollectorConfig
 from streamobs.collectors.gpu.snapshot import (
     NOT_SAMPLED,
     CallFailed,
@@ -40,6 +43,7 @@ from streamobs.collectors.gpu.snapshot import (
     read_devices,
     read_proc_cmdline,
 )
+from streamobs.collectors.guard import Export
 
 _log = logging.getLogger(__name__)
 
@@ -60,7 +64,10 @@ class _Outcome:
 
 
 class GpuSampler:
-    """Owns the sampling thread and NVML's lifecycle; ``latest()`` never blocks on NVML."""
+    """Owns the sampling thread and NVML's lifecycle; ``latest()`` never blocks on NVML.
+    As a registered collector (``name``, ``sources``, ``export``) it is host-wide."""
+
+    name = COLLECTOR_NAME
 
     def __init__(
         self,
@@ -102,8 +109,27 @@ class GpuSampler:
         self._field_errors: dict[tuple[int, str], str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._exporter = GpuCollector(self.latest)
+        self.settings: GpuCollectorConfig | None = None  # what it was built from, if known
+
+    @classmethod
+    def from_settings(cls, settings: GpuCollectorConfig) -> GpuSampler:
+        sampler = cls(
+            interval=settings.interval,
+            deadline=settings.deadline,
+            backoff_max=settings.backoff_max,
+            served_model_match=settings.served_model_match,
+        )
+        sampler.settings = settings
+        return sampler
 
     # -- public ---------------------------------------------------------------------
+    def sources(self) -> Sequence[str]:
+        return ("",)
+
+    def export(self) -> Export:
+        return self._exporter.export()
+
     def latest(self) -> GpuSnapshot:
         with self._lock:
             return self._latest

@@ -12,34 +12,33 @@ Per scrape it yields, for every target:
   ``process_*``/``python_*`` collectors, whose names vLLM's process metrics share.
 - the normalised ``streamobs_vllm_*`` families (labels ``target``, ``model``, ``engine``,
   plus the metric's own such as ``finished_reason``); a target that is down has none;
-- ``streamobs_collector_up{collector="vllm",target}`` and
-  ``streamobs_collector_duration_seconds{collector="vllm",target}`` for every target,
-  including configured targets not scraped yet (0 and 0).
+- the health of every target (``export()``; ``collect()`` renders it as
+  ``streamobs_collector_up{collector="vllm",target}`` and ``_duration_seconds``), including
+  configured targets not scraped yet (down, 0 s): up only when its series were exported.
 
-Whatever the snapshots hold, ``collect()`` does not raise: a target whose export fails is
+Whatever the snapshots hold, ``export()`` does not raise: a target whose export fails is
 reported down, and failures are logged once per change of state, not once per scrape.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from streamobs.collectors.guard import Export, Health, health_families
 from streamobs.collectors.vllm.names import NORMALISED, NormalisedSpec
 from streamobs.collectors.vllm.normalise import NormalisedFamily
 from streamobs.collectors.vllm.parse import ParsedFamily
 from streamobs.collectors.vllm.scrape import VllmSnapshot
+from streamobs.statelog import StateLog
 
 _log = logging.getLogger(__name__)
 
 COLLECTOR_NAME = "vllm"
-UP_METRIC = "streamobs_collector_up"
-DURATION_METRIC = "streamobs_collector_duration_seconds"
 
 SnapshotSource = Callable[[], Mapping[str, VllmSnapshot]]
 
@@ -57,41 +56,41 @@ class VllmCollector:
         targets: Sequence[str] = (),
         reexpose: bool = False,
         reexpose_prefixes: Sequence[str] | None = None,
-        health: bool = True,
         normalise: bool = True,
     ) -> None:
         """``snapshots`` returns the latest snapshot per target name; ``targets`` are the
-        configured names, which get series even before their first scrape. ``health``
-        off leaves ``streamobs_collector_*`` to a wrapper that reports all collectors."""
+        configured names, which get series even before their first scrape."""
         self._snapshots = snapshots
         self._targets = tuple(targets)
         self._reexpose = reexpose
         self._prefixes = tuple(reexpose_prefixes) if reexpose_prefixes is not None else None
-        self._health = health
         self._normalise = normalise
-        self._states = _StateLog()
+        self._states = StateLog(_log)
+
+    def set_targets(self, targets: Sequence[str]) -> None:
+        self._targets = tuple(targets)
 
     def describe(self) -> list[Metric]:
         """The families known in advance (vLLM's own are not), so registering does no I/O."""
         families = [_normalised_metric(spec) for spec in NORMALISED]
-        return [*families, *_health_metrics()] if self._health else families
+        return [*families, *health_families(())]
 
     def collect(self) -> list[Metric]:
+        export = self.export()
+        return [*export.families, *health_families(export.health)]
+
+    def export(self) -> Export:
         latest = self._read_snapshots()
         targets = [*self._targets, *(t for t in latest if t not in self._targets)]
         reexposed = _Reexposed(label_target=len(targets) > 1)
         normalised = {spec.name: _normalised_metric(spec) for spec in NORMALISED}
-        up, duration = _health_metrics()
+        health = []
         for target in targets:
             snapshot = latest.get(target)
             exported = self._export_target(target, snapshot, reexposed, normalised)
-            labels = {"collector": COLLECTOR_NAME, "target": target}
-            up.samples.append(Sample(up.name, labels, 1.0 if exported else 0.0))
-            seconds = _duration(snapshot)
-            duration.samples.append(Sample(duration.name, dict(labels), seconds))
-        health = [up, duration] if self._health else []
+            health.append(Health(COLLECTOR_NAME, target, exported, _duration(snapshot)))
         own = list(normalised.values()) if self._normalise else []
-        return [*reexposed.metrics(), *own, *health]
+        return Export([*reexposed.metrics(), *own], health)
 
     def _read_snapshots(self) -> Mapping[str, VllmSnapshot]:
         try:
@@ -159,14 +158,6 @@ def _duration(snapshot: object) -> float:
     if isinstance(snapshot, VllmSnapshot) and isinstance(snapshot.duration_seconds, float):
         return snapshot.duration_seconds
     return 0.0
-
-
-def _health_metrics() -> tuple[Metric, Metric]:
-    up = Metric(UP_METRIC, "Whether the collector's last scrape of the target worked.", "gauge")
-    duration = Metric(
-        DURATION_METRIC, "How long the collector's last scrape of the target took.", "gauge"
-    )
-    return up, duration
 
 
 def _normalised_metric(spec: NormalisedSpec) -> Metric:
@@ -246,19 +237,3 @@ def _with_target(sample: Sample, target: str) -> Sample:
         labels["exported_target"] = labels.pop("target")
     labels["target"] = target
     return sample._replace(labels=labels)
-
-
-class _StateLog:
-    """A state per key, so a condition is logged when it starts and ends, not on every
-    scrape. Every key starts in the healthy state "", so a healthy start logs nothing."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._states: dict[str, str] = {}
-
-    def changed(self, key: str, state: str) -> bool:
-        with self._lock:
-            if self._states.get(key, "") == state:
-                return False
-            self._states[key] = state
-            return True

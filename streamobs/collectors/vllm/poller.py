@@ -1,7 +1,8 @@
 """Scrape every target's vLLM ``/metrics`` in the background, keeping the latest snapshot.
 
 Off the scrape path on purpose: a slow vLLM must not slow our own ``/metrics``, and the
-scrape interval of whoever reads us must not change how often we load vLLM.
+scrape interval of whoever reads us must not change how often we load vLLM. A reload
+updates the target list in place: unchanged targets keep their snapshot and schedule.
 """
 
 from __future__ import annotations
@@ -10,51 +11,106 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 
-from streamobs.collectors.vllm.export import VllmCollector
+from streamobs.collectors.guard import Export, Health
+from streamobs.collectors.vllm.export import COLLECTOR_NAME, VllmCollector
 from streamobs.collectors.vllm.scrape import VllmSnapshot, scrape_vllm
-from streamobs.config import TargetConfig, VllmCollectorConfig
+from streamobs.collectors.vllm.settings import VllmCollectorConfig
+from streamobs.statelog import StateLog
 
 log = logging.getLogger(__name__)
 
-SnapshotCallback = Callable[[TargetConfig, VllmSnapshot], None]
+SnapshotCallback = Callable[[str, VllmSnapshot], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeTarget:
+    """What the collector needs of a target: its name, its server's /metrics, how often."""
+
+    name: str
+    metrics_url: str
+    interval: float
+
+
+class _Loop:
+    def __init__(self, target: ScrapeTarget, run: Callable[[ScrapeTarget, threading.Event], None]):
+        self.target = target
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=run, args=(target, self.stop), name=f"vllm-{target.name}", daemon=True
+        )
+
+
+class _FamiliesOnly:
+    """vLLM's families without health: the guard reports the collector's health once."""
+
+    def __init__(self, collector: VllmCollector) -> None:
+        self._collector = collector
+
+    def collect(self) -> list[Metric]:
+        return self._collector.export().families
 
 
 class VllmPoller:
+    name = COLLECTOR_NAME
+
     def __init__(
         self,
-        targets: Sequence[TargetConfig],
+        targets: Sequence[ScrapeTarget],
         config: VllmCollectorConfig,
         on_snapshot: SnapshotCallback | None = None,
     ) -> None:
-        self._targets = tuple(t for t in targets if t.metrics_url)
+        self._targets = tuple(targets)
         self._config = config
         self._on_snapshot = on_snapshot
         self._latest: dict[str, VllmSnapshot] = {}
         self._lock = threading.Lock()
-        self._reexposed: bytes | None = None  # rendered once per new snapshot, not per scrape
-        # One collector for the whole life of the poller: it logs target states once per
-        # change, which a collector made per render would repeat on every new snapshot.
-        self._reexposing = CollectorRegistry(auto_describe=False)
-        self._reexposing.register(
-            VllmCollector(
-                self.latest,
-                targets=self.target_names,
-                reexpose=True,
-                # Only vLLM's own families: its process_*/python_* would collide with ours.
-                reexpose_prefixes=("vllm:",),
-                health=False,
-                normalise=False,
-            )
+        # vLLM's own families, rendered once per new snapshot, not per scrape: the
+        # generation tells a render that raced with a new snapshot not to keep its text.
+        self._generation = 0
+        self._reexposed: bytes | None = None
+        self._reexpose_error: str | None = None
+        self._states = StateLog(log)
+        self._loops: dict[str, _Loop] = {}
+        self._started = False
+        # One exporter each for the whole life of the poller: they log target states once
+        # per change, which exporters made per render would repeat on every new snapshot.
+        names = self.target_names
+        self._normalised = VllmCollector(self.latest, targets=names)
+        self._reexposer = VllmCollector(
+            self.latest,
+            targets=names,
+            reexpose=True,
+            # Only vLLM's own families: its process_*/python_* would collide with ours.
+            reexpose_prefixes=("vllm:",),
+            normalise=False,
         )
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._reexposing = CollectorRegistry(auto_describe=False)
+        self._reexposing.register(_FamiliesOnly(self._reexposer))
+
+    # -- the registered collector's side ----------------------------------------------
+    def sources(self) -> Sequence[str]:
+        return self.target_names
+
+    def export(self) -> Export:
+        """The normalised families and each target's health; re-exposure failing (see
+        ``reexposed_text``) is a target down too, since its series are then missing."""
+        export = self._normalised.export()
+        with self._lock:
+            failed = self._reexpose_error is not None
+        if not failed:
+            return export
+        health = [Health(h.collector, h.target, False, h.duration_seconds) for h in export.health]
+        return Export(export.families, health)
 
     @property
     def target_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self._targets)
+        with self._lock:
+            return tuple(t.name for t in self._targets)
 
     def latest(self) -> Mapping[str, VllmSnapshot]:
         with self._lock:
@@ -62,55 +118,108 @@ class VllmPoller:
 
     def reexposed_text(self) -> bytes:
         """vLLM's own families in the text format, exactly as vLLM serves them (with a
-        ``target`` label when there are several targets). Formatting thousands of vLLM
-        samples on every scrape of ours would dominate its cost; the text only changes
-        when a new snapshot arrives, so it is rendered then, at most once."""
+        ``target`` label when there are several targets), or nothing when re-exposure is
+        off. Formatting thousands of vLLM samples on every scrape of ours would dominate
+        its cost; the text only changes when a new snapshot arrives, so it is rendered
+        then, at most once. Never raises: a failure is logged once and reported down."""
+        if not self._config.reexpose:
+            return b""
         with self._lock:
-            cached = self._reexposed
+            cached, generation = self._reexposed, self._generation
         if cached is not None:
             return cached
-        text = generate_latest(self._reexposing)
+        try:
+            text = generate_latest(self._reexposing)
+            error = None
+        except Exception as exc:
+            text, error = b"", repr(exc)
+        self._states.report(
+            "reexpose",
+            error,
+            "cannot re-expose vLLM's own series, reporting the vLLM collector down",
+            "vLLM's own series are re-exposed again",
+        )
         with self._lock:
-            self._reexposed = text
+            self._reexpose_error = error
+            if generation == self._generation and error is None:
+                self._reexposed = text
         return text
 
+    # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        for target in self._targets:
-            thread = threading.Thread(
-                target=self._loop, args=(target,), name=f"vllm-{target.name}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+        with self._lock:
+            self._started = True
+            for target in self._targets:
+                self._begin(target)
+
+    def update(self, targets: Sequence[ScrapeTarget], config: VllmCollectorConfig) -> None:
+        """Take a reloaded config: unchanged targets keep their snapshot and schedule."""
+        with self._lock:
+            self._targets = tuple(targets)
+            self._config = config
+            wanted = {t.name: t for t in targets}
+            for name, loop in list(self._loops.items()):
+                if wanted.get(name) != loop.target:
+                    loop.stop.set()
+                    del self._loops[name]
+            for name in list(self._latest):
+                if name not in wanted:
+                    del self._latest[name]
+            self._touch()
+            for exporter in (self._normalised, self._reexposer):
+                exporter.set_targets(tuple(wanted))
+            if self._started:
+                for target in targets:
+                    if target.name not in self._loops:
+                        self._begin(target)
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout)
+        with self._lock:
+            loops = list(self._loops.values())
+            self._loops.clear()
+            self._started = False
+        for loop in loops:
+            loop.stop.set()
+        for loop in loops:
+            loop.thread.join(timeout)
 
-    def scrape_once(self, target: TargetConfig) -> VllmSnapshot:
-        assert target.metrics_url is not None
+    def _begin(self, target: ScrapeTarget) -> None:
+        loop = _Loop(target, self._loop)
+        self._loops[target.name] = loop
+        loop.thread.start()
+
+    def _touch(self) -> None:
+        self._generation += 1
+        self._reexposed = None
+
+    # -- scraping --------------------------------------------------------------------
+    def scrape_once(self, target: ScrapeTarget) -> VllmSnapshot:
+        with self._lock:
+            config = self._config
         snapshot = scrape_vllm(
             target.metrics_url,
-            timeout=min(self._config.timeout, target.interval),
-            max_bytes=self._config.max_bytes,
+            timeout=min(config.timeout, target.interval),
+            max_bytes=config.max_bytes,
         )
-        self.accept(target, snapshot)
+        self.accept(target.name, snapshot)
         return snapshot
 
-    def accept(self, target: TargetConfig, snapshot: VllmSnapshot) -> None:
+    def accept(self, target: str, snapshot: VllmSnapshot) -> None:
         """Make ``snapshot`` the latest of ``target`` and tell whoever listens."""
         with self._lock:
-            self._latest[target.name] = snapshot
-            self._reexposed = None
+            if target not in {t.name for t in self._targets}:
+                return  # removed while its scrape ran
+            self._latest[target] = snapshot
+            self._touch()
         if self._on_snapshot is not None:
             try:
                 self._on_snapshot(target, snapshot)
             except Exception:
-                log.exception("target %s: handling a vLLM snapshot failed", target.name)
+                log.exception("target %s: handling a vLLM snapshot failed", target)
 
-    def _loop(self, target: TargetConfig) -> None:
+    def _loop(self, target: ScrapeTarget, stop: threading.Event) -> None:
         # Same cadence as the target's probes, offset so both do not always coincide.
         wait = random.uniform(0, min(target.interval, 1.0))
-        while not self._stop.wait(wait):
+        while not stop.wait(wait):
             self.scrape_once(target)
             wait = target.interval

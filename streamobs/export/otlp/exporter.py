@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from opentelemetry.sdk.metrics import (
     Counter,
@@ -38,7 +38,6 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from streamobs import __version__
-from streamobs.config import Config, TargetConfig
 from streamobs.export.otlp import names as n
 from streamobs.export.otlp.gpu import GPU_SERIES, GpuSnapshotSource, gpu_series
 from streamobs.export.otlp.health import (
@@ -72,6 +71,7 @@ from streamobs.export.otlp.transport import endpoint_of, metric_exporter, span_e
 from streamobs.export.otlp.vllm import VLLM_SERIES, SnapshotSource, vllm_histograms, vllm_series
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.result import ProbeResult
+from streamobs.targets import TargetConfig
 
 __all__ = ["OtlpExporter", "OtlpSettings", "OtlpSettingsError", "histogram_boundaries"]
 
@@ -94,21 +94,30 @@ _INSTRUMENT_CLASSES = (
 )
 
 
-def histogram_boundaries(config: Config) -> dict[str, tuple[float, ...]]:
+def histogram_boundaries(
+    targets: Sequence[TargetConfig], buckets: Mapping[str, tuple[float, ...]]
+) -> dict[str, tuple[float, ...]]:
     """Bucket edges per histogram: the convention's for the GenAI names plus every SLO
     threshold that applies (so ``le=<threshold>`` exists), and for ``streamobs.*`` exactly
-    the edges of the matching Prometheus histogram."""
-    ttft = {t.slo.ttft_seconds for t in config.targets}
-    tpot = {t.slo.tpot_seconds for t in config.targets}
+    the edges of the matching Prometheus histogram (``buckets``, thresholds included)."""
+    ttft = {t.slo.ttft_seconds for t in targets}
+    tpot = {t.slo.tpot_seconds for t in targets}
     return {
         n.OPERATION_DURATION: n.DURATION_BOUNDARIES,
         n.TIME_TO_FIRST_CHUNK: tuple(sorted({*n.DURATION_BOUNDARIES, *ttft})),
         # One chunk per token on vLLM: a TPOT threshold is also the per-chunk threshold.
         n.TIME_PER_OUTPUT_CHUNK: tuple(sorted({*n.DURATION_BOUNDARIES, *tpot})),
         n.TOKEN_USAGE: n.TOKEN_BOUNDARIES,
-        n.PROBE_TPOT: config.buckets_for("tpot"),
-        n.PROBE_HEADERS: config.buckets_for("headers"),
+        n.PROBE_TPOT: buckets["tpot"],
+        n.PROBE_HEADERS: buckets["headers"],
     }
+
+
+def enabled_signals(settings: OtlpSettings) -> list[Signal]:
+    """The signals ``settings`` export (none while export is off)."""
+    if not export_enabled(settings):
+        return []
+    return [s for s in SIGNALS if signal_enabled(settings, s)]
 
 
 def _span_batch_size(queue_size: int | None) -> int | None:
@@ -124,17 +133,25 @@ class OtlpExporter:
     """OTLP export for one configuration. With export disabled every method does nothing."""
 
     def __init__(
-        self, settings: OtlpSettings, config: Config, registry: CollectorRegistry | None = None
+        self,
+        settings: OtlpSettings,
+        targets: Sequence[TargetConfig],
+        buckets: Mapping[str, tuple[float, ...]],
+        registry: CollectorRegistry | None = None,
+        self_metrics: OtlpSelfMetrics | None = None,
     ) -> None:
-        """``registry`` receives ``streamobs_otlp_*`` (pass the runtime's). Raises
-        OtlpSettingsError for a setting or ``OTEL_*`` variable that cannot work."""
+        """``buckets``: the Prometheus histograms' edges. ``streamobs_otlp_*`` go to
+        ``self_metrics`` when given (they outlive one exporter), else to ``registry``.
+        Raises OtlpSettingsError for a setting or ``OTEL_*`` variable that cannot work."""
         self.settings = settings
         self.enabled = export_enabled(settings)
         signals: list[Signal] = []
         if self.enabled:
-            signals = [s for s in SIGNALS if signal_enabled(settings, s)]
+            signals = enabled_signals(settings)
         # Nothing on /metrics about OTLP while it is off.
-        self.self_metrics = OtlpSelfMetrics(registry if self.enabled else None, signals)
+        if self_metrics is None:
+            self_metrics = OtlpSelfMetrics(registry if self.enabled else None, signals)
+        self.self_metrics = self_metrics
         self._guard = SeriesGuard(settings.max_series_per_instrument, self.self_metrics)
         self._histograms = HistogramProducer(self._guard)
         self._error_lock = threading.Lock()
@@ -152,11 +169,17 @@ class OtlpExporter:
         resource = build_resource(settings)
         health = ExportHealth(self.self_metrics)
         if "metrics" in signals:
-            self._start_metrics(config, resource, health)
+            self._start_metrics(targets, buckets, resource, health)
         if "traces" in signals:
             self._start_traces(resource, health)
 
-    def _start_metrics(self, config: Config, resource: Resource, health: ExportHealth) -> None:
+    def _start_metrics(
+        self,
+        targets: Sequence[TargetConfig],
+        buckets: Mapping[str, tuple[float, ...]],
+        resource: Resource,
+        health: ExportHealth,
+    ) -> None:
         settings = self.settings
         inner = metric_exporter(settings, protocol_for(settings, "metrics"))
         health.watch("metrics", endpoint_of(inner))
@@ -172,7 +195,7 @@ class OtlpExporter:
         )
         views = [
             View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(edges))
-            for name, edges in histogram_boundaries(config).items()
+            for name, edges in histogram_boundaries(targets, buckets).items()
         ]
         self._meter_provider = MeterProvider(
             metric_readers=[reader], resource=resource, views=views, shutdown_on_exit=False
@@ -180,7 +203,7 @@ class OtlpExporter:
         meter = self._meter_provider.get_meter("streamobs", __version__)
         self._observed = ObservedSeries(meter, self._guard)
         self._probes = ProbeInstruments(
-            meter, self._observed, self._guard, settings.provider_name, config.targets
+            meter, self._observed, self._guard, settings.provider_name, targets
         )
 
     def _start_traces(self, resource: Resource, health: ExportHealth) -> None:

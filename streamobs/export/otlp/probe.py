@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 
 from opentelemetry.metrics import Counter, Histogram, Meter
 
-from streamobs.config import TargetConfig
 from streamobs.export.otlp import names as n
 from streamobs.export.otlp.health import AttributeKey, AttributeValue, SeriesGuard, attribute_key
 from streamobs.export.otlp.snapshots import (
@@ -26,6 +25,7 @@ from streamobs.export.otlp.snapshots import (
 )
 from streamobs.export.prometheus.model_labels import model_label
 from streamobs.probe.result import Outcome, ProbeResult
+from streamobs.targets import TargetConfig
 
 Attributes = dict[str, AttributeValue]
 FAILURE_OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.OK)

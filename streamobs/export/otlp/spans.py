@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from streamobs.config import TargetConfig
 from streamobs.export.otlp import names as n
 from streamobs.export.otlp.health import AttributeValue
 from streamobs.export.otlp.probe import operation_name
 from streamobs.probe.result import ProbeResult
+from streamobs.targets import TargetConfig
 
 # Phase events after the request was sent, in the order a stream goes through them.
 PHASES = (

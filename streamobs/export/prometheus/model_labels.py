@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter
 
-from streamobs.config import TargetConfig
+from streamobs.targets import TargetConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,8 @@ def model_label(name: str) -> str:
 
 
 class ModelLabels:
-    def __init__(
-        self, registry: CollectorRegistry, targets: Iterable[TargetConfig], max_models: int
-    ) -> None:
-        self._max = max_models
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._max = 1
         self._lock = threading.Lock()
         self._seen: dict[str, set[str]] = {}
         self._overflow = Counter(
@@ -55,9 +53,20 @@ class ModelLabels:
             ("target",),
             registry=registry,
         )
+
+    def configure(self, targets: Iterable[TargetConfig], max_models: int) -> None:
+        """Targets of a (re)loaded config: labels seen for a kept target stay its own."""
+        targets = tuple(targets)
+        names = {t.name for t in targets}
+        with self._lock:
+            self._max = max_models
+            for gone in set(self._seen) - names:
+                del self._seen[gone]
+                self._overflow.remove(gone)
+            for target in targets:
+                self._seen.setdefault(target.name, set())
+                self._overflow.labels(target.name)
         for target in targets:
-            self._seen[target.name] = set()
-            self._overflow.labels(target.name)
             if target.model:
                 self.label(target.name, target.model)
 

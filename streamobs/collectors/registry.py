@@ -1,0 +1,82 @@
+"""The collectors streamobs knows, each with a name, whether it runs by default and how it
+is built: ``--collector.NAME`` / ``--no-collector.NAME`` exist for each, and the daemon
+runs the enabled ones behind the one guard (``guard.GuardedCollectors``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from streamobs.collectors.gpu.sampler import GpuSampler
+from streamobs.collectors.gpu.settings import GpuCollectorConfig
+from streamobs.collectors.guard import Collector
+from streamobs.collectors.vllm.poller import ScrapeTarget, SnapshotCallback, VllmPoller
+from streamobs.collectors.vllm.settings import VllmCollectorConfig
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorContext:
+    """Everything a factory may use: the scraped targets and each collector's settings."""
+
+    targets: tuple[ScrapeTarget, ...]
+    vllm: VllmCollectorConfig
+    gpu: GpuCollectorConfig
+    on_vllm_snapshot: SnapshotCallback | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    name: str
+    default: bool
+    help: str
+    build: Callable[[CollectorContext], Collector]
+    # Take a reloaded context in place; False: stop it and build it anew.
+    update: Callable[[Collector, CollectorContext], bool]
+
+
+def _vllm(context: CollectorContext) -> Collector:
+    return VllmPoller(context.targets, context.vllm, context.on_vllm_snapshot)
+
+
+def _vllm_update(collector: Collector, context: CollectorContext) -> bool:
+    assert isinstance(collector, VllmPoller)
+    collector.update(context.targets, context.vllm)
+    return True
+
+
+def _gpu(context: CollectorContext) -> Collector:
+    return GpuSampler.from_settings(context.gpu)
+
+
+def _gpu_update(collector: Collector, context: CollectorContext) -> bool:
+    assert isinstance(collector, GpuSampler)
+    return collector.settings == context.gpu
+
+
+COLLECTORS: tuple[Registered, ...] = (
+    Registered(
+        "vllm",
+        True,
+        "vLLM's own /metrics of every target with a metrics_url (default: on)",
+        _vllm,
+        _vllm_update,
+    ),
+    Registered(
+        "gpu",
+        True,
+        "NVIDIA GPUs through NVML (default: on, off in Kubernetes)",
+        _gpu,
+        _gpu_update,
+    ),
+)
+
+
+def registered(name: str) -> Registered:
+    for entry in COLLECTORS:
+        if entry.name == name:
+            return entry
+    raise KeyError(name)
+
+
+def names() -> Sequence[str]:
+    return tuple(entry.name for entry in COLLECTORS)

@@ -1,0 +1,71 @@
+"""What the daemon probes: one target's settings and objectives, as immutable records.
+
+Below the config parser and beside the probe: exporters, the scheduler and the status board
+read these records, and none of them needs to know how the YAML was read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from streamobs.probe.spec import DEFAULT_ACCEPT_ENCODING, DEFAULT_PROMPT, Target, Timeouts
+from streamobs.secret import Secret
+
+# Default histogram edges (seconds). SLO thresholds are always added to them.
+DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
+    "ttft": (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 40.0),
+    "tpot": (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+    "itl": (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5),
+    "e2e": (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0),
+    "headers": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    ttft_seconds: float = 2.0
+    tpot_seconds: float = 0.1
+    objective: float = 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    name: str
+    target: Target
+    model: str | None  # None: discovered from /v1/models before the first probe
+    prompt: str = DEFAULT_PROMPT
+    max_tokens: int = 64
+    ignore_eos: bool = True
+    interval: float = 15.0
+    jitter: float = 0.0  # seconds; each wait is interval ± a uniform draw of this
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    api_key: Secret | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    secret_headers: frozenset[str] = frozenset()  # names in headers whose values are secrets
+    accept_encoding: str = DEFAULT_ACCEPT_ENCODING
+    verify_tls: bool = True
+    metrics_url: str | None = None  # the server's own /metrics, for the vLLM collector
+    slo: SLO = field(default_factory=SLO)
+
+    def secrets(self) -> tuple[Secret | str, ...]:
+        """Every credential this target sends, for ``secret.redact``."""
+        values = [v for k, v in self.headers.items() if k in self.secret_headers]
+        return (self.api_key, *values) if self.api_key is not None else tuple(values)
+
+
+def latency_buckets(
+    configured: Mapping[str, tuple[float, ...]], targets: Iterable[TargetConfig]
+) -> dict[str, tuple[float, ...]]:
+    """Configured edges per histogram plus every SLO threshold that applies, so the SLO
+    query ``le="<threshold>"`` always exists."""
+    targets = tuple(targets)
+    out = {}
+    for name, edges in configured.items():
+        extra = set()
+        if name == "ttft":
+            extra = {t.slo.ttft_seconds for t in targets}
+        elif name == "tpot":
+            extra = {t.slo.tpot_seconds for t in targets}
+        out[name] = tuple(sorted({*edges, *extra}))
+    return out
