@@ -3,16 +3,19 @@ requires, example configs load, and the image runs as non-root without build too
 
 from __future__ import annotations
 
-import shutil
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
+import requests
 import yaml
 
 from streamobs.config import parse_config
+from tests.fixtures import free_port, require_binary, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "deploy" / "systemd"
@@ -45,10 +48,13 @@ def test_systemd_unit_is_hardened() -> None:
     assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
 
 
+def test_systemd_unit_sets_no_cpu_quota() -> None:
+    # A quota throttles in 100 ms periods: the lateness that corrupts probe timings.
+    assert "CPUQuota" not in unit_directives()
+
+
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        pytest.skip("systemd-analyze is not installed")
+    tool = require_binary("systemd-analyze")
     streamobs = Path(sys.executable).with_name("streamobs")
     unit = tmp_path / "streamobs.service"
     text = (SYSTEMD / "streamobs.service").read_text()
@@ -70,6 +76,15 @@ def test_systemd_example_config_loads(tmp_path: Path) -> None:
     config = load_with_key(text, "/run/credentials/streamobs.service/vllm-key", tmp_path)
     assert config.listen_address.startswith("127.0.0.1:")
     assert config.targets[0].api_key is not None
+
+
+def all_objects() -> list[tuple[Path, dict[str, Any]]]:
+    return [
+        (path, doc)
+        for path in sorted(KUBE.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if isinstance(doc, dict) and doc.get("kind") not in (None, "Kustomization")
+    ]
 
 
 def manifests() -> dict[str, dict[str, Any]]:
@@ -147,3 +162,159 @@ def test_prometheus_rule_equals_the_shipped_rules() -> None:
     assert rule["spec"] == shipped
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert "prometheusrule.yaml" in (KUBE / "kustomization.yaml").read_text()
+
+
+def pod_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = manifests()["Deployment/vllm"]["spec"]["template"]["spec"]
+    return spec
+
+
+def container(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in pod_spec()["containers"] if c["name"] == name)
+    return found
+
+
+def test_sidecar_has_a_cpu_request_and_no_cpu_limit() -> None:
+    resources = container("streamobs")["resources"]
+    assert "cpu" not in resources.get("limits", {}), "a CPU limit throttles the prober"
+    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+    assert resources["limits"]["memory"]
+
+
+def test_vllm_container_is_hardened() -> None:
+    vllm = container("vllm")
+    image = vllm["image"]
+    tag = image.rpartition(":")[2]
+    assert ":" in image and re.fullmatch(r"v\d+\.\d+\.\d+", tag), image
+    sc = vllm["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+    assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert vllm["resources"]["limits"]["memory"]
+    assert "cpu" not in vllm["resources"]["limits"]
+    assert vllm["livenessProbe"]["httpGet"]["path"] == "/health"
+    # The key comes from the mounted Secret file, never from the pod spec's env.
+    for env in vllm.get("env", []):
+        assert "secretKeyRef" not in env.get("valueFrom", {}), env["name"]
+    assert "VLLM_API_KEY" in " ".join(vllm["command"])
+    mounts = {m["name"]: m for m in vllm["volumeMounts"]}
+    assert mounts["vllm-key"]["readOnly"] is True
+    key_dir = mounts["vllm-key"]["mountPath"]
+    assert f"{key_dir}/vllm-key" in " ".join(vllm["command"])
+
+
+def test_pod_gets_no_token_no_service_links_and_a_group_for_the_key() -> None:
+    pod = pod_spec()
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False  # else Kubernetes sets VLLM_PORT for the Service
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # The key file is root-owned: readable by the non-root containers through fsGroup.
+    assert (
+        pod["securityContext"]["fsGroup"] == container("streamobs")["securityContext"]["runAsGroup"]
+    )
+    key = next(v for v in pod["volumes"] if v["name"] == "vllm-key")
+    assert key["secret"]["defaultMode"] == 0o440
+
+
+def test_every_object_is_in_the_example_namespace() -> None:
+    kustomization = yaml.safe_load((KUBE / "kustomization.yaml").read_text())
+    namespace = kustomization["namespace"]
+    assert namespace != "default"
+    for path, doc in all_objects():
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == namespace
+            assert doc["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        elif path.name != "prometheusrule.yaml":  # generated; the kustomization places it
+            assert doc["metadata"]["namespace"] == namespace, path.name
+    for resource in kustomization["resources"]:
+        assert resource != "secret.example.yaml"
+    names = {p.name for p, _ in all_objects()} - {"secret.example.yaml"}
+    assert names == set(kustomization["resources"])
+
+
+def test_network_policy_lets_only_prometheus_reach_the_sidecar_port() -> None:
+    docs = manifests()
+    policy = docs["NetworkPolicy/vllm"]["spec"]
+    pod_labels = docs["Deployment/vllm"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    sidecar_port = container("streamobs")["ports"][0]
+    rules = [
+        r
+        for r in policy["ingress"]
+        if {"port": sidecar_port["name"], "protocol": "TCP"} in r["ports"]
+    ]
+    assert len(rules) == 1, "exactly one rule may open the sidecar's port (/metrics and /probe)"
+    (peer,) = rules[0]["from"]  # one peer, both selectors in it: Prometheus pods in monitoring
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    for rule in policy["ingress"]:
+        if rule is not rules[0]:
+            ports = {p["port"] for p in rule["ports"]}
+            assert sidecar_port["name"] not in ports and sidecar_port["containerPort"] not in ports
+
+
+def test_disruption_budget_never_blocks_a_single_replica() -> None:
+    docs = manifests()
+    budget = docs["PodDisruptionBudget/vllm"]["spec"]
+    pod_labels = docs["Deployment/vllm"]["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["maxUnavailable"] == 1 and "minAvailable" not in budget
+
+
+def test_every_checkov_skip_says_why() -> None:
+    skips = 0
+    for path, doc in all_objects():
+        for key, value in doc["metadata"].get("annotations", {}).items():
+            if key.startswith("checkov.io/skip"):
+                skips += 1
+                check, _, reason = value.partition("=")
+                assert re.fullmatch(r"CKV2?_K8S_\d+", check), (path.name, value)
+                assert len(reason.split()) >= 5, (path.name, value)
+    assert skips, "the example's known exceptions are written down where checkov reads them"
+
+
+def healthcheck_command() -> list[str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith("HEALTHCHECK "))
+    command: list[str] = json.loads(line.partition(" CMD ")[2])
+    return command
+
+
+def test_dockerfile_healthcheck_asks_the_daemon(tmp_path: Path) -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    exposed = re.search(r"^EXPOSE (\d+)$", text, re.M)
+    default = re.search(r"^ENV STREAMOBS_HEALTHCHECK_URL=(\S+)$", text, re.M)
+    assert exposed and default
+    assert default.group(1) == f"http://127.0.0.1:{exposed.group(1)}/healthz"
+    command = healthcheck_command()
+    assert command[0] == "python"  # the slim image has no curl
+    config = tmp_path / "streamobs.yml"
+    config.write_text(
+        yaml.safe_dump({"targets": [{"name": "t", "url": f"http://127.0.0.1:{free_port()}"}]})
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/healthz"
+    env = {**os.environ, "STREAMOBS_HEALTHCHECK_URL": url}
+    check = [sys.executable, *command[1:]]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamobs", "run", "--config", str(config),
+         "--listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(url, timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up)
+        assert subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert subprocess.run(check, env=env, capture_output=True, timeout=30).returncode != 0
