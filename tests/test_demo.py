@@ -65,9 +65,10 @@ def test_make_demo_passes_args_through() -> None:
     make = require_binary("make")
     port = free_port()
     bin_dir = Path(sys.executable).parent
+    # The view is printed every 5 s in a pipe: one view with the faults, then the last.
     args = (
-        f"--duration 3 --interval 0.3 --ttft 0.02 --itl 0.002 --max-tokens 4 "
-        f"--slo-ttft 0.75 --listen-address 127.0.0.1:{port}"
+        f"--duration 6 --interval 0.3 --ttft 0.02 --itl 0.002 --max-tokens 4 "
+        f"--fault error_event=0.5 --fault-after 1 --listen-address 127.0.0.1:{port}"
     )
     proc = subprocess.run(
         [make, "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed",
@@ -77,7 +78,7 @@ def test_make_demo_passes_args_through() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"metrics: http://127.0.0.1:{port}/metrics" in proc.stdout
-    assert "under 0.75 s" in proc.stdout
+    assert "faults: {'p_error_event': 0.5}" in proc.stdout
     assert "stopped" in proc.stdout
 
 
