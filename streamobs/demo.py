@@ -167,7 +167,7 @@ def add_arguments(demo: argparse.ArgumentParser, positive_seconds: Callable[[str
     demo.add_argument("--duration", type=seconds, help="stop after this many seconds")
     demo.add_argument("--ttft", type=seconds, default=0.2, help="simulated TTFT (s)")
     demo.add_argument("--itl", type=seconds, default=0.02, help="simulated ITL (s)")
-    demo.add_argument("--max-tokens", type=int, default=32)
+    demo.add_argument("--max-tokens", type=int, default=32, help="output limit of each probe")
     demo.add_argument("--slo-ttft", type=seconds, default=0.5, help="TTFT SLO threshold (s)")
     demo.add_argument("--listen-address", default="127.0.0.1:9464", help="where /metrics is served")
     demo.add_argument(
