@@ -24,8 +24,6 @@ from streamobs.simulator import FAULTS, Simulator, SimulatorConfig
 from streamobs.stats import quantile
 from streamobs.status import TargetStatus
 
-WINDOW = 60  # probes in the live view's window
-
 
 def parse_faults(values: Sequence[str]) -> dict[str, float]:
     faults: dict[str, float] = {}
