@@ -967,3 +967,245 @@ def test_cli_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- Responses and Anthropic Messages ------------------------------------------------------
+
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
+TYPED_CAPTURES = {RESPONSES: "responses-stream.sse", MESSAGES: "messages-stream.sse"}
+
+
+def typed_body(path: str, limit: int, **extra: Any) -> dict[str, Any]:
+    if path == RESPONSES:
+        return {"model": "tiny", "input": "Say something.", "max_output_tokens": limit, **extra}
+    messages = [{"role": "user", "content": "Say something."}]
+    return {"model": "tiny", "messages": messages, "max_tokens": limit, **extra}
+
+
+def typed_events(raw: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, payload) of each `event:`/`data:` pair, comments left out."""
+    out = []
+    for event in raw:
+        if event.startswith(b":"):
+            continue
+        name, data = event.split(b"\n")
+        assert name.startswith(b"event: ") and data.startswith(b"data: ")
+        out.append((name[len(b"event: ") :].decode(), json.loads(data[len(b"data: ") :])))
+    return out
+
+
+def received_typed(got: Received) -> list[tuple[str, dict[str, Any]]]:
+    return typed_events([e for _, e in got.events])
+
+
+def typed_response_id(got: Received, path: str) -> str:
+    first = received_typed(got)[0][1]
+    value = first["response"]["id"] if path == RESPONSES else first["message"]["id"]
+    assert isinstance(value, str)
+    return value
+
+
+def captured_typed(path: str) -> list[tuple[str, dict[str, Any]]]:
+    raw = (FIXTURES / TYPED_CAPTURES[path]).read_bytes()
+    return typed_events([e for e in raw.split(b"\n\n") if e])
+
+
+@pytest.mark.parametrize(("path", "tokens"), [(RESPONSES, 9), (MESSAGES, 12)])
+def test_typed_stream_has_the_captured_events_and_shapes(
+    make_sim: MakeSim, path: str, tokens: int
+) -> None:
+    # As many tokens as the capture has deltas (the simulator's tokens are whole words,
+    # so each makes one delta), stopped by the limit as the captured request was.
+    sim = make_sim(model="tiny", tokens=100)
+    got = stream(sim, typed_body(path, tokens, stream=True, ignore_eos=True), path=path)
+    assert got.status == 200 and got.error is None and got.leftover == b""
+    assert got.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert got.headers["transfer-encoding"] == "chunked"
+    mine, theirs = received_typed(got), captured_typed(path)
+    assert [name for name, _ in mine] == [name for name, _ in theirs]
+    for (name, ours), (_, real) in zip(mine, theirs, strict=True):
+        assert name == ours["type"]
+        assert shape(ours) == shape(real), name
+    assert b"[DONE]" not in b"".join(e for _, e in got.events)
+    record = sim.request_log(typed_response_id(got, path))
+    assert record is not None and record.endpoint == path and len(record.token_write_ns) == tokens
+
+
+def test_responses_stream_carries_usage_and_the_limit_in_completed(make_sim: MakeSim) -> None:
+    sim = make_sim(model="tiny", tokens=100)
+    got = stream(sim, typed_body(RESPONSES, 5, stream=True), path=RESPONSES)
+    events = received_typed(got)
+    assert [e["sequence_number"] for _, e in events] == list(range(len(events)))
+    name, completed = events[-1]
+    response = completed["response"]
+    assert name == "response.completed" and response["status"] == "incomplete"
+    assert response["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert response["usage"]["output_tokens"] == 5 and response["usage"]["input_tokens"] > 0
+    text = "".join(e["delta"] for n, e in events if n == "response.output_text.delta")
+    assert response["output"][0]["content"][0]["text"] == text and text.strip()
+    assert events[0][1]["response"]["id"].startswith("resp_")
+    # A response that stopped by itself is completed.
+    done = received_typed(stream(sim, typed_body(RESPONSES, 500, stream=True), path=RESPONSES))
+    assert done[-1][1]["response"]["status"] == "completed"
+    assert done[-1][1]["response"]["incomplete_details"] is None
+
+
+def test_messages_stream_carries_stop_reason_and_usage(make_sim: MakeSim) -> None:
+    sim = make_sim(model="tiny", tokens=4)
+    events = received_typed(stream(sim, typed_body(MESSAGES, 50, stream=True), path=MESSAGES))
+    start, delta = events[0][1], events[-2][1]
+    assert start["message"]["id"].startswith("chatcmpl-")
+    assert start["message"]["usage"]["output_tokens"] == 0
+    assert delta["delta"]["stop_reason"] == "end_turn"
+    assert delta["usage"] == {
+        "input_tokens": start["message"]["usage"]["input_tokens"],
+        "output_tokens": 4,
+    }
+    capped = received_typed(stream(sim, typed_body(MESSAGES, 2, stream=True), path=MESSAGES))
+    assert capped[-2][1]["delta"]["stop_reason"] == "max_tokens"
+
+
+@pytest.mark.parametrize("path", [RESPONSES, MESSAGES])
+def test_typed_errors_are_byte_identical_to_the_captures(make_sim: MakeSim, path: str) -> None:
+    sim = make_sim(model="tiny", max_model_len=1024)
+    name = TYPED_CAPTURES[path].removesuffix("-stream.sse")
+    bad_model = requests.post(
+        sim.url + path, json={**typed_body(path, 4), "model": "nope"}, timeout=5
+    )
+    assert bad_model.status_code == 404
+    assert bad_model.content == (FIXTURES / f"{name}-bad-model.body").read_bytes()
+    too_long = requests.post(sim.url + path, json=typed_body(path, 5000), timeout=5)
+    assert too_long.status_code == 400
+    assert too_long.content == (FIXTURES / f"{name}-too-long.body").read_bytes()
+    assert too_long.headers["content-type"] == "application/json"
+
+
+def test_messages_requires_max_tokens(make_sim: MakeSim) -> None:
+    sim = make_sim(model="tiny")
+    body = typed_body(MESSAGES, 4)
+    del body["max_tokens"]
+    resp = requests.post(sim.url + MESSAGES, json=body, timeout=5)
+    assert resp.status_code == 400 and resp.json()["error"]["type"] == "BadRequestError"
+
+
+@pytest.mark.parametrize("path", [RESPONSES, MESSAGES])
+@pytest.mark.parametrize(("fault", "status"), [("http_500", 500), ("http_429", 429)])
+def test_typed_http_faults_use_the_protocols_error_shape(
+    make_sim: MakeSim, path: str, fault: str, status: int
+) -> None:
+    sim = make_sim(model="tiny")
+    got = stream(sim, typed_body(path, 4, stream=True), path=path, fault=fault)
+    assert got.status == status
+    body = json.loads(got.leftover)
+    if path == MESSAGES:
+        assert body["type"] == "error" and set(body["error"]) == {"type", "message"}
+    else:
+        assert body["error"]["code"] == status
+    assert "injected by the simulator" in got.leftover.decode()
+
+
+@pytest.mark.parametrize("path", [RESPONSES, MESSAGES])
+def test_typed_error_event_fault_ends_the_stream_with_an_error_event(
+    make_sim: MakeSim, path: str
+) -> None:
+    sim = make_sim(model="tiny", tokens=100)
+    got = stream(sim, typed_body(path, 6, stream=True), path=path, fault="error_event")
+    assert got.error is None
+    events = received_typed(got)
+    name, error = events[-1]
+    assert name == "error" and error["type"] == "error"
+    assert "EngineCore encountered an issue" in json.dumps(error)
+    deltas = [n for n, _ in events if n.endswith(".delta") or n == "content_block_delta"]
+    assert len(deltas) == 3
+    record = sim.request_log(typed_response_id(got, path))
+    assert record is not None and record.done_write_ns is None and record.finish_reason is None
+
+
+@pytest.mark.parametrize("path", [RESPONSES, MESSAGES])
+def test_typed_stall_truncate_and_malformed_faults(make_sim: MakeSim, path: str) -> None:
+    sim = make_sim(model="tiny", tokens=100)
+    stalled = stream(sim, typed_body(path, 6, stream=True), path=path, fault="stall", timeout=0.3)
+    assert stalled.error is not None
+    opening = {RESPONSES: ["response.created", "response.in_progress"], MESSAGES: ["message_start"]}
+    assert [n for n, _ in received_typed(stalled)] == opening[path]
+    cut = stream(sim, typed_body(path, 6, stream=True), path=path, fault="truncate")
+    names = [n for n, _ in received_typed(cut)]
+    assert cut.error is None and names[-1] in ("response.output_text.delta", "content_block_delta")
+    broken = stream(sim, typed_body(path, 6, stream=True), path=path, fault="malformed")
+    bad = []
+    for _, event in broken.events:
+        try:
+            typed_events([event])
+        except ValueError:
+            bad.append(event)
+    assert len(bad) == 1 and bad[0].startswith(b"event: ")
+
+
+@pytest.mark.parametrize("path", [RESPONSES, MESSAGES])
+def test_typed_not_sse_and_non_streamed_bodies(make_sim: MakeSim, path: str) -> None:
+    sim = make_sim(model="tiny", tokens=3)
+    for headers in ({}, {FAULT_HEADER: "not_sse"}):
+        body = typed_body(path, 10, stream=headers != {})
+        resp = requests.post(sim.url + path, json=body, headers=headers, timeout=5)
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+        reply = resp.json()
+        if path == RESPONSES:
+            assert reply["object"] == "response" and reply["usage"]["output_tokens"] == 3
+            assert reply["output"][0]["content"][0]["text"].strip()
+        else:
+            assert reply["type"] == "message" and reply["usage"]["output_tokens"] == 3
+            assert reply["content"][0]["type"] == "text" and reply["stop_reason"] == "end_turn"
+
+
+def test_chat_reasoning_and_tool_call_deltas(make_sim: MakeSim) -> None:
+    sim = make_sim(tokens=6, reasoning_tokens=2)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    choice = {"type": "function", "function": {"name": "f"}}
+    got = stream(sim, chat_body(tools=tools, tool_choice=choice))
+    deltas = [c["choices"][0]["delta"] for c in got.chunks()[1:]]
+    assert [d.get("reasoning") for d in deltas[:2]] == [" the", " stream"]
+    first, *rest = (d["tool_calls"][0] for d in deltas[2:])
+    assert first["function"]["name"] == "f" and first["id"].startswith("chatcmpl-tool-")
+    assert all("name" not in call["function"] for call in rest)
+    arguments = "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas[2:])
+    assert json.loads(arguments) == {"numbers": " of tokens flows from"}
+    older = make_sim(tokens=3, reasoning_tokens=1, reasoning_field="reasoning_content")
+    (delta, *_) = [c["choices"][0]["delta"] for c in stream(older, chat_body()).chunks()[1:]]
+    assert delta == {"reasoning_content": " the"}
+
+
+def test_responses_reasoning_then_function_call_items(make_sim: MakeSim) -> None:
+    sim = make_sim(model="tiny", tokens=5, reasoning_tokens=2)
+    tools = [{"type": "function", "name": "f", "parameters": {}}]
+    body = typed_body(
+        RESPONSES, 50, stream=True, tools=tools, tool_choice={"type": "function", "name": "f"}
+    )
+    events = received_typed(stream(sim, body, path=RESPONSES))
+    names = [n for n, _ in events]
+    assert names.count("response.reasoning_text.delta") == 2
+    assert names.count("response.function_call_arguments.delta") == 3
+    assert names.index("response.reasoning_text.done") < names.index(
+        "response.function_call_arguments.delta"
+    )
+    output = events[-1][1]["response"]["output"]
+    assert [item["type"] for item in output] == ["reasoning", "function_call"]
+    assert output[1]["name"] == "f" and json.loads(output[1]["arguments"]) == {
+        "numbers": " of tokens flows"
+    }
+    assert events[-1][1]["response"]["usage"]["output_tokens_details"]["reasoning_tokens"] == 2
+
+
+def test_messages_thinking_then_tool_use_blocks(make_sim: MakeSim) -> None:
+    sim = make_sim(model="tiny", tokens=5, reasoning_tokens=2)
+    tools = [{"name": "f", "input_schema": {}}]
+    body = typed_body(
+        MESSAGES, 50, stream=True, tools=tools, tool_choice={"type": "tool", "name": "f"}
+    )
+    events = received_typed(stream(sim, body, path=MESSAGES))
+    blocks = [e["content_block"]["type"] for n, e in events if n == "content_block_start"]
+    assert blocks == ["thinking", "tool_use"]
+    deltas = [e["delta"]["type"] for n, e in events if n == "content_block_delta"]
+    assert deltas == ["thinking_delta"] * 2 + ["input_json_delta"] * 3
+    assert [e["index"] for n, e in events if n == "content_block_stop"] == [0, 1]
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
