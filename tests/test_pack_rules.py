@@ -237,6 +237,8 @@ def test_options_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str
         parse_options({"burn_windows": [{"long": "1h"}]})
     with pytest.raises(ConfigError, match=r"gpu_hot\.severity: one of critical, warning"):
         parse_options({"gpu_hot": {"severity": "page"}})
+    with pytest.raises(ConfigError, match=r"quantiles must be between 0 and 1"):
+        parse_options({"quantiles": [0.5, 99]})
     with pytest.raises(ConfigError, match=r"slo_period: bad duration"):
         parse_options({"slo_period": "4w"})
     # The daemon config's durations: decimals and compound forms, written as Prometheus does.

@@ -182,6 +182,8 @@ class PackConfig:
             raise ValueError("burn_windows: at least one window pair is required")
         if not self.slo_labels:
             raise ValueError("slo_labels must name at least one label")
+        if not all(0 < q < 1 for q in self.quantiles):
+            raise ValueError("quantiles must be between 0 and 1")
 
     @property
     def slo_windows(self) -> tuple[str, ...]:
