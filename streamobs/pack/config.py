@@ -252,11 +252,13 @@ def parse_options(data: object, base: PackConfig = DEFAULT) -> PackConfig:
                 f"{key}: the SLOs are streamobs' own: set slo: of each target in its "
                 "config and pass that with --config"
             )
-    options: PackConfig = _read(section, base, _FROM_CONFIG)
     try:
-        return dataclasses.replace(options)  # runs the checks of the whole
-    except ValueError as exc:
+        options: PackConfig = _read(section, base, _FROM_CONFIG)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # the checks of the whole, in PackConfig.__post_init__
         raise ConfigError(str(exc)) from None
+    return options
 
 
 def _key(name: str) -> str:
