@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -33,6 +32,7 @@ from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec, Timeouts
 from streamobs.report import redact_result
 from streamobs.scheduler import ModelResolver, build_spec
+from streamobs.statelog import StateLog
 from streamobs.targets import TargetConfig
 from streamobs.web.server import Reply
 
@@ -101,8 +101,7 @@ class OnDemandProbes:
         self._probe = probe
         self._discover = discover
         self.gate = ProbeGate(max_concurrency, max_concurrency)
-        self._warned: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._warned_lock = threading.Lock()
+        self._warned = StateLog(log, max_keys=_WARNED)
         self._refused = Counter(
             "streamobs_probe_endpoint_refused",
             "/probe requests answered 503: every on-demand probe slot busy.",
@@ -170,13 +169,8 @@ class OnDemandProbes:
         return replace(target, api_key=None, headers={}), Credentials(False, note)
 
     def _warn_once(self, module: str, host: str, note: str) -> None:
-        with self._warned_lock:
-            if (module, host) in self._warned:
-                return
-            self._warned[(module, host)] = None
-            while len(self._warned) > _WARNED:
-                self._warned.popitem(last=False)
-        log.warning("/probe of %s: credentials %s", host, note)
+        if self._warned.changed((module, host), "withheld"):
+            log.warning("/probe of %s: credentials %s", host, note)
 
     def _run(self, target: TargetConfig, deadline: float) -> ProbeResult | None:
         """The probe in its own thread, answered at ``deadline`` at the latest (None: the

@@ -19,6 +19,7 @@ from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
 from streamobs.report import redact_result
 from streamobs.secret import redact
+from streamobs.statelog import StateLog
 from streamobs.targets import TargetConfig
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ModelResolver:
         self._target = target
         self._discover = discover
         self._model = target.model
-        self._logged_failure = False
+        self._states = StateLog(log)
 
     def model(self) -> str:
         if self._model:
@@ -62,13 +63,12 @@ class ModelResolver:
             self._model = self._discover(
                 t.target, t.api_key, t.timeouts.connect + t.timeouts.headers, t.verify_tls
             )
-            self._logged_failure = False
+            self._states.changed("discovery", "")
             log.info("target %s: serving model %s", t.name, self._model)
             return self._model
         except ModelDiscoveryError as exc:
-            if not self._logged_failure:
+            if self._states.changed("discovery", "failing"):
                 log.warning("target %s: %s", t.name, redact(str(exc), t.secrets(), 500))
-                self._logged_failure = True
             return UNKNOWN_MODEL
 
     def after(self, result: ProbeResult) -> None:

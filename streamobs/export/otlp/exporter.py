@@ -71,6 +71,7 @@ from streamobs.export.otlp.transport import endpoint_of, metric_exporter, span_e
 from streamobs.export.otlp.vllm import VLLM_SERIES, SnapshotSource, vllm_histograms, vllm_series
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.result import ProbeResult
+from streamobs.statelog import StateLog
 from streamobs.targets import TargetConfig
 
 __all__ = ["OtlpExporter", "OtlpSettings", "OtlpSettingsError", "histogram_boundaries"]
@@ -154,8 +155,7 @@ class OtlpExporter:
         self.self_metrics = self_metrics
         self._guard = SeriesGuard(settings.max_series_per_instrument, self.self_metrics)
         self._histograms = HistogramProducer(self._guard)
-        self._error_lock = threading.Lock()
-        self._record_error: str | None = None
+        self._states = StateLog(log)
         self._meter_provider: MeterProvider | None = None
         self._observed: ObservedSeries | None = None
         self._metric_exporter: HealthMetricExporter | None = None
@@ -318,10 +318,8 @@ class OtlpExporter:
             log.debug("final OTLP flush failed: %r", exc)
 
     def _note_record_error(self, error: str | None) -> None:
-        with self._error_lock:
-            if error == self._record_error:
-                return
-            self._record_error = error
+        if not self._states.changed("record", error or ""):
+            return
         if error is None:
             log.info("recording probe results for OTLP works again")
         else:

@@ -12,6 +12,8 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter
 
+from streamobs.statelog import StateLog
+
 log = logging.getLogger(__name__)
 
 Signal = Literal["metrics", "traces"]
@@ -103,7 +105,7 @@ class _SdkLogGate(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.held = _HeldBack()
-        self._queue_full_logged = False
+        self._states = StateLog(log)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -114,13 +116,11 @@ class _SdkLogGate(logging.Filter):
             self.held.last = message
             return False
         if "Queue full" in str(record.msg):
-            if self._queue_full_logged:
-                return False
-            self._queue_full_logged = True
+            return self._states.changed("queue", "full")
         return True
 
     def recovered(self) -> None:
-        self._queue_full_logged = False
+        self._states.changed("queue", "")
 
 
 _gate = _SdkLogGate()
@@ -145,8 +145,7 @@ class ExportHealth:
     def __init__(self, metrics: OtlpSelfMetrics) -> None:
         self._metrics = metrics
         self._endpoints: dict[Signal, str] = {}
-        self._lock = threading.Lock()
-        self._failing: dict[Signal, bool] = {}
+        self._states = StateLog(log)
 
     def watch(self, signal: Signal, endpoint: str) -> None:
         """Name the endpoint ``signal`` goes to, for the log lines."""
@@ -166,12 +165,9 @@ class ExportHealth:
             return
         if not ok:
             self._metrics.export_failures.labels(signal).inc()
-        with self._lock:
-            changed = self._failing.get(signal, False) != (not ok)
-            self._failing[signal] = not ok
         if ok and signal == "traces":
             _gate.recovered()
-        if not changed:
+        if not self._states.changed(signal, "" if ok else "failing"):
             return
         where = self._endpoints.get(signal, "?")
         if ok:
