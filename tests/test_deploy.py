@@ -318,3 +318,24 @@ def test_dockerfile_healthcheck_asks_the_daemon(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(20)
     assert subprocess.run(check, env=env, capture_output=True, timeout=30).returncode != 0
+
+
+def test_vllm_command_hands_the_key_file_to_vllm(tmp_path: Path) -> None:
+    """The container's shell line run as written, with a stand-in `vllm` that prints what
+    it was given: the key arrives without its newline, the args unchanged, and a missing
+    key file stops the container instead of starting vLLM without a key."""
+    vllm = container("vllm")
+    key_dir = next(m for m in vllm["volumeMounts"] if m["name"] == "vllm-key")["mountPath"]
+    (tmp_path / "bin").mkdir()
+    stand_in = tmp_path / "bin" / "vllm"
+    stand_in.write_text('#!/bin/sh\nprintf "%s\\n" "$*" "$VLLM_API_KEY"\n')
+    stand_in.chmod(0o755)
+    (tmp_path / "vllm-key").write_text("sk-example\n")
+    command = [part.replace(key_dir, str(tmp_path)) for part in vllm["command"]]
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    proc = subprocess.run([*command, *vllm["args"]], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["serve " + " ".join(vllm["args"]), "sk-example"]
+    (tmp_path / "vllm-key").unlink()
+    proc = subprocess.run([*command, *vllm["args"]], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stdout == ""
