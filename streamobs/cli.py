@@ -26,6 +26,7 @@ from streamobs.probe.result import ProbeResult
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,
     DEFAULT_PROMPT,
+    ENDPOINTS,
     ProbeSpec,
     TargetError,
     Timeouts,
@@ -142,8 +143,14 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model to request (default: first from /v1/models)")
     parser.add_argument(
         "--endpoint",
-        choices=["chat", "completions"],
+        choices=ENDPOINTS,
         help="API to probe when the URL does not name one (default chat)",
+    )
+    parser.add_argument(
+        "--tool-call",
+        action="store_true",
+        help="ask for a call of one fixed function, to probe and time the tool-call path "
+        "(chat, responses, messages)",
     )
     parser.add_argument("--prompt", help="prompt text (default: a fixed counting prompt)")
     parser.add_argument(
@@ -349,6 +356,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
             model=model,
             max_tokens=args.max_tokens,
             ignore_eos=args.ignore_eos,
+            tool_call=args.tool_call,
             timeouts=timeouts,
             api_key=api_key,
             headers=headers,

@@ -5,6 +5,7 @@ reasoning and tool-call output counted from their own fields."""
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import pytest
 from streamobs.probe import Outcome, ProbeSpec, Timeouts, parse_target, run_probe
 from streamobs.probe.batch import run_batch
 from streamobs.simulator import FAULT_HEADER, Simulator, SimulatorConfig
+from tests.fixtures import run_cli
 
 MS = 1_000_000
 TIMEOUTS = Timeouts(connect=2, headers=3, first_token=3, total=6)
@@ -168,3 +170,22 @@ def test_buffered_stream_is_flagged_on_every_protocol(simulator: Simulator, endp
     result = run_probe(spec_for(simulator, endpoint, "buffered"))
     assert result.outcome is Outcome.OK, result.error
     assert result.delivery is not None and result.delivery.buffered
+
+
+@pytest.mark.parametrize("endpoint", ["responses", "messages"])
+def test_cli_probe_with_endpoint_and_tool_call(simulator: Simulator, endpoint: str) -> None:
+    done = run_cli(
+        "probe", simulator.url, "--endpoint", endpoint, "--tool-call", "--max-tokens", "6",
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["probes"]
+    assert result["endpoint"] == endpoint and result["outcome"] == "ok"
+    assert result["tool_call_events"] == 6 and result["seconds"]["first_tool_call"] > 0
+    by_url = run_cli("probe", simulator.url + PATHS[endpoint], "--max-tokens", "3", "--json")
+    assert json.loads(by_url.stdout)["probes"][0]["endpoint"] == endpoint
+
+
+def test_cli_probe_refuses_tool_call_on_completions(simulator: Simulator) -> None:
+    done = run_cli("probe", simulator.url + "/v1/completions", "--tool-call", "--model", "sim")
+    assert done.returncode == 2 and "no tool calls" in done.stderr
