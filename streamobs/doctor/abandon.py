@@ -16,6 +16,7 @@ from streamobs.doctor.http import (
     read_content_events,
     request_body,
 )
+from streamobs.probe.protocol import Protocol
 
 TOKENS_BEFORE_CLOSE = 3
 SETTLE_SECONDS = 2.0  # vLLM stops within about 0.3 s of a disconnect
@@ -86,7 +87,11 @@ def _quiet(watch: EngineWatch) -> EngineCounts:
 
 
 def _hold_open(
-    exchange: Exchange, scenario: Scenario, watch: EngineWatch, before: EngineCounts
+    exchange: Exchange,
+    protocol: Protocol,
+    scenario: Scenario,
+    watch: EngineWatch,
+    before: EngineCounts,
 ) -> EngineCounts:
     """Keep the request open until the server is generating for it; the counts then."""
     deadline = exchange.started + exchange.timeout
@@ -94,7 +99,7 @@ def _hold_open(
         response = exchange.response()
         if response.status != 200:
             raise Unobservable(f"{scenario.describe}: HTTP {response.status}")
-        got = read_content_events(exchange, TOKENS_BEFORE_CLOSE, deadline)
+        got = read_content_events(exchange, protocol, TOKENS_BEFORE_CLOSE, deadline)
         if got < TOKENS_BEFORE_CLOSE:
             raise Unobservable(f"{scenario.describe}: the stream ended after {got} tokens")
         return watch.read()
@@ -116,7 +121,7 @@ def observe(
     exchange = Exchange(spec.target.request_url, ctx.budget.bound(ctx.options.timeout))
     try:
         exchange.send(request_body(spec, stream=scenario.stream), spec.request_headers())
-        during = _hold_open(exchange, scenario, watch, before)
+        during = _hold_open(exchange, spec.target.protocol, scenario, watch, before)
     except ExchangeError as exc:
         raise Unobservable(f"{scenario.describe}: {describe_error(exc)}") from None
     finally:

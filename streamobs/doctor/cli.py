@@ -18,6 +18,7 @@ from streamobs.doctor.options import (
 from streamobs.doctor.report import footer, format_check, header, render_json
 from streamobs.doctor.runner import Report, run_doctor
 from streamobs.probe import TargetError, parse_target
+from streamobs.probe.spec import ENDPOINTS
 from streamobs.secret import SecretError, load_api_key
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -47,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics",
         metavar="URL",
         help="the server's vLLM /metrics (default: /metrics on --direct's host, else URL's)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        choices=ENDPOINTS,
+        help="protocol to check when the URL does not name one (default chat)",
     )
     parser.add_argument("--model", help="model to request (default: first from /v1/models)")
     parser.add_argument("--api-key-env", metavar="VAR", help="read the bearer token from $VAR")
@@ -81,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace) -> DoctorOptions:
     """The validated options; TargetError or SecretError with one human line otherwise."""
-    target = parse_target(args.url)
+    target = parse_target(args.url, args.endpoint)
     direct = parse_target(args.direct, target.endpoint) if args.direct else None
     return DoctorOptions(
         target=target,

@@ -15,7 +15,8 @@ from streamobs.http.client import Exchange as HTTPExchange
 from streamobs.http.client import Request, Timeouts
 from streamobs.http.errors import Deadline, HTTPFailure, Kind, Phase
 from streamobs.http.response import Response
-from streamobs.probe.chunks import MalformedChunk, interpret
+from streamobs.probe.chunks import MalformedChunk
+from streamobs.probe.protocol import Protocol, non_streaming
 from streamobs.probe.spec import ProbeSpec
 from streamobs.sse import SSEDecoder, SSETooLarge
 
@@ -78,13 +79,11 @@ class Exchange:
 
 
 def request_body(spec: ProbeSpec, *, stream: bool) -> bytes:
-    """The probe's request body, or the same request without streaming."""
+    """The probe's request body (in its protocol's shape), or the same request without
+    streaming."""
     if stream:
         return spec.request_body()
-    body = json.loads(spec.request_body())
-    body["stream"] = False
-    body.pop("stream_options", None)
-    return json.dumps(body).encode()
+    return json.dumps(non_streaming(spec.target.endpoint, spec.request_json())).encode()
 
 
 def read_bounded(exchange: Exchange, limit: int = ERROR_BODY_LIMIT) -> bytes:
@@ -108,9 +107,10 @@ def error_message(body: bytes) -> str | None:
     return error_detail(body)
 
 
-def read_content_events(exchange: Exchange, count: int, deadline: float) -> int:
-    """Read an event stream until ``count`` events carrying generated output have arrived,
-    the stream ends, or ``deadline`` (monotonic) passes; returns how many arrived."""
+def read_content_events(exchange: Exchange, protocol: Protocol, count: int, deadline: float) -> int:
+    """Read an event stream of ``protocol`` until ``count`` events carrying generated
+    output have arrived, the stream ends, or ``deadline`` (monotonic) passes; returns how
+    many arrived."""
     response = exchange.response()
     decoder = SSEDecoder()
     bound = exchange.deadline(deadline)
@@ -121,8 +121,8 @@ def read_content_events(exchange: Exchange, count: int, deadline: float) -> int:
             if not data:
                 break
             for event in decoder.feed(data, stamp.arrival_ns):
-                chunk = interpret(event.data)
-                if chunk.done or chunk.error is not None:
+                chunk = protocol.interpret(event.event, event.data)
+                if chunk.done or chunk.error is not None or event.event == "error":
                     return seen
                 if chunk.has_token:
                     seen += 1

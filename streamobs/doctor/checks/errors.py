@@ -106,6 +106,7 @@ def send_invalid(ctx: Context, key: str, case: str, spec: ProbeSpec) -> Reply:
 def run(ctx: Context) -> CheckResult:
     base = ctx.probes.spec(ctx.options.target, 4)
     too_many = ctx.max_model_len + 1 if ctx.max_model_len else HUGE_MAX_TOKENS
+    limit = "max_output_tokens" if base.target.endpoint == "responses" else "max_tokens"
     replies = [
         send_invalid(
             ctx, "bad_model", f"unknown model {BAD_MODEL!r}", replace(base, model=BAD_MODEL)
@@ -113,7 +114,7 @@ def run(ctx: Context) -> CheckResult:
         send_invalid(
             ctx,
             "over_long",
-            f"max_tokens={too_many}, over the context length",
+            f"{limit}={too_many}, over the context length",
             replace(base, max_tokens=too_many),
         ),
     ]
