@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     _apply_env(simulate, only=frozenset({"log_level"}))
 
     run = _command(commands, "run", "the daemon: scheduled probes, /metrics, status page")
+    # The daemon says where it listens and what it watches, and each change of state.
+    run.set_defaults(log_level="info")
     run.add_argument("--config", metavar="FILE", help="YAML configuration")
     run.add_argument(
         "--target", metavar="URL", help="probe this one URL (instead of a config file's targets)"

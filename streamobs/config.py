@@ -6,6 +6,7 @@ so ``streamobs check-config`` can be used in CI before a rollout.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -207,10 +208,21 @@ class _Section:
     def section(self, key: str) -> _Section:
         return _Section(self.raw(key), self.at(key))
 
+    def expect(self, keys: Sequence[str]) -> None:
+        """Refuse an unknown key before anything else is read, so a misspelt section is
+        named as such rather than reported as missing."""
+        self._refuse(sorted(set(self.data) - set(keys)), keys)
+
     def done(self) -> None:
-        unknown = sorted(set(self.data) - self._seen)
-        if unknown:
-            raise ConfigError(f"{self.at(unknown[0])}: unknown key")
+        self._refuse(sorted(set(self.data) - self._seen), sorted(self._seen))
+
+    def _refuse(self, unknown: Sequence[object], known: Sequence[str]) -> None:
+        if not unknown:
+            return
+        key = str(unknown[0])
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{self.at(key[:64])}: unknown key{hint}")
 
 
 def _header_value(value: str, path: str) -> str:
@@ -505,8 +517,23 @@ def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Module
     return modules
 
 
+TOP_LEVEL_KEYS = (
+    "web",
+    "target_defaults",
+    "targets",
+    "modules",
+    "otlp",
+    "collectors",
+    "max_concurrency",
+    "max_models_per_target",
+    "shutdown_grace",
+    "histogram_buckets",
+)
+
+
 def parse_config(data: object) -> Config:
     root = _Section(data, "")
+    root.expect(TOP_LEVEL_KEYS)
     web = root.section("web")
     listen = _listen_address(web.text("listen_address", DEFAULT_LISTEN), "web.listen_address")
     web_config_file = web.text("config_file")

@@ -20,13 +20,10 @@ from streamobs.probe.spec import ProbeSpec
 from streamobs.report import redact_result
 from streamobs.secret import redact
 from streamobs.statelog import StateLog
-from streamobs.targets import TargetConfig
+from streamobs.targets import UNKNOWN_MODEL, TargetConfig
 
 log = logging.getLogger(__name__)
 
-# Model label (and request model) while /v1/models has not answered: the probe still runs,
-# so an unreachable server is counted as a failed probe, not silently skipped.
-UNKNOWN_MODEL = "unknown"
 
 ResultCallback = Callable[[TargetConfig, ProbeResult], None]
 
@@ -137,6 +134,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._loops: dict[str, _Loop] = {}
         self._retired: list[_Loop] = []  # stopped, maybe still finishing a probe
+        self._states = StateLog(log)
         self._started = False
 
     def start(self) -> None:
@@ -212,5 +210,13 @@ class Scheduler:
         except Exception:
             # A broken exporter must not stop the probing of this target.
             log.exception("target %s: recording a probe result failed", target.name)
+        # A line when a target starts failing (or fails differently) and when it recovers;
+        # every probe's outcome is on /metrics and, at debug level, here.
+        self._states.report(
+            target.name,
+            None if result.outcome is Outcome.OK else result.outcome.value,
+            f"target {target.name}: probes failing",
+            f"target {target.name}: probes succeed again",
+        )
         if result.outcome is not Outcome.OK:
-            log.info("target %s: probe %s: %s", target.name, result.outcome.value, result.error)
+            log.debug("target %s: probe %s: %s", target.name, result.outcome.value, result.error)

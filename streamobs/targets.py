@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from streamobs.probe.spec import DEFAULT_ACCEPT_ENCODING, DEFAULT_PROMPT, Target, Timeouts
 from streamobs.secret import Secret
 
+# Model label (and request model) while /v1/models has not answered: the probe still runs,
+# so an unreachable server is counted as a failed probe, not silently skipped.
+UNKNOWN_MODEL = "unknown"
+
 # Default histogram edges (seconds). SLO thresholds are always added to them.
 DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
     "ttft": (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 40.0),

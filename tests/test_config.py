@@ -312,3 +312,26 @@ def test_a_config_path_that_is_not_a_regular_file(tmp_path: Path) -> None:
     for path, reason in (("/dev/zero", "is a device"), (fifo, "is a FIFO"), (tmp_path, "dir")):
         with pytest.raises(ConfigError, match=reason):
             load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"taregts": [{"name": "a", "url": "http://h"}]},
+            "taregts: unknown key (did you mean targets?)",
+        ),
+        (
+            {"targets": [{"name": "a", "url": "http://h", "intervall": "5s"}]},
+            "targets[0].intervall: unknown key (did you mean interval?)",
+        ),
+        (
+            {"targets": [{"name": "a", "url": "http://h"}], "collectors": {"vlm": {}}},
+            "collectors.vlm: unknown key (did you mean vllm?)",
+        ),
+    ],
+)
+def test_an_unknown_key_is_named_at_every_level(data: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert str(caught.value) == message

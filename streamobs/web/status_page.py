@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from streamobs.report import ms
 from streamobs.status import TargetStatus
+from streamobs.targets import UNKNOWN_MODEL
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
@@ -23,11 +24,20 @@ def _row(status: TargetStatus) -> str:
     cells = [
         html.escape(t.name),
         html.escape(t.target.request_url),
-        html.escape(t.model or "(discovered)"),
+        html.escape(_model(status)),
         f"{t.slo.ttft_seconds:g} s @ {t.slo.objective:.2%}",
         sli,
     ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _model(status: TargetStatus) -> str:
+    """The configured model, or the one the last probe discovered (and said so)."""
+    if status.target.model:
+        return status.target.model
+    if status.recent and status.recent[0].model != UNKNOWN_MODEL:
+        return f"{status.recent[0].model} (discovered)"
+    return "(not discovered yet)"
 
 
 def _recent(status: TargetStatus) -> str:
