@@ -23,8 +23,14 @@ SERVER_PORT: Final = "server.port"
 ERROR_TYPE: Final = "error.type"
 TARGET: Final = "streamobs.target"  # the configured target name, the Prometheus `target`
 
-# Values of gen_ai.operation.name by probe endpoint.
-OPERATIONS: Final = {"chat": "chat", "completions": "text_completion"}
+# Values of gen_ai.operation.name by probe endpoint: Responses and Anthropic Messages are
+# chat APIs in the conventions' sense (a conversation in, generated turns out).
+OPERATIONS: Final = {
+    "chat": "chat",
+    "completions": "text_completion",
+    "responses": "chat",
+    "messages": "chat",
+}
 DEFAULT_PROVIDER: Final = "vllm"
 
 # GenAI client metrics.
