@@ -61,6 +61,18 @@ _PIECES = [
     b"\n\n",
     "\u2028".encode(),
     b"retry: 10\nid: 1\n",
+    # Responses and Messages: typed events, terminal and failure events, odd payloads.
+    b"event: response.output_text.delta\n",
+    b'{"type":"response.output_text.delta","delta":"hi"}',
+    b'{"type":"response.completed","response":{"usage":{"output_tokens":-1}}}',
+    b'{"type":"response.incomplete","response":{"incomplete_details":{"reason":7}}}',
+    b'{"type":"response.failed","response":{"error":[1]}}',
+    b'{"type":"content_block_delta","delta":{"type":"thinking_delta","thinking":"hm"}}',
+    b'{"type":"content_block_delta","delta":"x"}',
+    b'{"type":"message_delta","delta":null,"usage":{"output_tokens":1e400}}',
+    b'{"type":"message_stop"}',
+    b'{"type":"ping"}',
+    b'{"type":["error"]}',
 ]
 
 
@@ -120,15 +132,21 @@ REPLAY = _Replay()
 
 
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(parts=responses())
-def test_any_byte_stream_ends_as_an_outcome_in_time_and_memory(parts: list[bytes]) -> None:
+@given(
+    parts=responses(),
+    endpoint=st.sampled_from(["chat", "completions", "responses", "messages"]),
+)
+def test_any_byte_stream_ends_as_an_outcome_in_time_and_memory(
+    parts: list[bytes], endpoint: str
+) -> None:
     REPLAY.parts = parts
     with ScriptedServer(REPLAY) as server:
-        spec = ProbeSpec(target=parse_target(server.url), model="m", timeouts=TIMEOUTS)
+        target = parse_target(server.url, endpoint)
+        spec = ProbeSpec(target=target, model="m", timeouts=TIMEOUTS)
         tracemalloc.start()
         try:
             result = run_probe(spec)
