@@ -65,9 +65,9 @@ def test_make_demo_passes_args_through() -> None:
     make = require_binary("make")
     port = free_port()
     bin_dir = Path(sys.executable).parent
-    # The view is printed every 5 s in a pipe: one view with the faults, then the last.
+    # The view is printed every 5 s in a pipe: views with the faults, then the last.
     args = (
-        f"--duration 6 --interval 0.3 --ttft 0.02 --itl 0.002 --max-tokens 4 "
+        f"--duration 12 --interval 0.3 --ttft 0.02 --itl 0.002 --max-tokens 4 "
         f"--fault error_event=0.5 --fault-after 1 --listen-address 127.0.0.1:{port}"
     )
     proc = subprocess.run(
