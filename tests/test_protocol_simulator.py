@@ -189,3 +189,25 @@ def test_cli_probe_with_endpoint_and_tool_call(simulator: Simulator, endpoint: s
 def test_cli_probe_refuses_tool_call_on_completions(simulator: Simulator) -> None:
     done = run_cli("probe", simulator.url + "/v1/completions", "--tool-call", "--model", "sim")
     assert done.returncode == 2 and "no tool calls" in done.stderr
+
+
+@pytest.mark.parametrize("endpoint", PROTOCOLS)
+def test_batched_deltas_count_tokens_from_usage(simulator: Simulator, endpoint: str) -> None:
+    """Tokens held inside a UTF-8 character send no text (chat: an empty chunk): fewer
+    output events than tokens, the usage still counts them all and TPOT divides by it."""
+    simulator.reconfigure(partial_utf8_every=3)
+    results = run_batch(spec_for(simulator, endpoint), count=5, concurrency=1)
+    tpot_err = []
+    for result in results:
+        assert result.outcome is Outcome.OK, result.error
+        assert (result.output_tokens, result.output_tokens_source) == (20, "usage")
+        assert result.response_id is not None
+        record = simulator.request_log(result.response_id)
+        assert record is not None
+        assert result.content_events == len(record.token_write_ns) == 20 - 6
+        if result.exact:
+            assert result.tpot_ns is not None
+            writes = record.token_write_ns
+            tpot_err.append(result.tpot_ns - (writes[-1] - writes[0]) / 19)
+    if tpot_err:
+        assert abs(statistics.median(tpot_err)) < 2 * MS

@@ -26,6 +26,7 @@ from requests.structures import CaseInsensitiveDict
 from streamobs.simulator import FAULT_HEADER, FAULTS, RequestRecord, Simulator, SimulatorConfig
 from streamobs.simulator import cli as sim_cli
 from streamobs.simulator.generation import token_deadlines
+from streamobs.simulator.payloads import token_text
 from tests.fixtures import FIXTURES
 
 CHAT = "/v1/chat/completions"
@@ -1209,3 +1210,23 @@ def test_messages_thinking_then_tool_use_blocks(make_sim: MakeSim) -> None:
     assert deltas == ["thinking_delta"] * 2 + ["input_json_delta"] * 3
     assert [e["index"] for n, e in events if n == "content_block_stop"] == [0, 1]
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_tokens_held_in_a_utf8_character_ride_on_the_next_delta(make_sim: MakeSim) -> None:
+    # Every second token held, as in the captured Responses stream: 16 tokens, 9 deltas.
+    sim = make_sim(model="tiny", tokens=100, partial_utf8_every=2)
+    got = stream(sim, typed_body(RESPONSES, 16, stream=True, ignore_eos=True), path=RESPONSES)
+    mine, theirs = received_typed(got), captured_typed(RESPONSES)
+    assert [name for name, _ in mine] == [name for name, _ in theirs]
+    deltas = [e["delta"] for n, e in mine if n == "response.output_text.delta"]
+    assert len(deltas) == 9 and deltas[:2] == [" the", " stream of"]
+    assert "".join(deltas) == "".join(token_text(i) for i in range(16))
+    assert mine[-1][1]["response"]["usage"]["output_tokens"] == 16
+    record = sim.request_log(typed_response_id(got, RESPONSES))
+    assert record is not None
+    assert len(record.token_write_ns) == 9 and len(record.token_generated_ns) == 16
+    # Chat sends the held token as an empty-content chunk, as vLLM does.
+    chat = stream(sim, chat_body(model="tiny", max_tokens=4, ignore_eos=True))
+    contents = [c["choices"][0]["delta"]["content"] for c in chat.chunks()[1:]]
+    assert contents == [" the", "", " stream of", " tokens"]
+    assert len(chat.content_events()) == 3

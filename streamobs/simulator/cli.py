@@ -66,6 +66,11 @@ _OPTIONS: tuple[_Option, ...] = (
         "reasoning-tokens", "int", "the first N tokens are reasoning, in each protocol's field"
     ),
     _Option(
+        "partial-utf8-every",
+        "int",
+        "every Nth token ends inside a UTF-8 character: its text rides on the next delta",
+    ),
+    _Option(
         "reasoning-field",
         "str",
         "chat's reasoning field: reasoning (vLLM now) or reasoning_content (default reasoning)",

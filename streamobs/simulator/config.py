@@ -48,6 +48,11 @@ class SimulatorConfig:
     # `reasoning_content` (SGLang, llama.cpp, older vLLM).
     reasoning_tokens: int = 0
     reasoning_field: str = "reasoning"
+    # If > 0, every this-many-th token ends inside a multi-byte UTF-8 character, as byte
+    # tokens do: vLLM then has no text for it yet. Chat sends an empty-content chunk,
+    # Responses and Messages no delta at all; the next delta carries both tokens' text
+    # (the captures' 9 and 12 deltas for 16 tokens).
+    partial_utf8_every: int = 0
     # Per-request fault chances, drawn once per request in the order of FAULTS.
     p_http_500: float = 0.0
     p_http_429: float = 0.0
@@ -97,8 +102,9 @@ class SimulatorConfig:
             raise ValueError(
                 f"jitter must be between 0 and 1 (a fraction of each delay), got {self.jitter}"
             )
-        if self.reasoning_tokens < 0:
-            raise ValueError(f"reasoning_tokens must be >= 0, got {self.reasoning_tokens}")
+        for name in ("reasoning_tokens", "partial_utf8_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.reasoning_field not in REASONING_FIELDS:
             raise ValueError(
                 f"reasoning_field must be one of {', '.join(REASONING_FIELDS)}, "

@@ -65,7 +65,7 @@ class Generation:
             trace.received_ns, config.ttft, config.itl, config.jitter, rng
         )
         self._shape = make_shape(plan, trace.response_id, created, config.reasoning_field)
-        self._pieces = pieces(plan)
+        self._pieces = pieces(plan, config.partial_utf8_every)
         self._last_token_ns: int | None = None
         # How the engine saw the request end; None means it did not finish.
         self._finished_reason: str | None = None
@@ -147,7 +147,12 @@ class Generation:
             generated_ns = time.perf_counter_ns()
             for event in before:
                 emitter.event(event)
-            emitter.token(payload)
+            if piece.held:  # no text yet: at most chat's empty chunk, never a token write
+                if payload is not None:
+                    emitter.event(payload)
+            else:
+                assert payload is not None
+                emitter.token(payload)
             self._token_ready(generated_ns)
         closing, terminal, reason = shape.finish()
         self._trace.finish_reason_sent(reason)

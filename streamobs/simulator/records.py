@@ -29,15 +29,17 @@ class RequestRecord:
     headers_write_ns: int | None
     # Every `data:` event except [DONE]: index 0 is the role chunk for chat.
     event_write_ns: tuple[int, ...]
-    # The events carrying generated text, one per token. For a buffered stream or a
-    # non-streamed body all of them carry the time of the single final write.
+    # The events carrying generated text (deltas), one per token unless a token was held
+    # inside a UTF-8 character (partial_utf8_every): its text rides on the next delta.
+    # For a buffered stream or a non-streamed body all of them carry the time of the
+    # single final write.
     token_write_ns: tuple[int, ...]
     # When each token's scheduled time was reached (it was ready to be written).
     token_generated_ns: tuple[int, ...]
     keepalive_write_ns: tuple[int, ...]
     # After `data: [DONE]` (or the whole non-streamed body) was written.
     done_write_ns: int | None
-    tokens_sent: int
+    tokens_sent: int  # deltas sent (see token_write_ns)
     prompt_tokens: int
     # The finish_reason that went out to the client, if any did.
     finish_reason: str | None

@@ -37,10 +37,25 @@ ARGUMENTS_CLOSE = '"}'
 class Piece:
     kind: str  # "reasoning", "text" or "tool"
     text: str
+    # A token that ends inside a UTF-8 character: no text yet; the next piece has it.
+    held: bool = False
 
 
-def pieces(plan: GenerationPlan) -> list[Piece]:
-    """What each token of the plan carries, in order."""
+def pieces(plan: GenerationPlan, partial_every: int = 0) -> list[Piece]:
+    """What each token of the plan carries, in order; with ``partial_every`` every
+    that-many-th token is held and its text rides on the next token of the same kind."""
+    out = _whole_pieces(plan)
+    if partial_every <= 0:
+        return out
+    for index in range(partial_every - 1, len(out) - 1, partial_every):
+        piece, after = out[index], out[index + 1]
+        if piece.kind == after.kind and piece.kind != "tool" and not piece.held:
+            out[index] = Piece(piece.kind, "", held=True)
+            out[index + 1] = Piece(after.kind, piece.text + after.text)
+    return out
+
+
+def _whole_pieces(plan: GenerationPlan) -> list[Piece]:
     out: list[Piece] = []
     answer = range(plan.reasoning_tokens, plan.completion_tokens)
     for index in range(plan.completion_tokens):
@@ -65,8 +80,9 @@ class StreamShape(Protocol):
     def opening(self) -> list[bytes]:
         """Events sent with the first output, right before it (chat's role chunk)."""
 
-    def token(self, piece: Piece, last: bool) -> tuple[list[bytes], bytes]:
-        """The events that open a new block (if this token starts one), and its delta."""
+    def token(self, piece: Piece, last: bool) -> tuple[list[bytes], bytes | None]:
+        """The events that open a new block (if this token starts one), and its delta:
+        for a held piece chat's empty-content chunk, None in the typed protocols."""
 
     def finish(self) -> tuple[list[bytes], bytes | None, str]:
         """Closing events, the terminal event, and the finish reason they send."""
@@ -119,10 +135,12 @@ class ChatShape:
     def opening(self) -> list[bytes]:
         return [self._chunks.role()] if self._plan.endpoint == CHAT_ENDPOINT else []
 
-    def token(self, piece: Piece, last: bool) -> tuple[list[bytes], bytes]:
+    def token(self, piece: Piece, last: bool) -> tuple[list[bytes], bytes | None]:
         plan = self._plan
-        delta: dict[str, Any] | None = None
-        if piece.kind == "reasoning":
+        delta: dict[str, Any] | None = None  # held pieces: {"content": ""}, as vLLM sends
+        if piece.held:
+            pass
+        elif piece.kind == "reasoning":
             delta = {self._field: piece.text}
         elif piece.kind == "tool":
             function: dict[str, Any] = {"arguments": piece.text}
@@ -395,10 +413,12 @@ class ResponsesShape:
         fields["output_index"] = index
         return fields
 
-    def token(self, piece: Piece, last: bool) -> tuple[list[bytes], bytes]:
+    def token(self, piece: Piece, last: bool) -> tuple[list[bytes], bytes | None]:
         before: list[bytes] = []
         if piece.kind != self._kind:
             before = self._close() + self._open(piece.kind)
+        if piece.held:
+            return before, None
         self._text += piece.text
         return before, self._event(_ITEMS[piece.kind][1], self._delta_fields(piece))
 
@@ -490,13 +510,13 @@ class MessagesShape:
         }
         return [self._event("message_start", {"message": message})]
 
-    def token(self, piece: Piece, last: bool) -> tuple[list[bytes], bytes]:
+    def token(self, piece: Piece, last: bool) -> tuple[list[bytes], bytes | None]:
         before: list[bytes] = []
         if piece.kind != self._kind:
             if self._kind is not None:
                 before.append(self._event("content_block_stop", {"index": self._block}))
             before.append(self._start_block(piece.kind))
-        return before, self._delta(piece)
+        return before, None if piece.held else self._delta(piece)
 
     def finish(self) -> tuple[list[bytes], bytes | None, str]:
         plan = self._plan
