@@ -91,7 +91,7 @@ class Config:
         if module not in self.modules:
             raise ConfigError(f"unknown module {module[:64]!r}")
         settings = {**self.modules[module].settings, "name": "probe", "url": url}
-        return _target(_Section(settings, f"modules.{module}"), self.target_defaults)
+        return _target(Section(settings, f"modules.{module}"), self.target_defaults)
 
     def latency_buckets(self) -> dict[str, tuple[float, ...]]:
         """Histogram edges per latency histogram, SLO thresholds included."""
@@ -143,7 +143,7 @@ def _human(seconds: float) -> str:
     return f"{seconds * 1000:g}ms"
 
 
-class _Section:
+class Section:
     """A mapping being read: typed getters, and ``done()`` rejects whatever was not read."""
 
     def __init__(self, data: object, path: str) -> None:
@@ -205,8 +205,8 @@ class _Section:
     ) -> float:
         return parse_duration(self.raw(key, default), self.at(key), allow_zero, maximum, minimum)
 
-    def section(self, key: str) -> _Section:
-        return _Section(self.raw(key), self.at(key))
+    def section(self, key: str) -> Section:
+        return Section(self.raw(key), self.at(key))
 
     def expect(self, keys: Sequence[str]) -> None:
         """Refuse an unknown key before anything else is read, so a misspelt section is
@@ -238,7 +238,7 @@ def _header_value(value: str, path: str) -> str:
     return value
 
 
-def _headers(section: _Section) -> tuple[dict[str, str], frozenset[str]]:
+def _headers(section: Section) -> tuple[dict[str, str], frozenset[str]]:
     """Extra request headers, and the names of those whose values are secrets: given as
     ``{env: VAR}`` or ``{file: PATH}``, or named like a credential (``api-key``, ...)."""
     raw = section.raw("headers", {}) or {}
@@ -257,7 +257,7 @@ def _headers(section: _Section) -> tuple[dict[str, str], frozenset[str]]:
         if name.lower() == "authorization":
             raise ConfigError(f"{path}: use api_key_file or api_key_env for credentials")
         if isinstance(value, dict):
-            source = _Section(value, path)
+            source = Section(value, path)
             try:
                 loaded = load_secret(source.text("env"), source.text("file"), f"header {name}")
             except SecretError as exc:
@@ -276,7 +276,7 @@ def _headers(section: _Section) -> tuple[dict[str, str], frozenset[str]]:
     return headers, frozenset(secret)
 
 
-def _slo(section: _Section) -> SLO:
+def _slo(section: Section) -> SLO:
     default = SLO()
     slo = SLO(
         ttft_seconds=section.duration("ttft", default.ttft_seconds),
@@ -289,7 +289,7 @@ def _slo(section: _Section) -> SLO:
     return slo
 
 
-def _timeouts(section: _Section, own: frozenset[str]) -> Timeouts:
+def _timeouts(section: Section, own: frozenset[str]) -> Timeouts:
     """A phase the target or module sets itself (``own``) must fit in the total; one
     inherited from ``target_defaults`` or the built-in defaults is shortened to the total,
     so ``timeouts: {total: 10s}`` alone is a 10-second probe."""
@@ -318,8 +318,8 @@ def merge_settings(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[
     return merged
 
 
-def _target(section: _Section, defaults: Mapping[str, Any]) -> TargetConfig:
-    merged = _Section(merge_settings(defaults, section.data), section.path)
+def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
+    merged = Section(merge_settings(defaults, section.data), section.path)
     own_timeouts = section.data.get("timeouts")
     own = frozenset(own_timeouts) if isinstance(own_timeouts, dict) else frozenset()
     name = merged.text("name")
@@ -381,7 +381,7 @@ def _target(section: _Section, defaults: Mapping[str, Any]) -> TargetConfig:
     return config
 
 
-def _buckets(section: _Section) -> dict[str, tuple[float, ...]]:
+def _buckets(section: Section) -> dict[str, tuple[float, ...]]:
     buckets = dict(DEFAULT_BUCKETS)
     for name in DEFAULT_BUCKETS:
         if not section.has(name):
@@ -400,7 +400,7 @@ def _buckets(section: _Section) -> dict[str, tuple[float, ...]]:
     return buckets
 
 
-def _gpu(section: _Section) -> GpuCollectorConfig:
+def _gpu(section: Section) -> GpuCollectorConfig:
     # A sidecar usually cannot see the pod's GPU (see the README), so Kubernetes starts
     # with the collector off unless the config turns it on.
     match = section.raw("served_model_match", ["vllm"])
@@ -426,7 +426,7 @@ def _gpu(section: _Section) -> GpuCollectorConfig:
     return config
 
 
-def _otlp(section: _Section) -> OtlpSettings:
+def _otlp(section: Section) -> OtlpSettings:
     """Only what the file sets; everything else is left to the OTEL_* variables."""
 
     def optional_duration(key: str) -> float | None:
@@ -497,7 +497,7 @@ def _credential_hosts(raw: object, path: str) -> tuple[HostPattern, ...]:
     return tuple(patterns)
 
 
-def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Module]:
+def _modules(section: Section, defaults: Mapping[str, Any]) -> dict[str, Module]:
     if len(section.data) > MAX_MODULES:
         raise ConfigError(f"{section.path}: at most {MAX_MODULES} modules")
     modules: dict[str, Module] = {"default": Module()}
@@ -511,7 +511,7 @@ def _modules(section: _Section, defaults: Mapping[str, Any]) -> dict[str, Module
         settings = {k: v for k, v in raw.items() if k != "credential_hosts"}
         hosts = _credential_hosts(raw.get("credential_hosts"), f"{path}.credential_hosts")
         # Validate now, with a stand-in URL, so a bad module fails at load, not at scrape.
-        _target(_Section({**settings, "name": "probe", "url": "http://127.0.0.1"}, path), defaults)
+        _target(Section({**settings, "name": "probe", "url": "http://127.0.0.1"}, path), defaults)
         modules[str(name)] = Module(settings, hosts)
     section.done()
     return modules
@@ -532,7 +532,7 @@ TOP_LEVEL_KEYS = (
 
 
 def parse_config(data: object) -> Config:
-    root = _Section(data, "")
+    root = Section(data, "")
     root.expect(TOP_LEVEL_KEYS)
     web = root.section("web")
     listen = _listen_address(web.text("listen_address", DEFAULT_LISTEN), "web.listen_address")
@@ -556,7 +556,7 @@ def parse_config(data: object) -> Config:
     if len(raw_targets) > MAX_TARGETS:
         raise ConfigError(f"targets: at most {MAX_TARGETS} targets in one daemon")
     targets = tuple(
-        _target(_Section(t, f"targets[{i}]"), defaults) for i, t in enumerate(raw_targets)
+        _target(Section(t, f"targets[{i}]"), defaults) for i, t in enumerate(raw_targets)
     )
     names = [t.name for t in targets]
     for i, name in enumerate(names):

@@ -22,8 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from streamobs.config import Config, ConfigError, parse_config, parse_duration
-from streamobs.config import _Section as Section
+from streamobs.config import Config, ConfigError, Section, parse_config, parse_duration
 
 Severity = Literal["critical", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
