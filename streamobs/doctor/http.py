@@ -83,7 +83,7 @@ def request_body(spec: ProbeSpec, *, stream: bool) -> bytes:
     streaming."""
     if stream:
         return spec.request_body()
-    return json.dumps(non_streaming(spec.target.endpoint, spec.request_json())).encode()
+    return json.dumps(non_streaming(spec.request_json())).encode()
 
 
 def read_bounded(exchange: Exchange, limit: int = ERROR_BODY_LIMIT) -> bytes:

@@ -173,8 +173,9 @@ def request_body(endpoint: str, shape: RequestShape) -> dict[str, Any]:
     return body
 
 
-def non_streaming(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The same request asking for one JSON body instead of a stream."""
+def non_streaming(body: dict[str, Any]) -> dict[str, Any]:
+    """The same request asking for one JSON body instead of a stream (every protocol
+    names it ``stream``; only chat and completions have ``stream_options``)."""
     plain = dict(body)
     plain["stream"] = False
     plain.pop("stream_options", None)
