@@ -1230,3 +1230,14 @@ def test_tokens_held_in_a_utf8_character_ride_on_the_next_delta(make_sim: MakeSi
     contents = [c["choices"][0]["delta"]["content"] for c in chat.chunks()[1:]]
     assert contents == [" the", "", " stream of", " tokens"]
     assert len(chat.content_events()) == 3
+
+
+def test_non_streamed_chat_carries_reasoning_and_the_tool_call(make_sim: MakeSim) -> None:
+    sim = make_sim(tokens=4, reasoning_tokens=1)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    body = chat_body(stream=False, tools=tools, tool_choice="required")
+    message = requests.post(sim.url + CHAT, json=body, timeout=5).json()["choices"][0]["message"]
+    assert message["content"] is None and message["reasoning_content"] == " the"
+    (call,) = message["tool_calls"]
+    assert call["function"]["name"] == "f"
+    assert json.loads(call["function"]["arguments"]) == {"numbers": " stream of tokens"}

@@ -161,19 +161,22 @@ def completion_body(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    reasoning: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> bytes:
-    """A non-streamed chat completion or text completion."""
+    """A non-streamed chat completion or text completion; chat may carry reasoning and
+    tool calls (then without text content)."""
     choice: dict[str, Any] = {"index": 0}
     if endpoint == CHAT_ENDPOINT:
         choice["message"] = {
             "role": "assistant",
-            "content": text,
+            "content": None if tool_calls else text,
             "refusal": None,
             "annotations": None,
             "audio": None,
             "function_call": None,
-            "tool_calls": [],
-            "reasoning_content": None,
+            "tool_calls": tool_calls or [],
+            "reasoning_content": reasoning or None,
         }
         choice.update(logprobs=None, finish_reason=finish_reason, stop_reason=None)
     else:

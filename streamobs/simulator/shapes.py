@@ -178,15 +178,22 @@ class ChatShape:
 
     def body(self, all_pieces: list[Piece]) -> bytes:
         plan = self._plan
+        calls = None
+        if plan.tool_name is not None:
+            function = {"name": plan.tool_name, "arguments": _joined(all_pieces, "tool")}
+            call_id = "chatcmpl-tool-" + derived_id(self._id, "tool")
+            calls = [{"id": call_id, "type": "function", "function": function}]
         return completion_body(
             plan.endpoint,
             self._id,
             self._created,
             plan.model,
-            "".join(p.text for p in all_pieces if p.kind != "reasoning"),
+            _joined(all_pieces, "text"),
             plan.finish_reason,
             plan.prompt_tokens,
             plan.completion_tokens,
+            reasoning=_joined(all_pieces, "reasoning"),
+            tool_calls=calls,
         )
 
 
