@@ -1,12 +1,18 @@
 """Probe every target on its interval: never overlapping itself, bounded overall.
 
-One thread per target keeps the schedule simple and makes "never overlapping itself" true
-by construction; shared slots bound how many probes run at once across targets. A reload
-updates the schedule in place, so unchanged targets are never interrupted.
+A timer queue and a pool of at most ``max_concurrency`` workers, not a thread per target:
+a thousand targets cost a heap of a thousand entries and a handful of threads. One timer
+thread moves each target to the ready queue when it is due; idle workers take the target
+that has been due longest, so when probes run long every target still gets its turn in
+order instead of a few winning every race for a slot. A target is back in the timer queue
+only once its probe has ended, so it never overlaps itself. A reload updates the schedule
+in place: unchanged targets keep their next due time and their probe in flight.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import random
 import threading
@@ -26,6 +32,7 @@ log = logging.getLogger(__name__)
 
 
 ResultCallback = Callable[[TargetConfig, ProbeResult], None]
+IDLE_WORKER_SECONDS = 60.0  # a worker idle this long leaves (one always stays)
 
 
 def build_spec(target: TargetConfig, model: str) -> ProbeSpec:
@@ -73,46 +80,18 @@ class ModelResolver:
             self._model = None  # redeployed with another model? ask again next time
 
 
-class Slots:
-    """At most ``size`` probes at once; the size can change while probes run."""
+class _Entry:
+    """One target's place in the schedule. Replaced (never edited) when the target
+    changes; ``cancelled`` tells a queue holding it, or the worker probing it, that it left."""
 
-    def __init__(self, size: int) -> None:
-        self._cond = threading.Condition()
-        self._size = size
-        self._used = 0
+    __slots__ = ("cancelled", "due", "resolver", "running", "target")
 
-    def resize(self, size: int) -> None:
-        with self._cond:
-            self._size = size
-            self._cond.notify_all()
-
-    def acquire(self, stop: threading.Event) -> bool:
-        """Wait for a slot; False (no slot taken) once ``stop`` is set."""
-        with self._cond:
-            while self._used >= self._size:
-                if stop.is_set():
-                    return False
-                self._cond.wait(0.2)
-            if stop.is_set():
-                return False
-            self._used += 1
-            return True
-
-    def release(self) -> None:
-        with self._cond:
-            self._used -= 1
-            self._cond.notify()
-
-
-class _Loop:
-    """One target's schedule on its own thread, stopped on its own."""
-
-    def __init__(self, target: TargetConfig, run: Callable[[TargetConfig, threading.Event], None]):
+    def __init__(self, target: TargetConfig, resolver: ModelResolver, due: float) -> None:
         self.target = target
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=run, args=(target, self.stop), name=f"probe-{target.name}", daemon=True
-        )
+        self.resolver = resolver
+        self.due = due
+        self.running = False
+        self.cancelled = False
 
 
 class Scheduler:
@@ -126,83 +105,176 @@ class Scheduler:
         rng: random.Random | None = None,
     ) -> None:
         self._targets = tuple(targets)
-        self._slots = Slots(max_concurrency)
+        self._size = max_concurrency
         self._on_result = on_result
         self._probe = probe
         self._discover = discover
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
-        self._loops: dict[str, _Loop] = {}
-        self._retired: list[_Loop] = []  # stopped, maybe still finishing a probe
+        self._timer_wake = threading.Condition(self._lock)  # the timer: an earlier due time
+        self._work_ready = threading.Condition(self._lock)  # workers: a target is ready
+        self._entries: dict[str, _Entry] = {}
+        self._timers: list[tuple[float, int, _Entry]] = []  # (due, seq, entry)
+        self._ready: list[tuple[float, int, _Entry]] = []  # due longest ago first
+        self._seq = itertools.count()
+        self._workers: set[threading.Thread] = set()
+        self._idle = 0
+        self._timer: threading.Thread | None = None
         self._states = StateLog(log)
         self._started = False
+        self._stopping = False
 
+    # -- schedule ----------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
+            if self._started:
+                return
             self._started = True
             for target in self._targets:
-                self._begin(target)
+                self._add(target)
+            self._timer = threading.Thread(target=self._run_timer, name="probe-timer", daemon=True)
+            self._timer.start()
 
     def update(self, targets: Sequence[TargetConfig], max_concurrency: int) -> None:
         """Take a reloaded target list: an unchanged target keeps its schedule (and its
         probe in flight), a changed one starts over, a removed one stops."""
-        self._slots.resize(max_concurrency)
         with self._lock:
             self._targets = tuple(targets)
+            self._size = max_concurrency
             wanted = {t.name: t for t in targets}
-            for name, loop in list(self._loops.items()):
-                if wanted.get(name) != loop.target:
-                    loop.stop.set()
-                    self._retired.append(self._loops.pop(name))
-            self._retired = [loop for loop in self._retired if loop.thread.is_alive()]
+            for name, entry in list(self._entries.items()):
+                if wanted.get(name) != entry.target:
+                    entry.cancelled = True  # lazily dropped from the queues
+                    del self._entries[name]
             if self._started:
                 for target in targets:
-                    if target.name not in self._loops:
-                        self._begin(target)
+                    if target.name not in self._entries:
+                        self._add(target)
+            self._work_ready.notify_all()  # surplus idle workers leave when it shrank
 
-    def _begin(self, target: TargetConfig) -> None:
-        loop = _Loop(target, self._loop)
-        self._loops[target.name] = loop
-        loop.thread.start()
+    def stats(self) -> dict[str, int]:
+        """Threads and queue lengths, for tests and benchmarks."""
+        with self._lock:
+            return {
+                "workers": len(self._workers),
+                "idle": self._idle,
+                "ready": len(self._ready),
+                "waiting": len(self._timers),
+                "running": sum(1 for e in self._entries.values() if e.running),
+            }
 
     def stop(self, grace: float) -> bool:
         """No new probes; wait up to ``grace`` s for running ones. True if all finished."""
         with self._lock:
-            loops = [*self._loops.values(), *self._retired]
-        for loop in loops:
-            loop.stop.set()
+            self._stopping = True
+            threads = [*self._workers, *([self._timer] if self._timer else [])]
+            self._timer_wake.notify_all()
+            self._work_ready.notify_all()
         deadline = time.monotonic() + grace
-        for loop in loops:
-            loop.thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(loop.thread.is_alive() for loop in loops)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
+
+    def _add(self, target: TargetConfig) -> None:
+        # Spread the first probes of many targets instead of firing them all at once.
+        delay = self._rng.uniform(0, min(target.interval, 1.0)) * 0.1
+        entry = _Entry(target, ModelResolver(target, self._discover), time.monotonic() + delay)
+        self._entries[target.name] = entry
+        self._push_timer(entry)
+
+    def _push_timer(self, entry: _Entry) -> None:
+        earliest = self._timers[0][0] if self._timers else None
+        heapq.heappush(self._timers, (entry.due, next(self._seq), entry))
+        if earliest is None or entry.due < earliest:
+            self._timer_wake.notify()
 
     def _next_wait(self, target: TargetConfig) -> float:
         return target.interval + self._rng.uniform(-target.jitter, target.jitter)
 
-    def _loop(self, target: TargetConfig, stop: threading.Event) -> None:
-        resolver = ModelResolver(target, self._discover)
-        # Spread the first probes of many targets instead of firing them all at once.
-        delay = self._rng.uniform(0, min(target.interval, 1.0)) * 0.1
-        next_due = time.monotonic() + delay
-        while not stop.wait(max(0.0, next_due - time.monotonic())):
-            if not self._slots.acquire(stop):
-                return
-            started = time.monotonic()
+    # -- threads -----------------------------------------------------------------------
+    def _run_timer(self) -> None:
+        """Move due targets to the ready queue; start a worker when none is idle."""
+        with self._lock:
+            while not self._stopping:
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    due, seq, entry = heapq.heappop(self._timers)
+                    if entry.cancelled:
+                        continue
+                    heapq.heappush(self._ready, (due, seq, entry))
+                    self._work_ready.notify()
+                    # Woken workers count as idle until they run: more ready than idle
+                    # means no one would take this one soon.
+                    if len(self._ready) > self._idle and len(self._workers) < self._size:
+                        self._spawn()
+                wait = self._timers[0][0] - now if self._timers else None
+                self._timer_wake.wait(wait)
+
+    def _spawn(self) -> None:
+        worker = threading.Thread(target=self._run_worker, name="probe-worker", daemon=True)
+        self._workers.add(worker)
+        worker.start()
+
+    def _run_worker(self) -> None:
+        me = threading.current_thread()
+        with self._lock:
             try:
-                result = self._probe(build_spec(target, resolver.model()))
-            except Exception:
-                # A bug must cost one probe, not this target's whole schedule.
-                log.exception("target %s: the probe itself failed", target.name)
-            else:
-                resolver.after(result)
-                # Server text in the result is redacted once, before anything shows it.
-                if not stop.is_set():  # a removed target's last probe counts nowhere
-                    self._deliver(target, redact_result(result, target.secrets()))
+                while True:
+                    entry = self._take()
+                    if entry is None:
+                        return
+                    self._lock.release()
+                    try:
+                        result = self._probe_once(entry)
+                        deliver = result is not None and not entry.cancelled
+                        if deliver and result is not None and not self._stopping:
+                            # A removed target's last probe counts nowhere.
+                            self._deliver(entry.target, result)
+                    finally:
+                        self._lock.acquire()
+                    entry.running = False
+                    if not entry.cancelled:
+                        self._push_timer(entry)
             finally:
-                self._slots.release()
-            # Fixed rate from the start of the probe; a probe longer than the interval
-            # delays the next one rather than overlapping it.
-            next_due = max(started + self._next_wait(target), time.monotonic())
+                self._workers.discard(me)
+
+    def _take(self) -> _Entry | None:
+        """The ready target due longest ago, waiting for one; None: this worker leaves.
+        Called with the lock held."""
+        while True:
+            if self._stopping or len(self._workers) > self._size:
+                return None
+            while self._ready:
+                _, _, entry = heapq.heappop(self._ready)
+                if not entry.cancelled:
+                    entry.running = True
+                    return entry
+            self._idle += 1
+            try:
+                woken = self._work_ready.wait(timeout=IDLE_WORKER_SECONDS)
+            finally:
+                self._idle -= 1
+            if not woken and not self._ready and len(self._workers) > 1:
+                return None  # a quiet spell: the pool shrinks, one worker always stays
+
+    def _probe_once(self, entry: _Entry) -> ProbeResult | None:
+        """One probe of ``entry``'s target (None if it raised); sets its next due time."""
+        target = entry.target
+        started = time.monotonic()
+        result: ProbeResult | None = None
+        try:
+            result = self._probe(build_spec(target, entry.resolver.model()))
+            entry.resolver.after(result)
+            # Server text in the result is redacted once, before anything shows it.
+            result = redact_result(result, target.secrets())
+        except Exception:
+            # A bug must cost one probe, not this target's whole schedule.
+            log.exception("target %s: the probe itself failed", target.name)
+            result = None
+        # Fixed rate from the start of the probe; a probe longer than the interval
+        # delays the next one rather than overlapping it.
+        entry.due = max(started + self._next_wait(target), time.monotonic())
+        return result
 
     def _deliver(self, target: TargetConfig, result: ProbeResult) -> None:
         try:
