@@ -26,6 +26,7 @@ from streamobs.probe.delivery import analyse_delivery
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec
 from streamobs.probe.timing import EventStamps, assess_timing
+from streamobs.probe.tracecontext import TraceContext, new_trace_context, traced_headers
 from streamobs.secret import redact
 from streamobs.sse import SSEDecoder, SSETooLarge
 
@@ -107,14 +108,18 @@ class _ProbeRun:
         self.response_id: str | None = None
         self.response_model: str | None = None
         self.run_queue_wait_ns: int | None = None
+        self.trace: TraceContext | None = None
+        self.request_id: str | None = None
 
     # -- the run --------------------------------------------------------------------
     def run(self) -> ProbeResult:
         spec = self.spec
         timeouts = spec.timeouts
-        request = Request(
-            "POST", spec.target.request_url, spec.request_headers(), spec.request_body()
+        # A new trace per probe: the server's own span of this request joins it by id.
+        headers, self.trace, self.request_id = traced_headers(
+            spec.request_headers(), new_trace_context()
         )
+        request = Request("POST", spec.target.request_url, headers, spec.request_body())
         runqueue = RunQueueClock()
         waited_before = runqueue.wait_ns()
         self.started_at = time.time()
@@ -377,6 +382,9 @@ class _ProbeRun:
             response_model=self.response_model,
             finish_reason=self.finish_reason,
             error=error,
+            trace_id=None if self.trace is None else self.trace.trace_id,
+            span_id=None if self.trace is None else self.trace.span_id,
+            request_id=self.request_id,
         )
 
 

@@ -111,6 +111,11 @@ class ProbeResult:
     response_model: str | None = None
     finish_reason: str | None = None  # Messages: stop_reason; Responses: why it ended
     error: str | None = None  # one human line; never contains secrets
+    # The W3C trace context the request carried (hex; None when a configured traceparent
+    # was sent instead) and its X-Request-Id: the keys to the server's own span of it.
+    trace_id: str | None = None
+    span_id: str | None = None  # the probe's own span, the parent of the server's
+    request_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -183,6 +188,9 @@ class ProbeResult:
             "response_id",
             "response_model",
             "finish_reason",
+            "trace_id",
+            "span_id",
+            "request_id",
         ):
             out[key] = raw[key]
         out["delivery"] = raw["delivery"]
