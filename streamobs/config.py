@@ -32,6 +32,7 @@ from streamobs.probe.spec import (
 )
 from streamobs.secret import SecretError, is_credential_header, load_api_key, load_secret
 from streamobs.targets import DEFAULT_BUCKETS, SLO, TargetConfig, latency_buckets
+from streamobs.traces.settings import TracesReceiverSettings
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 MAX_HEADER_VALUE = 8 * KIB
@@ -80,6 +81,7 @@ class Config:
     vllm: VllmCollectorConfig = field(default_factory=VllmCollectorConfig)
     gpu: GpuCollectorConfig = field(default_factory=GpuCollectorConfig)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
+    traces_receiver: TracesReceiverSettings = field(default_factory=TracesReceiverSettings)
     # Probe settings for /probe?target=URL&module=NAME, validated at load time; each
     # module's own settings are merged over target_defaults.
     modules: Mapping[str, Module] = field(default_factory=dict)
@@ -475,6 +477,30 @@ def _otlp(section: Section) -> OtlpSettings:
     return settings
 
 
+def _traces_receiver(section: Section) -> TracesReceiverSettings:
+    """Off unless an address is set; the addresses cannot change on reload."""
+
+    def address(key: str) -> str | None:
+        value = section.text(key)
+        return None if value is None else _listen_address(value, section.at(key))
+
+    settings = TracesReceiverSettings(
+        http_address=address("http_listen_address"),
+        grpc_address=address("grpc_listen_address"),
+        join_wait=section.duration("join_wait", 30.0, maximum=MAX_TIMEOUT),
+        max_pending=section.integer("max_pending", 10_000),
+        max_request_bytes=section.integer(
+            "max_request_bytes", 4 * MIB, minimum=1024, maximum=64 * MIB
+        ),
+        max_concurrency=section.integer("max_concurrency", 8, maximum=256),
+        read_timeout=section.duration("read_timeout", 10.0, maximum=MAX_TIMEOUT),
+        forward=section.boolean("forward", True),
+        forward_queue_size=section.integer("forward_queue_size", 256, maximum=100_000),
+    )
+    section.done()
+    return settings
+
+
 def _listen_address(value: str | None, path: str) -> str:
     value = value or DEFAULT_LISTEN
     _host, sep, port = value.rpartition(":")
@@ -523,6 +549,7 @@ TOP_LEVEL_KEYS = (
     "targets",
     "modules",
     "otlp",
+    "traces_receiver",
     "collectors",
     "max_concurrency",
     "max_models_per_target",
@@ -564,6 +591,7 @@ def parse_config(data: object) -> Config:
             raise ConfigError(f"targets[{i}].name: duplicate target name {name!r}")
     modules = _modules(root.section("modules"), defaults)
     otlp = _otlp(root.section("otlp"))
+    traces_receiver = _traces_receiver(root.section("traces_receiver"))
     collectors = root.section("collectors")
     vllm = collectors.section("vllm")
     vllm_config = VllmCollectorConfig(
@@ -586,6 +614,7 @@ def parse_config(data: object) -> Config:
         vllm=vllm_config,
         gpu=gpu_config,
         otlp=otlp,
+        traces_receiver=traces_receiver,
         modules=modules,
         target_defaults=defaults,
     )
