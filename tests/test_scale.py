@@ -52,7 +52,7 @@ def threads_of(pid: int) -> int:
 
 def last_runs(port: int) -> dict[str, float]:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    out = {}
+    out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("streamobs_probe_last_run_timestamp_seconds{"):
             labels, value = line.rsplit(" ", 1)
