@@ -28,9 +28,11 @@ from streamobs.simulator.payloads import (
 )
 from streamobs.simulator.plan import ApiError, plan_request
 from streamobs.simulator.records import RecordStore, RequestTrace
+from streamobs.simulator.spans import RequestSpan, SpanSender, build_span
 from streamobs.simulator.wire import ClientGone, Connection, ServerStopping, response
 
 FAULT_HEADER = "X-Streamobs-Sim-Fault"
+MAX_REQUEST_ID = 128  # characters of an X-Request-Id taken into the response id
 RECORDS_KEPT = 10_000
 # The simulated KV cache holds this many full-length sequences.
 KV_CACHE_SEQUENCES = 8
@@ -55,6 +57,52 @@ class SimulatorApp:
         self.records = RecordStore(records_kept)
         self.metrics = EngineMetrics(KV_CACHE_SEQUENCES * config.max_model_len)
         self.metrics.add_model(config.model)
+        self._spans: SpanSender | None = None
+
+    def span_sender(self) -> SpanSender | None:
+        """The sender for the configured traces endpoint (replaced when it changes)."""
+        config = self.config
+        with self._lock:
+            current = self._spans
+            wanted = (
+                config.otlp_traces_endpoint,
+                config.otlp_traces_protocol,
+                config.otlp_traces_batch_delay,
+            )
+            if (
+                current is not None
+                and (
+                    current.endpoint,
+                    current.protocol,
+                    current.batch_delay,
+                )
+                == wanted
+            ):
+                return current
+            self._spans = SpanSender(*wanted) if config.otlp_traces_endpoint else None
+        if current is not None:
+            current.stop(0.5)
+        return self._spans
+
+    def send_span(self, request: RequestSpan) -> None:
+        sender = self.span_sender()
+        span = build_span(request)
+        if sender is not None and span is not None:
+            sender.add(span)
+
+    def flush_spans(self) -> None:
+        """Export the spans waiting now instead of at the next batch."""
+        with self._lock:
+            sender = self._spans
+        if sender is not None:
+            sender.flush()
+
+    def stop_spans(self) -> None:
+        """Send what is waiting and stop (the SDK flushes at shutdown too)."""
+        with self._lock:
+            sender, self._spans = self._spans, None
+        if sender is not None:
+            sender.stop()
 
     @property
     def config(self) -> SimulatorConfig:
@@ -99,6 +147,9 @@ class SimulatorApp:
         elif path == "/health":
             exchange.reply(200, b"", "application/json")
         elif path == "/metrics":
+            delay = self.config.metrics_delay
+            if delay > 0 and self.metrics.busy():
+                self.stopping.wait(delay)  # busy generating, as vLLM's event loop is
             exchange.reply(200, self.metrics.render(), CONTENT_TYPE_PLAIN_0_0_4)
         elif path == "/sim/config":
             exchange.reply_json(200, dumps(self.config.to_dict()))
@@ -132,8 +183,14 @@ class SimulatorApp:
         )
         with self._lock:
             request_rng = random.Random(self._rng.getrandbits(64))
+        headers = exchange.handler.headers
+        # vLLM names the request after the client's X-Request-Id when there is one.
+        request_id = (headers.get("X-Request-Id") or "").strip()[:MAX_REQUEST_ID] or None
+        traceparent = headers.get("traceparent")
         trace = RequestTrace(
-            response_id=prefix + f"{request_rng.getrandbits(64):016x}",
+            response_id=prefix + (request_id or f"{request_rng.getrandbits(64):016x}"),
+            request_id=request_id,
+            traceparent=traceparent,
             endpoint=endpoint,
             model=plan.model,
             fault=fault,
@@ -159,6 +216,7 @@ class SimulatorApp:
                     trace=trace,
                     metrics=self.metrics,
                     created=int(time.time()),
+                    on_span=self.send_span if config.otlp_traces_endpoint else None,
                 )
                 generation.run()
                 reusable = generation.reusable

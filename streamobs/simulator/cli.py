@@ -82,6 +82,19 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("buffered", "bool", "deliver each whole stream in one write, as a buffering proxy"),
     _Option("stall-seconds", "float", "how long stall and hang faults last (default 3600)"),
     _Option("oversize-bytes", "int", "length of the oversize fault's line (default 8 MiB)"),
+    _Option("queue", "float", "seconds each request waits in the queue, within --ttft (default 0)"),
+    _Option("metrics-delay", "float", "/metrics answers this much later while generating"),
+    _Option("ignore-disconnect", "bool", "keep generating for a client that has gone (a fault)"),
+    _Option(
+        "otlp-traces-endpoint",
+        "str",
+        "send each request's llm_request span here, as vLLM's --otlp-traces-endpoint "
+        "(http/protobuf: http://host:4318/v1/traces; grpc: http://host:4317)",
+    ),
+    _Option("otlp-traces-protocol", "str", "http/protobuf (default) or grpc"),
+    _Option(
+        "otlp-traces-batch-delay", "float", "seconds between span batches (default 5, the SDK's)"
+    ),
     _Option("seed", "int", "seed for the fault draws and jitter, for reproducible runs"),
 )
 _NOT_CONFIG = frozenset({"host", "port", "seed"})

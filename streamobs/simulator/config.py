@@ -69,6 +69,21 @@ class SimulatorConfig:
     # How long stall and hang last if the client does not give up first.
     stall_seconds: float = 3600.0
     oversize_bytes: int = 8 * 1024 * 1024
+    # Each request waits this long in the queue (num_requests_waiting) before it is
+    # admitted; the first token still comes `ttft` after arrival, so prefill is the rest.
+    queue: float = 0.0
+    # While any request is running, /metrics answers this much later (vLLM's /metrics
+    # takes up to about 2 s while it generates).
+    metrics_delay: float = 0.0
+    # Keep generating (and counting) the whole answer after the client has gone, as a
+    # server or proxy that does not pass the disconnect on.
+    ignore_disconnect: bool = False
+    # Send each request's llm_request span here (vLLM's --otlp-traces-endpoint), as
+    # "http/protobuf" (a .../v1/traces URL) or "grpc" (http://host:port); "" sends none.
+    otlp_traces_endpoint: str = ""
+    otlp_traces_protocol: str = "http/protobuf"
+    # Spans go out in batches this often (the SDK's BatchSpanProcessor: every 5 s).
+    otlp_traces_batch_delay: float = 5.0
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -95,7 +110,7 @@ class SimulatorConfig:
     def _check_ranges(self) -> None:
         if not self.model.strip():
             raise ValueError("model must be a non-empty name")
-        for name in ("ttft", "itl", "keepalive", "stall_seconds"):
+        for name in ("ttft", "itl", "keepalive", "stall_seconds", "queue", "metrics_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
         if not 0.0 <= self.jitter <= 1.0:
@@ -105,6 +120,15 @@ class SimulatorConfig:
         for name in ("reasoning_tokens", "partial_utf8_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.otlp_traces_protocol not in ("http/protobuf", "grpc"):
+            raise ValueError(
+                "otlp_traces_protocol must be http/protobuf or grpc, "
+                f"got {self.otlp_traces_protocol!r}"
+            )
+        if not self.otlp_traces_batch_delay > 0:
+            raise ValueError(
+                f"otlp_traces_batch_delay must be > 0 seconds, got {self.otlp_traces_batch_delay}"
+            )
         if self.reasoning_field not in REASONING_FIELDS:
             raise ValueError(
                 f"reasoning_field must be one of {', '.join(REASONING_FIELDS)}, "

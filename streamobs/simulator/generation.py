@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from streamobs.simulator.config import SimulatorConfig
 from streamobs.simulator.metrics import EngineMetrics
@@ -12,6 +12,7 @@ from streamobs.simulator.payloads import KEEPALIVE_COMMENT
 from streamobs.simulator.plan import GenerationPlan
 from streamobs.simulator.records import RequestTrace
 from streamobs.simulator.shapes import make_shape, pieces
+from streamobs.simulator.spans import RequestSpan, unix_ns_of
 from streamobs.simulator.wire import ClientGone, Connection, Emitter, ServerStopping, response
 
 # Faults that strike at the deadline of the token after the first half of them.
@@ -53,7 +54,9 @@ class Generation:
         trace: RequestTrace,
         metrics: EngineMetrics,
         created: int,
+        on_span: Callable[[RequestSpan], None] | None = None,
     ) -> None:
+        self._on_span = on_span
         self._conn = conn
         self._plan = plan
         self._config = config
@@ -67,6 +70,10 @@ class Generation:
         self._shape = make_shape(plan, trace.response_id, created, config.reasoning_field)
         self._pieces = pieces(plan, config.partial_utf8_every)
         self._last_token_ns: int | None = None
+        self._first_token_ns: int | None = None
+        self._tokens = 0  # generated so far, written or not
+        self._deadline: int | None = None  # the next token's, once taken
+        self._admitted_ns: int | None = None
         # How the engine saw the request end; None means it did not finish.
         self._finished_reason: str | None = None
         # Whether the connection is left in a state that can carry another request.
@@ -74,20 +81,82 @@ class Generation:
 
     def run(self) -> None:
         plan, trace = self._plan, self._trace
-        queue_s = (time.perf_counter_ns() - trace.received_ns) / 1e9
+        try:
+            self._wait_in_queue()
+        except (ClientGone, ServerStopping):
+            trace.client_disconnected()
+            return
+        admitted_ns = time.perf_counter_ns()
+        self._admitted_ns = admitted_ns
+        trace.admitted(admitted_ns)
+        queue_s = (admitted_ns - trace.received_ns) / 1e9
         self._metrics.admitted(plan.model, trace.response_id, plan.prompt_tokens, queue_s)
         try:
-            if plan.stream and self._fault != "not_sse":
-                self._stream()
-            else:
-                self._whole_body()
-        except ClientGone:
-            trace.client_disconnected()
+            try:
+                if plan.stream and self._fault != "not_sse":
+                    self._stream()
+                else:
+                    self._whole_body()
+            except ClientGone:
+                trace.client_disconnected()
+                if self._config.ignore_disconnect:
+                    self._generate_for_nobody()
         except ServerStopping:
             pass
         finally:
-            e2e_s = (time.perf_counter_ns() - trace.received_ns) / 1e9
+            finished_ns = time.perf_counter_ns()
+            e2e_s = (finished_ns - trace.received_ns) / 1e9
             self._metrics.finished(plan.model, trace.response_id, self._finished_reason, e2e_s)
+            self._send_span(finished_ns)
+
+    def _wait_in_queue(self) -> None:
+        queue_ns = round(self._config.queue * 1e9)
+        if queue_ns <= 0:
+            return
+        model = self._plan.model
+        self._metrics.waiting_started(model)
+        try:
+            self._conn.sleep_until(self._trace.received_ns + queue_ns)
+        finally:
+            self._metrics.waiting_ended(model)
+
+    def _next_deadline(self) -> int:
+        if self._deadline is None:
+            self._deadline = next(self._deadlines)
+        return self._deadline
+
+    def _generate_for_nobody(self) -> None:
+        """The rest of the answer, generated and counted though nobody reads it."""
+        while self._tokens < self._plan.completion_tokens:
+            self._conn.sleep_for_nobody(self._next_deadline())
+            self._token_ready(time.perf_counter_ns())
+        self._finished_reason = self._plan.finish_reason
+
+    def _send_span(self, finished_ns: int) -> None:
+        """vLLM's llm_request span of this request, from the simulator's own stamps."""
+        if self._on_span is None or self._admitted_ns is None:
+            return
+        trace, plan = self._trace, self._plan
+        received, admitted = trace.received_ns, self._admitted_ns
+        first = self._first_token_ns if self._first_token_ns is not None else finished_ns
+        last = self._last_token_ns if self._last_token_ns is not None else first
+        span = RequestSpan(
+            traceparent=trace.traceparent,
+            request_id=trace.response_id,
+            received_unix_ns=unix_ns_of(received),
+            finished_unix_ns=unix_ns_of(finished_ns),
+            time_to_first_token=(first - received) / 1e9,
+            e2e=(finished_ns - received) / 1e9,
+            time_in_queue=(admitted - received) / 1e9,
+            prompt_tokens=plan.prompt_tokens,
+            completion_tokens=self._tokens,
+            time_in_model_prefill=(first - admitted) / 1e9,
+            time_in_model_decode=(last - first) / 1e9,
+            max_tokens=plan.max_tokens,
+            temperature=plan.temperature,
+        )
+        trace.span_sent(span.attributes())
+        self._on_span(span)
 
     def _token_ready(self, generated_ns: int) -> None:
         """Account for a token whose deadline was reached at `generated_ns`.
@@ -95,8 +164,11 @@ class Generation:
         Called after the token's write, so this bookkeeping never delays it.
         """
         self._trace.token_generated(generated_ns)
+        self._tokens += 1
+        self._deadline = None
         plan = self._plan
         if self._last_token_ns is None:
+            self._first_token_ns = generated_ns
             ttft_s = (generated_ns - self._trace.received_ns) / 1e9
             self._metrics.first_token(plan.model, plan.prompt_tokens, ttft_s)
             itl_s = None
@@ -109,7 +181,7 @@ class Generation:
         """stream: false, or the not_sse fault: generate everything, then one JSON body."""
         plan = self._plan
         for _ in range(plan.completion_tokens):
-            self._conn.sleep_until(next(self._deadlines))
+            self._conn.sleep_until(self._next_deadline())
             self._token_ready(time.perf_counter_ns())
         body = self._shape.body(self._pieces)
         ns = self._conn.send(response(200, body, "application/json"))
@@ -141,7 +213,7 @@ class Generation:
             # Encoded ahead of its deadline, so only the writes happen on time.
             before, payload = shape.token(piece, last=index == total - 1)
             if index > 0:
-                self._conn.sleep_until(next(self._deadlines))
+                self._conn.sleep_until(self._next_deadline())
             if index == total // 2 and fault in _MIDSTREAM_FAULTS and self._strike(emitter, index):
                 return
             generated_ns = time.perf_counter_ns()
@@ -166,7 +238,7 @@ class Generation:
 
     def _sleep_until_first_token(self, emitter: Emitter) -> None:
         """Wait for token 0's deadline, sending keep-alive comments meanwhile if set."""
-        first_deadline = next(self._deadlines)
+        first_deadline = self._next_deadline()
         keepalive_ns = round(self._config.keepalive * 1e9)
         if keepalive_ns > 0:
             next_comment = self._trace.received_ns + keepalive_ns

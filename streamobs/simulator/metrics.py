@@ -226,6 +226,11 @@ class EngineMetrics:
         self._request_prompt_tokens.labels(*labels).observe(running.prompt_tokens)
         self._request_generation_tokens.labels(*labels).observe(running.generated)
 
+    def busy(self) -> bool:
+        """Whether any request is running (being generated for)."""
+        with self._lock:
+            return any(self._running.values())
+
     def _count_running(self, model: str) -> int:
         with self._lock:
             return len(self._running.get(model, {}))

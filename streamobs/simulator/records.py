@@ -46,6 +46,16 @@ class RequestRecord:
     client_disconnected: bool
     # False while the request is still being served.
     complete: bool
+    # When the request left the queue and was admitted (None: it never was).
+    admitted_ns: int | None = None
+    # The request's X-Request-Id and traceparent as received.
+    request_id: str | None = None
+    traceparent: str | None = None
+    # Tokens generated for it, written or not (a server that ignores a disconnect
+    # generates for nobody).
+    tokens_generated: int = 0
+    # The attributes of the llm_request span sent for it (None: none was sent).
+    span_attributes: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -64,9 +74,15 @@ class RequestTrace:
         stream: bool,
         received_ns: int,
         prompt_tokens: int,
+        request_id: str | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self.response_id = response_id
         self.received_ns = received_ns
+        self.request_id = request_id
+        self.traceparent = traceparent
+        self._admitted_ns: int | None = None
+        self._span: dict[str, Any] | None = None
         self._fixed = (endpoint, model, fault, stream, prompt_tokens)
         self._lock = threading.Lock()
         self._status: int | None = None
@@ -112,6 +128,14 @@ class RequestTrace:
         with self._lock:
             self._finish_reason = reason
 
+    def admitted(self, ns: int) -> None:
+        with self._lock:
+            self._admitted_ns = ns
+
+    def span_sent(self, attributes: dict[str, Any]) -> None:
+        with self._lock:
+            self._span = dict(attributes)
+
     def client_disconnected(self) -> None:
         with self._lock:
             self._disconnected = True
@@ -144,6 +168,11 @@ class RequestTrace:
                 finish_reason=self._finish_reason,
                 client_disconnected=self._disconnected,
                 complete=self._complete.is_set(),
+                admitted_ns=self._admitted_ns,
+                request_id=self.request_id,
+                traceparent=self.traceparent,
+                tokens_generated=len(self._generated),
+                span_attributes=None if self._span is None else dict(self._span),
             )
 
 

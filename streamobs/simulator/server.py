@@ -162,6 +162,7 @@ class Simulator:
             deadline = time.monotonic() + _STOP_JOIN_SECONDS
             for thread in self._server.end_connections():
                 thread.join(max(0.0, deadline - time.monotonic()))
+            self._app.stop_spans()
             self._stopped.set()
 
     def __enter__(self) -> Simulator:
@@ -196,6 +197,10 @@ class Simulator:
     def reconfigure(self, **changes: Any) -> SimulatorConfig:
         """Change settings for requests that arrive from now on; ValueError if invalid."""
         return self._app.reconfigure(changes)
+
+    def flush_spans(self) -> None:
+        """Send the llm_request spans waiting for their batch now."""
+        self._app.flush_spans()
 
     def request_log(self, response_id: str, wait: float = 1.0) -> RequestRecord | None:
         """The record of one response, None if unknown (or among the oldest dropped).

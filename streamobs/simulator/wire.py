@@ -107,6 +107,17 @@ class Connection:
                 return
             time.sleep(_WATCH_INTERVAL_NS / 1e9)
 
+    def sleep_for_nobody(self, deadline_ns: int) -> None:
+        """Sleep to a deadline whether or not the client is still there (ServerStopping
+        still ends it): generating for a client that has gone."""
+        while True:
+            if self._stopping.is_set():
+                raise ServerStopping
+            remaining = deadline_ns - time.perf_counter_ns()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, _WATCH_INTERVAL_NS) / 1e9)
+
     def reset(self) -> None:
         """Drop the connection with a TCP RST instead of an orderly FIN."""
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 from streamobs.http.client import Request, Timeouts, fetch
 from streamobs.http.errors import HTTPFailure
 from streamobs.statelog import StateLog
+from streamobs.traces.stats import ForwardStats
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,6 @@ def resolve_destination(
         except ValueError:
             timeout = DEFAULT_TIMEOUT
     return Destination(protocol, url, dict(headers) if headers else _env_headers(), timeout)
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardStats:
-    forwarded: int = 0  # bodies the downstream accepted
-    dropped: int = 0  # bodies not queued: the queue was full (or forwarding stopped)
-    failed: int = 0  # bodies the downstream refused or never answered for
 
 
 class _Sender:

@@ -15,25 +15,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from streamobs.traces.records import ServerSpan
+from streamobs.traces.stats import JoinStats
 
 log = logging.getLogger(__name__)
 
 OnSpan = Callable[[ServerSpan | None], None]  # None: the wait ended without a span
 DEFAULT_MAX_PENDING = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class JoinStats:
-    """Cumulative counts since the join was made."""
-
-    joined: int = 0  # spans matched to their probe
-    unmatched: int = 0  # spans no probe of ours claimed (another client's, a duplicate)
-    late: int = 0  # spans that came after their probe's wait had ended
-    probes_unjoined: int = 0  # probes whose wait ended without a span
-    probes_dropped: int = 0  # pending probes pushed out by newer ones (max_pending)
 
 
 class SpanJoin:

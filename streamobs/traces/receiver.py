@@ -17,12 +17,12 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from streamobs.traces.decode import BadTraces, Decoded, decode_request
 from streamobs.traces.settings import TracesReceiverSettings
+from streamobs.traces.stats import ReceiverStats
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,6 @@ _BUSY = (
 
 class TooLarge(ValueError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverStats:
-    requests: int = 0  # accepted requests (bodies decoded)
-    spans: int = 0  # spans in them
-    llm_request_spans: int = 0
-    refused_too_large: int = 0
-    refused_busy: int = 0
-    refused_bad: int = 0  # not OTLP protobuf, bad encoding, bad path
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
 from streamobs.traces.decode import Decoded
-from streamobs.traces.forward import Destination, Forwarder, ForwardStats
-from streamobs.traces.join import JoinStats, OnSpan, SpanJoin
-from streamobs.traces.receiver import ReceiverStats, TraceReceiver
+from streamobs.traces.forward import Destination, Forwarder
+from streamobs.traces.join import OnSpan, SpanJoin
+from streamobs.traces.receiver import TraceReceiver
 from streamobs.traces.records import ServerSpan
 from streamobs.traces.settings import TracesReceiverSettings
+from streamobs.traces.stats import TracesStats
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TracesStats:
-    receiver: ReceiverStats
-    join: JoinStats
-    forward: ForwardStats | None  # None: not forwarding
 
 
 class TracesService:
