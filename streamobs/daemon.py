@@ -37,9 +37,15 @@ from streamobs.config import Config, ConfigError, Overrides, load_config, runnin
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
 from streamobs.export.otlp.exporter import OtlpExporter, enabled_signals
 from streamobs.export.otlp.health import OtlpSelfMetrics
-from streamobs.export.otlp.settings import OtlpSettingsError
+from streamobs.export.otlp.settings import (
+    OtlpSettingsError,
+    export_enabled,
+    protocol_for,
+    signal_enabled,
+)
 from streamobs.export.prometheus.model_labels import ModelLabels, model_label
 from streamobs.export.prometheus.probe import ProbeMetrics
+from streamobs.export.prometheus.server_timing import ServerTimingMetrics, TracesCollector
 from streamobs.ondemand import OnDemandProbes
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.models import discover_model
@@ -49,6 +55,9 @@ from streamobs.probe.spec import ProbeSpec
 from streamobs.scheduler import Scheduler
 from streamobs.status import StatusBoard
 from streamobs.targets import TargetConfig
+from streamobs.traces.forward import Destination, resolve_destination
+from streamobs.traces.records import ServerSpan, server_timing
+from streamobs.traces.service import TracesService
 from streamobs.web.server import Reply, WebServer
 from streamobs.web.status_page import render_status_page
 from streamobs.web.webconfig import load_web_config
@@ -88,6 +97,12 @@ class Runtime:
         self.collectors = GuardedCollectors()
         self.registry.register(self.collectors)
         self.registry.register(self.overhead)
+        # Each probe's own server span (off unless traces_receiver has an address).
+        self.traces = _traces_service(config)
+        self.server_timing: ServerTimingMetrics | None = None
+        if self.traces is not None:
+            self.server_timing = ServerTimingMetrics(self.registry, config.latency_buckets())
+            self.registry.register(TracesCollector(self.traces.stats))
         self.efficiency = _efficiency_tracker(config)
         self.registry.register(EfficiencyCollector(lambda: self.efficiency.latest()))
         self._running: dict[str, Collector] = {}
@@ -116,6 +131,8 @@ class Runtime:
             self.model_labels.configure(targets, config.max_models_per_target)
             self.status.configure(targets)
             self.overhead.keep(self._targets)
+            if self.server_timing is not None:
+                self.server_timing.keep(self._targets)
             if _efficiency_settings(config) != _efficiency_settings(self.config):
                 self.efficiency = _efficiency_tracker(config)
             self._efficiency_target = _efficiency_target(config)
@@ -216,6 +233,19 @@ class Runtime:
         self.overhead.record_probe(target, result)
         if self.otlp is not None:
             self.otlp.record_probe(target, result)
+        if self.traces is not None and result.trace_id is not None:
+            self.traces.expect(
+                result.trace_id, lambda span: self._on_server_span(target, result, span)
+            )
+
+    def _on_server_span(
+        self, target: TargetConfig, result: ProbeResult, span: ServerSpan | None
+    ) -> None:
+        # On the receiver's thread, once the probe's own span came (None: it did not).
+        timing = self.server_timing
+        if span is None or timing is None or self._targets.get(target.name) != target:
+            return
+        timing.record(target.name, result, server_timing(result.first_token_ns, span))
 
     def _on_vllm_snapshot(self, target: str, snapshot: VllmSnapshot) -> None:
         self.overhead.record_snapshot(target, snapshot)
@@ -231,6 +261,8 @@ class Runtime:
     def start(self) -> None:
         with self._lock:
             self._started = True
+            if self.traces is not None:
+                self.traces.start()  # before the first probe, so no span is missed
             self.scheduler.start()
             for collector in self._running.values():
                 collector.start()
@@ -250,6 +282,9 @@ class Runtime:
         otlp = self.otlp
         if otlp is not None:
             stops.append(lambda: otlp.shutdown(min(grace, 5.0)))
+        traces = self.traces
+        if traces is not None:
+            stops.append(lambda: traces.stop(min(grace, 2.0)))
         threads = [threading.Thread(target=fn, daemon=True) for fn in stops]
         for thread in threads:
             thread.start()
@@ -261,6 +296,24 @@ class Runtime:
 def collector_enabled(config: Config, name: str) -> bool:
     settings = getattr(config, name)
     return bool(settings.enabled)
+
+
+def _traces_service(config: Config) -> TracesService | None:
+    """The trace receiver the config asks for, forwarding to where streamobs' own OTLP
+    spans go (taken at start) when that export is on."""
+    settings = config.traces_receiver
+    if not settings.enabled:
+        return None
+    destination: Destination | None = None
+    otlp = config.otlp
+    try:
+        if export_enabled(otlp) and signal_enabled(otlp, "traces"):
+            destination = resolve_destination(
+                protocol_for(otlp, "traces"), otlp.endpoint, otlp.headers, otlp.timeout
+            )
+    except OtlpSettingsError:
+        destination = None  # the exporter itself reports the bad setting
+    return TracesService(settings, destination)
 
 
 def _otlp_valid(config: Config) -> bool:
@@ -417,6 +470,8 @@ class Daemon:
                     raise ConfigError("web.listen_address cannot change on reload; restart")
                 if config.web_config_file != self.runtime.config.web_config_file:
                     raise ConfigError("web.config_file cannot change on reload; restart")
+                if config.traces_receiver != self.runtime.config.traces_receiver:
+                    raise ConfigError("traces_receiver cannot change on reload; restart")
                 otlp = self.runtime.prepare(config)
             except ConfigError as exc:
                 self._set_reload_state(False)
