@@ -4,10 +4,21 @@
 phases follow one another from there, and every later phase is an offset from
 ``request_sent`` (itself an offset from the start): the span shows when things really
 happened, not when the result was recorded.
+
+The span takes the trace id and span id the probe sent in its ``traceparent``, so the
+server's own span of the request (vLLM's ``llm_request``, whose parent is that span id)
+sits under it in the trace backend. The SDK draws ids from its tracer's id generator; a
+thin wrapper around it hands out the probe's ids for the one span being started on this
+thread, and the SDK's own random ids otherwise.
 """
 
 from __future__ import annotations
 
+import threading
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from streamobs.export.otlp import names as n
@@ -25,6 +36,39 @@ PHASES = (
     ("streamobs.probe.last_token", "last_token_ns"),
     ("streamobs.probe.done", "done_ns"),
 )
+
+
+_chosen = threading.local()  # (trace id, span id) for the span this thread starts next
+_install_lock = threading.Lock()
+
+
+class ProbeIds(IdGenerator):
+    """The probe's own ids while ``_chosen`` holds them; ``inner``'s otherwise."""
+
+    def __init__(self, inner: IdGenerator) -> None:
+        self.inner = inner
+
+    def generate_trace_id(self) -> int:
+        ids: tuple[int, int] | None = getattr(_chosen, "ids", None)
+        return ids[0] if ids is not None else self.inner.generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        ids: tuple[int, int] | None = getattr(_chosen, "ids", None)
+        return ids[1] if ids is not None else self.inner.generate_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        return True  # the probe's ids come from the operating system's random source
+
+
+def _probe_ids(tracer: Tracer, result: ProbeResult) -> tuple[int, int] | None:
+    """The result's ids for ``tracer``'s next span, once its generator is wrapped."""
+    if result.trace_id is None or result.span_id is None or not isinstance(tracer, SdkTracer):
+        return None
+    if not isinstance(tracer.id_generator, ProbeIds):
+        with _install_lock:
+            if not isinstance(tracer.id_generator, ProbeIds):
+                tracer.id_generator = ProbeIds(tracer.id_generator)
+    return int(result.trace_id, 16), int(result.span_id, 16)
 
 
 def record_span(tracer: Tracer, provider: str, target: TargetConfig, result: ProbeResult) -> None:
@@ -60,9 +104,20 @@ def record_span(tracer: Tracer, provider: str, target: TargetConfig, result: Pro
     attributes.update({k: v for k, v in optional.items() if v is not None})
     if not result.ok:
         attributes[n.ERROR_TYPE] = result.outcome.value
-    span = tracer.start_span(
-        f"{operation} {result.model}", kind=SpanKind.CLIENT, start_time=start, attributes=attributes
-    )
+    if result.request_id is not None:
+        attributes["streamobs.probe.request_id"] = result.request_id
+    _chosen.ids = _probe_ids(tracer, result)
+    try:
+        # An empty context: the probe's span is the root of its own trace.
+        span = tracer.start_span(
+            f"{operation} {result.model}",
+            context=Context(),
+            kind=SpanKind.CLIENT,
+            start_time=start,
+            attributes=attributes,
+        )
+    finally:
+        _chosen.ids = None
     at = start
     for event, duration in (
         ("streamobs.probe.dns", result.dns_ns),
