@@ -90,6 +90,11 @@ class SimulatorApp:
         if sender is not None and span is not None:
             sender.add(span)
 
+    def sent_span_bodies(self) -> list[bytes]:
+        with self._lock:
+            sender = self._spans
+        return [] if sender is None else list(sender.bodies)
+
     def flush_spans(self) -> None:
         """Export the spans waiting now instead of at the next batch."""
         with self._lock:

@@ -198,6 +198,10 @@ class Simulator:
         """Change settings for requests that arrive from now on; ValueError if invalid."""
         return self._app.reconfigure(changes)
 
+    def sent_span_bodies(self) -> list[bytes]:
+        """The last export bodies (ExportTraceServiceRequest bytes) the endpoint took."""
+        return self._app.sent_span_bodies()
+
     def flush_spans(self) -> None:
         """Send the llm_request spans waiting for their batch now."""
         self._app.flush_spans()

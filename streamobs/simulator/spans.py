@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ SCOPE = "vllm.tracing.otel"
 MAX_BATCH = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default
 MAX_QUEUE = 2048  # OTEL_BSP_MAX_QUEUE_SIZE's default: more are dropped
 EXPORT_TIMEOUT = 10.0
+KEEP_BODIES = 1000
 # SpanFlags: HAS_IS_REMOTE, and IS_REMOTE when the parent came from another process.
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
@@ -154,6 +156,8 @@ class SpanSender:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.sent = 0  # export requests the endpoint accepted
+        # The bodies it accepted, newest last (tests compare what a receiver forwards).
+        self.bodies: deque[bytes] = deque(maxlen=KEEP_BODIES)
         self.failed = 0
         self.dropped = 0
         self._grpc: Any = None
@@ -195,6 +199,7 @@ class SpanSender:
                 log.debug("simulator span export to %s failed: %s", self.endpoint, exc)
             else:
                 self.sent += 1
+                self.bodies.append(body)
 
     def _send(self, body: bytes) -> None:
         if self.protocol == "grpc":
