@@ -45,7 +45,7 @@ def url(traces: TracesService, path: str = "/v1/traces") -> str:
 
 
 class RawBodies:
-    """A downstream OTLP/HTTP receiver that keeps the exact bytes of every body."""
+    """A downstream OTLP/HTTP receiver that keeps the exact bytes of every trace body."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
@@ -60,7 +60,9 @@ def raw_http_receiver() -> Iterator[tuple[str, RawBodies]]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             with store.lock:
-                store.bodies.append(body)
+                # Trace bodies only (an OTLP endpoint also takes /v1/metrics).
+                if self.path == "/v1/traces":
+                    store.bodies.append(body)
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
