@@ -1,7 +1,8 @@
-"""`make bench`: every benchmark, one table, written into the README with date and machine.
+"""`make bench`: every benchmark, one table, written into the README with date and machine,
+then the scale table (``python -m benchmarks.scale`` runs that one alone).
 
-python -m benchmarks                      # full run (about 20 minutes)
-python -m benchmarks --quick              # shorter windows, same table
+python -m benchmarks                      # full run (about 25 minutes)
+python -m benchmarks --quick              # shorter windows, same tables
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import platform
 import re
 from pathlib import Path
 
+from prometheus_client import disable_created_metrics
+
+from benchmarks import scale
 from benchmarks.expose import parse_and_expose, render_eight_targets
 from benchmarks.footprint import measure
 from benchmarks.timing import run_fidelity
@@ -95,6 +99,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter windows")
     parser.add_argument("--no-readme", action="store_true", help="print only")
     args = parser.parse_args()
+    # As `streamobs run` does: /metrics is timed the way the daemon serves it.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     text = table(args.quick)
     print(text)
     if not args.no_readme:
@@ -106,6 +112,10 @@ def main() -> int:
         else:
             readme += f"\n## Benchmarks\n\n`make bench` writes the last run here.\n\n{block}\n"
         README.write_text(readme)
+    scaled = scale.table(scale.rows(scale.SIZES, args.quick))
+    print(scaled)
+    if not args.no_readme:
+        scale.write_readme(scaled, README)
     return 0
 
 
