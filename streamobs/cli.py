@@ -34,13 +34,17 @@ from streamobs.probe.spec import (
 from streamobs.probe.spec import parse_target as parse_target_url
 from streamobs.report import (
     ERROR_CHARS,
+    ServerSpans,
     describe,
+    describe_server,
     describe_summary,
     one_line,
     redact_result,
     to_json,
 )
 from streamobs.secret import SecretError, is_credential_header, load_api_key, redact
+from streamobs.traces.service import TracesService
+from streamobs.traces.settings import one_shot_settings
 from streamobs.web.webconfig import load_web_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -231,6 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--count", type=positive_int, default=1, help="number of probes")
     probe.add_argument("--concurrency", type=positive_int, default=1, help="probes at once")
     probe.add_argument("--json", action="store_true", help="machine-readable output")
+    probe.add_argument(
+        "--traces-receiver",
+        metavar="ADDR",
+        help="receive the server's own spans on ADDR for this run (host:port for OTLP/HTTP, "
+        "grpc://host:port for gRPC; point vllm serve --otlp-traces-endpoint at it) and show "
+        "each probe's queue, prefill, server TTFT and path time",
+    )
+    probe.add_argument(
+        "--traces-wait",
+        type=positive_seconds,
+        default=15.0,
+        help="seconds to wait for the spans after the probes (vLLM sends them every 5 s)",
+    )
     _apply_env(probe)
 
     from streamobs.simulator import cli as simulator_cli
@@ -368,6 +385,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
     except TargetError as exc:
         return _fail(EXIT_USAGE, str(exc))
+    traces: TracesService | None = None
+    if args.traces_receiver:
+        try:
+            traces = TracesService(one_shot_settings(args.traces_receiver, args.traces_wait))
+            traces.start()  # before the first probe, so no span is missed
+        except ValueError as exc:
+            return _fail(EXIT_USAGE, str(exc))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            return _fail(EXIT_USAGE, f"cannot receive traces on {args.traces_receiver}: {reason}")
 
     def show(index: int, result: ProbeResult) -> None:
         if not args.json and args.count > 1:
@@ -379,12 +406,26 @@ def cmd_probe(args: argparse.Namespace) -> int:
     except BatchInterrupted as stop:
         results, interrupted = stop.results, True
     results = [redact_result(r, secrets) for r in results]
+    spans: ServerSpans | None = None
+    if traces is not None:
+        traced = [r.trace_id for r in results if r.trace_id is not None]
+        try:
+            spans = traces.wait_for_all(traced, args.traces_wait) if not interrupted else {}
+        finally:
+            traces.stop()
     if args.json:
-        print(to_json(results))
+        print(to_json(results, spans))
     elif args.count == 1 and results:
         print(describe(results[0]))
+        if spans is not None:
+            trace_id = results[0].trace_id
+            span = spans.get(trace_id) if trace_id else None
+            print(describe_server(results[0], span, args.traces_wait))
     elif results:
         print(describe_summary(results))
+        if spans is not None:
+            found = sum(1 for span in spans.values() if span is not None)
+            print(f"  server spans  {found} of {len(results)} probes (--json has each)")
     if interrupted:
         print(f"streamobs probe: interrupted after {len(results)} probes", file=sys.stderr)
         return EXIT_INTERRUPTED

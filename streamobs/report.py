@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from streamobs.probe.result import ProbeResult
 from streamobs.secret import Secret, redact
 from streamobs.stats import quantile
+from streamobs.traces.records import ServerSpan, server_timing
+
+# Trace id -> the server's own span of that probe (None: none came in the wait).
+ServerSpans = Mapping[str, ServerSpan | None]
 
 ERROR_CHARS = 500  # an error line is cut here, after redaction
 _FIELD_CHARS = 200
@@ -101,6 +105,47 @@ def describe(result: ProbeResult) -> str:
     return "\n".join(lines)
 
 
+def seconds_text(value: float | None) -> str:
+    return "-" if value is None else ms(value * 1e9)
+
+
+def describe_server(result: ProbeResult, span: ServerSpan | None, waited: float) -> str:
+    """Where the probe's time to first token went, from the server's own span of it."""
+    if span is None:
+        return (
+            f"  server        no span within {waited:g} s (is the server sending its spans here, "
+            "e.g. vllm serve --otlp-traces-endpoint?)"
+        )
+    timing = server_timing(result.first_token_ns, span)
+    lines = [f"  server        llm_request {span.request_id or '-'} (trace {span.trace_id})"]
+    for name, value in (
+        ("queue", span.queue_seconds),
+        ("prefill", span.prefill_seconds),
+        ("TTFT", span.ttft_seconds),
+        ("decode", span.decode_seconds),
+        ("e2e", span.e2e_seconds),
+    ):
+        lines.append(f"    {name:<11} {seconds_text(value)}")
+    if span.prompt_tokens is not None or span.completion_tokens is not None:
+        prompt = "-" if span.prompt_tokens is None else span.prompt_tokens
+        output = "-" if span.completion_tokens is None else span.completion_tokens
+        lines.append(f"    {'tokens':<11} {prompt} prompt, {output} output (the server's usage)")
+    if timing.path_seconds is not None:
+        lines.append(
+            f"  path          {timing.path_seconds * 1e3:.3f} ms "
+            "(client TTFT - server TTFT: network and proxies)"
+        )
+    return "\n".join(lines)
+
+
+def server_json(result: ProbeResult, span: ServerSpan | None) -> dict[str, Any] | None:
+    if span is None:
+        return None
+    out = span.to_dict()
+    out["path_seconds"] = server_timing(result.first_token_ns, span).path_seconds
+    return out
+
+
 def timing_line(result: ProbeResult) -> str:
     """Whether the probe's own stamps can be trusted, and by how much at most."""
     timing = result.timing
@@ -163,7 +208,14 @@ def describe_summary(results: Sequence[ProbeResult]) -> str:
     return "\n".join(lines)
 
 
-def to_json(results: Sequence[ProbeResult]) -> str:
-    return json.dumps(
-        {"probes": [r.to_dict() for r in results], "summary": summary(results)}, indent=2
-    )
+def to_json(results: Sequence[ProbeResult], server: ServerSpans | None = None) -> str:
+    """With ``server`` (a receiver ran), each probe has a ``server`` entry: its own span's
+    figures and the path time, or null when no span came."""
+    probes = []
+    for result in results:
+        entry = result.to_dict()
+        if server is not None:
+            span = server.get(result.trace_id) if result.trace_id else None
+            entry["server"] = server_json(result, span)
+        probes.append(entry)
+    return json.dumps({"probes": probes, "summary": summary(results)}, indent=2)

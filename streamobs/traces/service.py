@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from streamobs.traces.decode import Decoded
 from streamobs.traces.forward import Destination, Forwarder
@@ -48,6 +49,28 @@ class TracesService:
         self.join.expect(trace_id, on_span)
         done.wait(timeout)
         return found[0]
+
+    def wait_for_all(
+        self, trace_ids: Sequence[str], timeout: float
+    ) -> dict[str, ServerSpan | None]:
+        """The span of each trace id that comes within ``timeout`` (None for the rest)."""
+        lock = threading.Condition()
+        found: dict[str, ServerSpan | None] = {}
+
+        def waiter(trace_id: str) -> OnSpan:
+            def on_span(span: ServerSpan | None) -> None:
+                with lock:
+                    found[trace_id] = span
+                    lock.notify_all()
+
+            return on_span
+
+        wanted = set(trace_ids)
+        for trace_id in wanted:
+            self.join.expect(trace_id, waiter(trace_id))
+        with lock:
+            lock.wait_for(lambda: wanted <= set(found), timeout)
+            return {trace_id: found.get(trace_id) for trace_id in trace_ids}
 
     def stats(self) -> TracesStats:
         forward = None if self.forwarder is None else self.forwarder.stats()

@@ -33,3 +33,26 @@ class TracesReceiverSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.http_address or self.grpc_address)
+
+
+def one_shot_settings(address: str, wait: float) -> TracesReceiverSettings:
+    """A receiver for one command's run: ``host:port`` (or ``http://host:port``) serves
+    OTLP/HTTP, ``grpc://host:port`` OTLP gRPC; nothing is forwarded. ValueError for
+    anything else."""
+    text = address.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "http", text
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if scheme not in ("http", "grpc") or not colon or not host or not port.isdigit():
+        raise ValueError(
+            f"traces receiver address {address!r}: use host:port (OTLP/HTTP) "
+            "or grpc://host:port (OTLP gRPC)"
+        )
+    where = f"{host}:{port}"
+    return TracesReceiverSettings(
+        http_address=where if scheme == "http" else None,
+        grpc_address=where if scheme == "grpc" else None,
+        join_wait=wait + 1.0,  # spans that came early stay until every probe has looked
+        forward=False,
+    )
