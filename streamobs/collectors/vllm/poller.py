@@ -3,14 +3,22 @@
 Off the scrape path on purpose: a slow vLLM must not slow our own ``/metrics``, and the
 scrape interval of whoever reads us must not change how often we load vLLM. A reload
 updates the target list in place: unchanged targets keep their snapshot and schedule.
+
+One timer thread and a pool of at most ``SCRAPE_WORKERS`` threads, not a thread per
+target: a target is back on the timer only once its scrape has ended, so it never
+overlaps itself, and a thousand engines cost a heap entry each.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,6 +33,7 @@ from streamobs.statelog import StateLog
 log = logging.getLogger(__name__)
 
 SnapshotCallback = Callable[[str, VllmSnapshot], None]
+SCRAPE_WORKERS = 16  # scrapes at once, across all targets (each bounded by its timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +45,14 @@ class ScrapeTarget:
     interval: float
 
 
-class _Loop:
-    def __init__(self, target: ScrapeTarget, run: Callable[[ScrapeTarget, threading.Event], None]):
+class _Entry:
+    """One target's place on the timer; ``cancelled`` once it changed or left."""
+
+    __slots__ = ("cancelled", "target")
+
+    def __init__(self, target: ScrapeTarget) -> None:
         self.target = target
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=run, args=(target, self.stop), name=f"vllm-{target.name}", daemon=True
-        )
+        self.cancelled = False
 
 
 class _FamiliesOnly:
@@ -75,7 +85,13 @@ class VllmPoller:
         self._reexposed: bytes | None = None
         self._reexpose_error: str | None = None
         self._states = StateLog(log)
-        self._loops: dict[str, _Loop] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._timers: list[tuple[float, int, _Entry]] = []  # (due, seq, entry)
+        self._seq = itertools.count()
+        self._wake = threading.Condition(self._lock)
+        self._timer: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._running = 0  # scrapes handed to the pool and not yet ended
         self._started = False
         # One exporter each for the whole life of the poller: they log target states once
         # per change, which exporters made per render would repeat on every new snapshot.
@@ -148,9 +164,14 @@ class VllmPoller:
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
+            if self._started:
+                return
             self._started = True
+            self._pool = ThreadPoolExecutor(SCRAPE_WORKERS, thread_name_prefix="vllm-scrape")
             for target in self._targets:
                 self._begin(target)
+            self._timer = threading.Thread(target=self._run_timer, name="vllm-timer", daemon=True)
+            self._timer.start()
 
     def update(self, targets: Sequence[ScrapeTarget], config: VllmCollectorConfig) -> None:
         """Take a reloaded config: unchanged targets keep their snapshot and schedule."""
@@ -158,10 +179,10 @@ class VllmPoller:
             self._targets = tuple(targets)
             self._config = config
             wanted = {t.name: t for t in targets}
-            for name, loop in list(self._loops.items()):
-                if wanted.get(name) != loop.target:
-                    loop.stop.set()
-                    del self._loops[name]
+            for name, entry in list(self._entries.items()):
+                if wanted.get(name) != entry.target:
+                    entry.cancelled = True
+                    del self._entries[name]
             for name in list(self._latest):
                 if name not in wanted:
                     del self._latest[name]
@@ -170,23 +191,67 @@ class VllmPoller:
                 exporter.set_targets(tuple(wanted))
             if self._started:
                 for target in targets:
-                    if target.name not in self._loops:
+                    if target.name not in self._entries:
                         self._begin(target)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
-            loops = list(self._loops.values())
-            self._loops.clear()
+            for entry in self._entries.values():
+                entry.cancelled = True
+            self._entries.clear()
+            self._timers.clear()
             self._started = False
-        for loop in loops:
-            loop.stop.set()
-        for loop in loops:
-            loop.thread.join(timeout)
+            self._wake.notify_all()
+            pool, timer = self._pool, self._timer
+            self._pool = self._timer = None
+            # Queued scrapes see their entry cancelled and end at once; running ones end
+            # at their timeout.
+            deadline = time.monotonic() + timeout
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._wake.wait(left)
+        if pool is not None:
+            pool.shutdown(wait=False)
+        if timer is not None:
+            timer.join(max(0.0, deadline - time.monotonic()))
 
     def _begin(self, target: ScrapeTarget) -> None:
-        loop = _Loop(target, self._loop)
-        self._loops[target.name] = loop
-        loop.thread.start()
+        # Same cadence as the target's probes, offset so both do not always coincide.
+        entry = _Entry(target)
+        self._entries[target.name] = entry
+        self._push(entry, time.monotonic() + random.uniform(0, min(target.interval, 1.0)))
+
+    def _push(self, entry: _Entry, due: float) -> None:
+        earliest = self._timers[0][0] if self._timers else None
+        heapq.heappush(self._timers, (due, next(self._seq), entry))
+        if earliest is None or due < earliest:
+            self._wake.notify()
+
+    def _run_timer(self) -> None:
+        with self._lock:
+            while self._started and self._pool is not None:
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, entry = heapq.heappop(self._timers)
+                    if entry.cancelled:
+                        continue
+                    self._running += 1
+                    self._pool.submit(self._scrape_entry, entry)
+                wait = self._timers[0][0] - now if self._timers else None
+                self._wake.wait(wait)
+
+    def _scrape_entry(self, entry: _Entry) -> None:
+        try:
+            if not entry.cancelled:
+                self.scrape_once(entry.target)
+        except Exception:
+            # A bug must cost one scrape, not this target's schedule.
+            log.exception("target %s: scraping vLLM failed", entry.target.name)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if not entry.cancelled and self._started:
+                    self._push(entry, time.monotonic() + entry.target.interval)
+                self._wake.notify_all()
 
     def _touch(self) -> None:
         self._generation += 1
@@ -216,10 +281,3 @@ class VllmPoller:
                 self._on_snapshot(target, snapshot)
             except Exception:
                 log.exception("target %s: handling a vLLM snapshot failed", target)
-
-    def _loop(self, target: ScrapeTarget, stop: threading.Event) -> None:
-        # Same cadence as the target's probes, offset so both do not always coincide.
-        wait = random.uniform(0, min(target.interval, 1.0))
-        while not stop.wait(wait):
-            self.scrape_once(target)
-            wait = target.interval
