@@ -24,7 +24,6 @@ from prometheus_client import (
     Gauge,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
 
 from streamobs import __version__
@@ -46,6 +45,7 @@ from streamobs.export.otlp.settings import (
 from streamobs.export.prometheus.model_labels import ModelLabels, model_label
 from streamobs.export.prometheus.probe import ProbeMetrics
 from streamobs.export.prometheus.server_timing import ServerTimingMetrics, TracesCollector
+from streamobs.export.prometheus.text import render_registry
 from streamobs.ondemand import OnDemandProbes
 from streamobs.overhead import OverheadTracker
 from streamobs.probe.models import discover_model
@@ -216,7 +216,7 @@ class Runtime:
         vllm = self.vllm
         # Re-exposed text first: a failure to render it is reported by the guard below.
         reexposed = vllm.reexposed_text() if vllm is not None else b""
-        return generate_latest(self.registry) + reexposed
+        return render_registry(self.registry) + reexposed
 
     def _on_result(self, target: TargetConfig, result: ProbeResult) -> None:
         if self._targets.get(target.name) != target:
