@@ -17,12 +17,14 @@ from prometheus_client import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamobs.collectors.vllm import snapshot_from_text
 from streamobs.config import Config, parse_config
 from streamobs.daemon import Runtime
 from streamobs.export.prometheus.probe import ProbeMetrics
 from streamobs.export.prometheus.text import render_registry
 from streamobs.probe.result import Degraded, Delivery, Outcome, ProbeResult, TimingQuality
 from streamobs.reference import sample_result
+from tests.fixtures import FIXTURES
 
 MS = 1_000_000
 
@@ -172,3 +174,22 @@ def test_reload_of_a_thousand_targets_keeps_unchanged_series(no_created_series: 
     assert after['streamobs_probe_attempts_total{model="m",target="new"}'] == 0.0
     assert sorted(took)[1] < 2.0  # the median; about 50 ms on a quiet machine
     runtime.stop(1)
+
+
+def test_the_daemons_render_is_generate_latest_byte_for_byte(no_created_series: None) -> None:
+    # Every collector the daemon registers (vLLM normalised and re-exposed, GPU down, the
+    # efficiency and overhead ones), with the probe series' cached text in between.
+    cfg = config(20, collectors={"gpu": {"enabled": True}})
+    runtime = Runtime(cfg, probe=lambda spec: sample_result(), discover=lambda *a: "m")
+    vllm = runtime.vllm
+    assert vllm is not None
+    snapshot = snapshot_from_text((FIXTURES / "metrics.txt").read_text())
+    for name in vllm.target_names:
+        vllm.accept(name, snapshot)
+    rng = random.Random(5)
+    for _ in range(200):
+        target = rng.choice(cfg.targets)
+        runtime._on_result(target, random_result(rng))
+        if rng.random() < 0.1:
+            assert runtime.render() == generate_latest(runtime.registry) + vllm.reexposed_text()
+    assert runtime.render() == generate_latest(runtime.registry) + vllm.reexposed_text()
