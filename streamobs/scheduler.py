@@ -226,9 +226,9 @@ class Scheduler:
                     self._lock.release()
                     try:
                         result = self._probe_once(entry)
-                        deliver = result is not None and not entry.cancelled
-                        if deliver and result is not None and not self._stopping:
-                            # A removed target's last probe counts nowhere.
+                        # A removed target's last probe, or one ending after stop, counts
+                        # nowhere (the daemon checks again, under its own lock).
+                        if result is not None and not (entry.cancelled or self._stopping):
                             self._deliver(entry.target, result)
                     finally:
                         self._lock.acquire()
