@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 
 ResultCallback = Callable[[TargetConfig, ProbeResult], None]
-IDLE_WORKER_SECONDS = 60.0  # a worker idle this long leaves (one always stays)
 
 
 def build_spec(target: TargetConfig, model: str) -> ProbeSpec:
@@ -84,7 +83,7 @@ class _Entry:
     """One target's place in the schedule. Replaced (never edited) when the target
     changes; ``cancelled`` tells a queue holding it, or the worker probing it, that it left."""
 
-    __slots__ = ("cancelled", "due", "resolver", "running", "target")
+    __slots__ = ("cancelled", "due", "resolver", "retiring", "running", "target")
 
     def __init__(self, target: TargetConfig, resolver: ModelResolver, due: float) -> None:
         self.target = target
@@ -92,6 +91,7 @@ class _Entry:
         self.due = due
         self.running = False
         self.cancelled = False
+        self.retiring = False  # cancelled while its probe ran: its worker is spare
 
 
 class Scheduler:
@@ -119,6 +119,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._workers: set[threading.Thread] = set()
         self._idle = 0
+        self._retiring = 0  # workers still finishing the probe of a cancelled target
         self._timer: threading.Thread | None = None
         self._states = StateLog(log)
         self._started = False
@@ -132,6 +133,7 @@ class Scheduler:
             self._started = True
             for target in self._targets:
                 self._add(target)
+            self._fill()
             self._timer = threading.Thread(target=self._run_timer, name="probe-timer", daemon=True)
             self._timer.start()
 
@@ -146,10 +148,14 @@ class Scheduler:
                 if wanted.get(name) != entry.target:
                     entry.cancelled = True  # lazily dropped from the queues
                     del self._entries[name]
+                    if entry.running:
+                        entry.retiring = True
+                        self._retiring += 1
             if self._started:
                 for target in targets:
                     if target.name not in self._entries:
                         self._add(target)
+                self._fill()
             self._work_ready.notify_all()  # surplus idle workers leave when it shrank
 
     def stats(self) -> dict[str, int]:
@@ -193,7 +199,7 @@ class Scheduler:
 
     # -- threads -----------------------------------------------------------------------
     def _run_timer(self) -> None:
-        """Move due targets to the ready queue; start a worker when none is idle."""
+        """Move due targets to the ready queue, waking a worker for each."""
         with self._lock:
             while not self._stopping:
                 now = time.monotonic()
@@ -203,17 +209,23 @@ class Scheduler:
                         continue
                     heapq.heappush(self._ready, (due, seq, entry))
                     self._work_ready.notify()
-                    # Woken workers count as idle until they run: more ready than idle
-                    # means no one would take this one soon.
-                    if len(self._ready) > self._idle and len(self._workers) < self._size:
-                        self._spawn()
                 wait = self._timers[0][0] - now if self._timers else None
                 self._timer_wake.wait(wait)
 
-    def _spawn(self) -> None:
-        worker = threading.Thread(target=self._run_worker, name="probe-worker", daemon=True)
-        self._workers.add(worker)
-        worker.start()
+    def _pool_size(self) -> int:
+        """As many workers as probes may run at once, and no more than there are targets."""
+        return 0 if self._stopping else min(self._size, len(self._entries))
+
+    def _fill(self) -> None:
+        # Workers finishing a removed target's probe do not count: the targets left get
+        # their share at once, as long as no more than max_concurrency run in all.
+        while (
+            len(self._workers) - self._retiring < self._pool_size()
+            and len(self._workers) < self._size
+        ):
+            worker = threading.Thread(target=self._run_worker, name="probe-worker", daemon=True)
+            self._workers.add(worker)
+            worker.start()
 
     def _run_worker(self) -> None:
         me = threading.current_thread()
@@ -233,6 +245,9 @@ class Scheduler:
                     finally:
                         self._lock.acquire()
                     entry.running = False
+                    if entry.retiring:
+                        entry.retiring = False
+                        self._retiring -= 1
                     if not entry.cancelled:
                         self._push_timer(entry)
             finally:
@@ -242,8 +257,8 @@ class Scheduler:
         """The ready target due longest ago, waiting for one; None: this worker leaves.
         Called with the lock held."""
         while True:
-            if self._stopping or len(self._workers) > self._size:
-                return None
+            if self._stopping or len(self._workers) - self._retiring > self._pool_size():
+                return None  # stopping, or the pool shrank
             while self._ready:
                 _, _, entry = heapq.heappop(self._ready)
                 if not entry.cancelled:
@@ -251,11 +266,9 @@ class Scheduler:
                     return entry
             self._idle += 1
             try:
-                woken = self._work_ready.wait(timeout=IDLE_WORKER_SECONDS)
+                self._work_ready.wait()
             finally:
                 self._idle -= 1
-            if not woken and not self._ready and len(self._workers) > 1:
-                return None  # a quiet spell: the pool shrinks, one worker always stays
 
     def _probe_once(self, entry: _Entry) -> ProbeResult | None:
         """One probe of ``entry``'s target (None if it raised); sets its next due time."""

@@ -84,7 +84,8 @@ def test_two_hundred_targets_on_time_with_bounded_threads_and_a_prompt_sigterm(
     }
     path = tmp_path / "streamobs.yml"
     path.write_text(yaml.safe_dump(config))
-    log = (tmp_path / "streamobs.log").open("w")
+    log_path = tmp_path / "streamobs.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamobs", "run", "--config", str(path)],
         stdout=log,
@@ -96,6 +97,8 @@ def test_two_hundred_targets_on_time_with_bounded_threads_and_a_prompt_sigterm(
 
         def all_probed_twice() -> bool:
             nonlocal most_threads
+            if proc.poll() is not None:
+                raise AssertionError("streamobs exited:\n" + log_path.read_text()[-3000:])
             most_threads = max(most_threads, threads_of(proc.pid))
             try:
                 runs = last_runs(port)
@@ -132,7 +135,7 @@ def test_two_hundred_targets_on_time_with_bounded_threads_and_a_prompt_sigterm(
             proc.kill()
             proc.wait(10)
         log.close()
-    output = (tmp_path / "streamobs.log").read_text()
+    output = log_path.read_text()
     assert code == 0, output[-3000:]
     assert elapsed < GRACE + 3.0, elapsed  # the grace, then out
     assert "Traceback" not in output
