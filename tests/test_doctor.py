@@ -21,6 +21,7 @@ from streamobs.doctor.runner import Report
 from streamobs.doctor.verdict import CheckResult, Verdict, worst
 from streamobs.probe import Delivery, Outcome, ProbeResult
 from streamobs.simulator import Simulator, SimulatorConfig
+from streamobs.traces.records import ServerSpan
 from tests.fixtures import FIXTURES
 
 MS = 1_000_000
@@ -91,9 +92,14 @@ def test_buffering_passes_a_stream_delivered_token_by_token() -> None:
 def test_buffering_fails_a_burst_stream_and_names_the_fix() -> None:
     result = buffering.evaluate(probe(**BUFFERED, encoding="gzip"), probe())
     assert result.verdict is Verdict.FAIL
-    assert "32 of 32 tokens arrived together" in result.summary
+    # The verdict names the compression that holds the stream back.
+    assert "compresses the stream with gzip" in result.summary
+    assert "32 of 32 content events arrived together" in result.summary
     assert result.fix is not None and "proxy_buffering off" in result.fix
-    assert "gzip off" in result.fix
+    assert result.fix.index("gzip off") < result.fix.index("proxy_buffering off")
+    plain = buffering.evaluate(probe(**BUFFERED), probe())
+    assert plain.verdict is Verdict.FAIL and "gzip" not in plain.summary
+    assert "tokens are held back and burst: 32 of 32 content events" in plain.summary
     assert result.evidence["ttft_share_of_e2e"] == pytest.approx(1.0)
     assert any("Content-Encoding: gzip" in line for line in result.details)
 
@@ -239,29 +245,39 @@ def counts(running: float, generated: float, at: float) -> EngineCounts:
 def observation(
     *,
     before: tuple[float, float] = (0, 1000),
-    during: tuple[float, float] = (1, 1003),
     down: tuple[float, float] | None = (0, 1005),
     window_end: tuple[float, float] | None = None,
     max_tokens: int = 700,
+    events: int = 3,
+    span: ServerSpan | None = None,
 ) -> Observation:
+    """Everything after the close (at 10.0): the client had the request open for 1 s."""
     start = counts(*down, at=10.1) if down is not None else counts(1, 1205, at=12.0)
     end_values = window_end or (start.running, start.generated)
     return Observation(
         scenario=MID_STREAM,
         max_tokens=max_tokens,
         before=counts(*before, at=9.0),
-        during=counts(*during, at=9.9),
+        open_seconds=1.0,
+        events_before_close=events,
         closed_at=10.0,
         down=start if down is not None else None,
         window_start=start,
         window_end=counts(*end_values, at=start.at + 1.0),
+        span=span,
+    )
+
+
+def own_span(tokens: int, e2e: float) -> ServerSpan:
+    return ServerSpan(
+        "ab" * 16, "cd" * 8, "ef" * 8, 1, 2, e2e_seconds=e2e, completion_tokens=tokens
     )
 
 
 def test_disconnect_passes_when_running_drops_and_tokens_stop() -> None:
     verdict, line = disconnect.judge(observation())
     assert verdict is Verdict.PASS
-    assert "stopped within 0.10 s" in line
+    assert "first scrape after the close, 0.10 s later" in line
 
 
 def test_disconnect_fails_when_the_server_keeps_generating() -> None:
@@ -278,12 +294,12 @@ def test_disconnect_fails_when_every_token_was_generated_for_nobody() -> None:
 
 def test_disconnect_on_a_busy_server_is_inconclusive_not_a_guess() -> None:
     # Others running before and still generating after ours went away.
-    busy = observation(before=(2, 1000), during=(3, 1050), down=(2, 1060), window_end=(2, 1160))
+    busy = observation(before=(2, 1000), down=(2, 1060), window_end=(2, 1160))
     verdict, line = disconnect.judge(busy)
     assert verdict is Verdict.INCONCLUSIVE
     assert "other requests" in line
     # Same, with running never dropping: still no guess.
-    stuck = observation(before=(2, 1000), during=(3, 1050), down=None, window_end=(3, 1400))
+    stuck = observation(before=(2, 1000), down=None, window_end=(3, 1400))
     assert disconnect.judge(stuck)[0] is Verdict.INCONCLUSIVE
     # Idle before, but another request arrived after ours was closed.
     late = observation(down=None, window_end=(2, 1400))
@@ -291,9 +307,28 @@ def test_disconnect_on_a_busy_server_is_inconclusive_not_a_guess() -> None:
 
 
 def test_disconnect_not_seen_in_the_metrics_is_inconclusive() -> None:
-    unseen = observation(during=(0, 1000))
+    # Three content events reached the client, yet the metrics count fewer tokens.
+    unseen = observation(down=(0, 1002), window_end=(0, 1002))
     verdict, line = disconnect.judge(unseen)
     assert verdict is Verdict.INCONCLUSIVE and "--metrics" in line
+
+
+def test_disconnect_by_the_requests_own_span() -> None:
+    # The span wins over the metrics (which here would say it kept going).
+    stopped = observation(down=None, window_end=(1, 1305), span=own_span(5, 1.05))
+    verdict, line = disconnect.judge(stopped)
+    assert verdict is Verdict.PASS
+    assert "stopped 0.05 s after the client left, at 5 of 700 tokens" in line
+    assert "3 content events had reached it: at most 2 tokens after it left" in line
+    everything = observation(span=own_span(700, 15.0))
+    verdict, line = disconnect.judge(everything)
+    assert verdict is Verdict.FAIL and "all 700 tokens for nobody" in line
+    slow = observation(span=own_span(300, 6.0))
+    assert disconnect.judge(slow)[0] is Verdict.INCONCLUSIVE
+    # A span without usage says nothing: back to the metrics.
+    bare = observation(span=ServerSpan("ab" * 16, "cd" * 8, None, 1, 2, e2e_seconds=1.0))
+    assert disconnect.judge(bare)[0] is Verdict.PASS
+    assert observation(span=own_span(5, 1.05)).evidence()["span"]["completion_tokens"] == 5
 
 
 def test_disconnect_check_fails_on_either_scenario_with_its_fix() -> None:

@@ -75,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument(
+        "--traces-receiver",
+        metavar="ADDR",
+        help="receive the server's own spans on ADDR (host:port for OTLP/HTTP, "
+        "grpc://host:port for gRPC; vllm serve --otlp-traces-endpoint pointing there): the "
+        "disconnect check then counts the tokens of each abandoned request from its span",
+    )
+    parser.add_argument(
         "--timeout",
         type=_seconds,
         default=DEFAULT_TIMEOUT,
@@ -98,6 +105,7 @@ def options_from(args: argparse.Namespace) -> DoctorOptions:
         long_stream=args.long_stream,
         timeout=args.timeout,
         skip=frozenset(args.skip or ()),
+        traces_receiver=args.traces_receiver,
     )
 
 

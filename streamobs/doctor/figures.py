@@ -18,7 +18,11 @@ def stream_figures(result: ProbeResult) -> dict[str, Any]:
         "error": result.error,
         "ttft_seconds": seconds(result.first_token_ns),
         "e2e_seconds": seconds(result.done_ns),
-        "tokens": result.content_events,
+        # Events carrying output, as they arrived; tokens as the server's usage counts them
+        # (one event may carry several, and a token inside a UTF-8 character none).
+        "content_events": result.content_events,
+        "output_tokens": result.output_tokens,
+        "output_tokens_source": result.output_tokens_source,
         "largest_burst": delivery.largest_burst if delivery else None,
         "burst_share": round(delivery.burst_share, 3) if delivery else None,
         "events_per_read": round(delivery.events_per_read, 2) if delivery else None,
@@ -28,15 +32,17 @@ def stream_figures(result: ProbeResult) -> dict[str, Any]:
 
 
 def stream_line(label: str, result: ProbeResult) -> str:
-    """One aligned line: TTFT, e2e and how the tokens were delivered."""
+    """One aligned line: TTFT, e2e and how the content events were delivered."""
     if not result.ok:
         return f"{label:<9} {result.outcome.value}: {result.error or 'no stream'}"
     f = stream_figures(result)
     parts = [
         f"TTFT {_s(f['ttft_seconds'])}",
         f"e2e {_s(f['e2e_seconds'])}",
-        f"{f['tokens']} tokens",
+        f"{f['content_events']} content events",
     ]
+    if result.output_tokens is not None and result.output_tokens_source == "usage":
+        parts.append(f"{result.output_tokens} tokens (usage)")
     if result.delivery is not None:
         parts += [
             f"largest burst {f['largest_burst']}",

@@ -39,6 +39,8 @@ class DoctorOptions:
     long_stream: float = DEFAULT_LONG_STREAM
     timeout: float = DEFAULT_TIMEOUT
     skip: frozenset[str] = field(default_factory=frozenset)
+    # host:port (OTLP/HTTP) or grpc://host:port to receive the server's own spans on.
+    traces_receiver: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("long_stream", "timeout"):

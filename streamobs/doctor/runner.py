@@ -14,6 +14,10 @@ from streamobs.doctor.verdict import CheckResult, Verdict, inconclusive, skipped
 from streamobs.probe import ModelDiscoveryError, Target, discover_model
 from streamobs.probe.models import list_models
 from streamobs.secret import Secret
+from streamobs.traces.service import TracesService
+from streamobs.traces.settings import one_shot_settings
+
+SPAN_WAIT_SECONDS = 15.0  # how long a span is kept for a request that asks later
 
 RUNNERS: dict[str, Callable[[Context], CheckResult]] = {
     buffering.NAME: buffering.run,
@@ -89,14 +93,29 @@ def run_doctor(
     max_model_len = context_length(target, model, options.api_key, request_timeout)
     if on_model is not None:
         on_model(model, max_model_len)
+    traces: TracesService | None = None
+    if options.traces_receiver:
+        try:
+            traces = TracesService(one_shot_settings(options.traces_receiver, SPAN_WAIT_SECONDS))
+            traces.start()
+        except (ValueError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            return report(
+                [], model, f"cannot receive traces on {options.traces_receiver}: {reason}"
+            )
     budget = Budget(SHORT_BUDGET_TIMEOUTS * options.timeout)
-    ctx = Context(options, model, max_model_len, Probes(options, model, budget), budget)
+    probes = Probes(options, model, budget)
+    ctx = Context(options, model, max_model_len, probes, budget, traces)
     results: list[CheckResult] = []
-    for name in CHECKS:
-        result = _run_one(name, ctx)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
+    try:
+        for name in CHECKS:
+            result = _run_one(name, ctx)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        if traces is not None:
+            traces.stop()
     return report(results, model)
 
 

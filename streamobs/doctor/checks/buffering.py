@@ -19,6 +19,11 @@ FIX_PATH = (
     "gzip_types) in the location serving /v1/; other proxies: turn response buffering off "
     'for /v1/ (ingress-nginx: nginx.ingress.kubernetes.io/proxy-buffering: "off")'
 )
+FIX_COMPRESSED = (
+    "stop compressing event streams: nginx: `gzip off;` (or remove text/event-stream from "
+    "gzip_types) in the location serving /v1/, and `proxy_buffering off;`; other proxies: "
+    "no {encoding} for text/event-stream and no response buffering for /v1/"
+)
 FIX_SERVER = (
     "the stream is already held back at the direct URL: look at the server, or at what "
     "sits between it and the direct URL, before the proxy"
@@ -51,11 +56,12 @@ def evaluate(path: ProbeResult, direct: ProbeResult | None) -> CheckResult:
     delivery = path.delivery
     if delivery is None or path.content_events < MIN_TOKENS_FOR_VERDICT:
         return result(
-            Verdict.INCONCLUSIVE, f"too few tokens to judge delivery ({path.content_events})"
+            Verdict.INCONCLUSIVE,
+            f"too few content events to judge delivery ({path.content_events})",
         )
-    tokens = path.content_events
+    events = path.content_events
     shape = (
-        f"{delivery.largest_burst} of {tokens} tokens arrived together, "
+        f"{delivery.largest_burst} of {events} content events arrived together, "
         f"{delivery.burst_share:.0%} in bursts"
     )
     if delivery.buffered:
@@ -68,10 +74,16 @@ def evaluate(path: ProbeResult, direct: ProbeResult | None) -> CheckResult:
             shape += f"; the first token came at {ratio:.0%} of the whole stream's time"
         if direct_delivery is not None:
             shape += f" (directly: largest burst {direct_delivery.largest_burst})"
-        if path.content_encoding:
+        encoding = path.content_encoding
+        if encoding:
             details.append(
-                f"the path compresses the stream (Content-Encoding: {path.content_encoding}), "
+                f"the path compresses the stream (Content-Encoding: {encoding}), "
                 "which makes nginx hold it in its buffers"
+            )
+            return result(
+                Verdict.FAIL,
+                f"the path compresses the stream with {encoding} and that holds it back: {shape}",
+                FIX_COMPRESSED.format(encoding=encoding),
             )
         return result(Verdict.FAIL, f"tokens are held back and burst: {shape}", FIX_PATH)
     if path.timing.degraded is not None:

@@ -61,7 +61,7 @@ def judge_stream(result: ProbeResult, length: float) -> tuple[Verdict, str]:
         seconds = result.done_ns / 1e9
         if seconds >= length:
             return Verdict.PASS, (
-                f"stream: {seconds:.1f} s, {result.content_events} tokens, arrived whole"
+                f"stream: {seconds:.1f} s, {result.content_events} content events, arrived whole"
             )
         return Verdict.INCONCLUSIVE, (
             f"stream: ended normally after only {seconds:.1f} s (the server was faster than "
@@ -71,7 +71,8 @@ def judge_stream(result: ProbeResult, length: float) -> tuple[Verdict, str]:
         result.outcome is Outcome.HTTP_STATUS and result.http_status in GATEWAY_STATUSES
     ):
         return Verdict.FAIL, (
-            f"stream: cut after {took:.1f} s and {result.content_events} tokens ({result.error})"
+            f"stream: cut after {took:.1f} s and {result.content_events} content events "
+            f"({result.error})"
         )
     return (
         Verdict.INCONCLUSIVE,
@@ -113,7 +114,8 @@ def evaluate(
         "stream": {
             "outcome": stream.outcome.value,
             "seconds": round((stream.done_ns or stream.end_ns) / 1e9, 3),
-            "tokens": stream.content_events,
+            "content_events": stream.content_events,
+            "output_tokens": stream.output_tokens,
             "error": stream.error,
         },
         "non_streamed": {
