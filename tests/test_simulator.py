@@ -1241,3 +1241,83 @@ def test_non_streamed_chat_carries_reasoning_and_the_tool_call(make_sim: MakeSim
     (call,) = message["tool_calls"]
     assert call["function"]["name"] == "f"
     assert json.loads(call["function"]["arguments"]) == {"numbers": " stream of tokens"}
+
+
+# -- llm_request spans, queue time, disconnects ignored ------------------------------------
+def test_spans_go_out_in_batches_over_grpc_with_each_requests_own_figures() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from tests.otlp_receiver import grpc_receiver
+
+    with grpc_receiver() as (endpoint, received):
+        config = SimulatorConfig(
+            model="sim",
+            ttft=0.02,
+            itl=0.002,
+            queue=0.01,
+            otlp_traces_endpoint=endpoint,
+            otlp_traces_protocol="grpc",
+            otlp_traces_batch_delay=3600.0,  # only a full batch or a flush sends
+        )
+        with Simulator(config) as sim:
+            parents = []
+            for n in range(3):
+                parent = f"{n + 1:016x}"
+                parents.append(parent)
+                headers = {
+                    "traceparent": f"00-{'ab' * 16}-{parent}-01",
+                    "X-Request-Id": f"req-{n}",
+                }
+                body = {"model": "sim", "prompt": "x", "max_tokens": 4, "stream": True}
+                reply = requests.post(
+                    sim.url + "/v1/completions", json=body, headers=headers, timeout=10
+                )
+                assert reply.ok and '"id":"cmpl-req-' in reply.text
+            assert not received.traces  # batched: nothing before the batch is due
+            sim.flush_spans()
+            assert received.wait_for(lambda: bool(received.traces), timeout=20)
+            records = {r.request_id: r for r in sim.records()}
+        (request,) = received.traces  # one export request carrying the three spans
+        (resource,) = request.resource_spans
+        spans = list(resource.scope_spans[0].spans)
+        assert [s.parent_span_id.hex() for s in spans] == parents
+        for n, span in enumerate(spans):
+            assert span.name == "llm_request" and span.kind == Span.SPAN_KIND_SERVER
+            attributes = {a.key: a.value for a in span.attributes}
+            record = records[f"req-{n}"]
+            assert record.span_attributes is not None
+            assert attributes["gen_ai.request.id"].string_value == f"cmpl-req-{n}"
+            assert attributes["gen_ai.usage.completion_tokens"].int_value == 4
+            queue = attributes["gen_ai.latency.time_in_queue"].double_value
+            assert queue == record.span_attributes["gen_ai.latency.time_in_queue"]
+            assert record.admitted_ns is not None
+            assert queue == (record.admitted_ns - record.received_ns) / 1e9 >= 0.01
+            ttft = attributes["gen_ai.latency.time_to_first_token"].double_value
+            assert ttft == (record.token_generated_ns[0] - record.received_ns) / 1e9
+            prefill = attributes["gen_ai.latency.time_in_model_prefill"].double_value
+            assert prefill == (record.token_generated_ns[0] - record.admitted_ns) / 1e9
+
+
+def test_a_server_that_ignores_disconnects_generates_for_nobody() -> None:
+    config = SimulatorConfig(model="sim", ttft=0.01, itl=0.005, ignore_disconnect=True)
+    with Simulator(config) as sim:
+        body = {"model": "sim", "prompt": "x", "max_tokens": 60, "stream": True}
+        with requests.post(sim.url + "/v1/completions", json=body, stream=True, timeout=10) as r:
+            next(r.iter_content(chunk_size=None))
+        deadline = time.monotonic() + 30
+        while True:
+            (record,) = sim.records()
+            if record.complete:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert record.client_disconnected
+        assert record.tokens_generated == 60 > record.tokens_sent
+        metrics = requests.get(sim.url + "/metrics", timeout=10).text
+        assert 'vllm:generation_tokens_total{engine="0",model_name="sim"} 60.0' in metrics
+
+
+def test_new_knobs_are_validated() -> None:
+    for bad in ({"queue": -1.0}, {"metrics_delay": -0.1}, {"otlp_traces_protocol": "udp"}):
+        with pytest.raises(ValueError):
+            SimulatorConfig(**bad)  # type: ignore[arg-type]
