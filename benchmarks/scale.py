@@ -189,8 +189,10 @@ def table(results: Sequence[Scale]) -> str:
         f"{os.getloadavg()[0]:.2f} when the table was written. `streamobs run`, every target "
         f"probed every {INTERVAL:.0f} s (4 tokens from the simulator, in its own process), "
         f"`max_concurrency: {POOL}`, collectors off; /metrics fetched every 5 s through "
-        "the window. CPU per probe leaves out the /metrics renders; CPU is of one core, "
-        "over the whole window. Reload: `POST /-/reload` of the same targets plus or minus one "
+        "the window. CPU per probe leaves out the /metrics renders but carries the daemon's "
+        "idle cost too (so it falls as targets grow); CPU is of one core, over the whole "
+        "window; threads: the most seen (the web server's 32 and the probe pool among them). "
+        "Reload: `POST /-/reload` of the same targets plus or minus one "
         "(median of 3); *kept*: no unchanged target's series dropped or reset.",
         "",
         "| targets | window | probes | CPU per probe | CPU | RSS (peak) | threads "
