@@ -128,6 +128,8 @@ def test_each_probe_gets_its_own_server_timing_and_spans_go_on_unchanged(
         traces = daemon.runtime.traces
         assert traces is not None
         wait_for(lambda: traces.join.pending() == 0, timeout=60)
+        # Every span matched has been recorded (a match is counted just before).
+        wait_for(lambda: len(joined) == traces.stats().join.joined, timeout=60)
         metrics = daemon.runtime.render().decode()
         observed_ones = [t for *_, t, o in joined if o]
         labels = '{model="sim",target="sim"}'

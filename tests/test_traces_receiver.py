@@ -181,8 +181,13 @@ def test_forwarding_is_byte_for_byte_over_http() -> None:
             wait_for(lambda: len(downstream.bodies) == 3)
             # The ExportTraceServiceRequest bytes as received (inflated), in order.
             assert downstream.bodies == [LLM_REQUEST, STARTUP, LLM_REQUEST]
-            forward = traces.stats().forward
-            assert forward is not None and forward.forwarded == 3
+            # Counted once the downstream's reply is in, a moment after it has the body.
+
+            def counted() -> bool:
+                forward = traces.stats().forward
+                return forward is not None and forward.forwarded == 3
+
+            wait_for(counted)
 
 
 def test_forwarding_over_grpc_sends_the_same_message() -> None:
