@@ -120,8 +120,11 @@ def test_bad_requests_are_refused_with_their_reason() -> None:
         assert status(b"\xff" * 64) == 400
         assert status(LLM_REQUEST, path="/v1/metrics") == 404
         assert status(b"x" * 4096) == 413
+        unknown = {**PROTOBUF, "Content-Encoding": "br"}
+        refused = requests.post(url(traces), data=LLM_REQUEST, headers=unknown, timeout=10)
+        assert refused.status_code == 400
         stats = traces.stats().receiver
-        assert (stats.refused_bad, stats.refused_too_large, stats.requests) == (3, 1, 0)
+        assert (stats.refused_bad, stats.refused_too_large, stats.requests) == (4, 1, 0)
 
 
 def test_grpc_export_is_accepted_and_bounded() -> None:

@@ -248,9 +248,17 @@ class _Handler(BaseHTTPRequestHandler):
             plain = inflate(
                 body, self.headers.get("Content-Encoding") or "", settings.max_request_bytes
             )
-            receiver.accept(plain)
         except TooLarge:
             receiver.count(refused_too_large=1)
+            self._reply(413, b"request too large\n", "text/plain")
+            return
+        except BadTraces as exc:
+            receiver.count(refused_bad=1)
+            self._reply(400, (str(exc)[:200] + "\n").encode(), "text/plain")
+            return
+        try:
+            receiver.accept(plain)  # counts its own refusals
+        except TooLarge:
             self._reply(413, b"request too large\n", "text/plain")
             return
         except BadTraces as exc:
