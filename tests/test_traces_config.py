@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,21 @@ def test_receiver_settings_cannot_change_on_reload(tmp_path: Path) -> None:
         assert not ok and "traces_receiver cannot change on reload" in message
     finally:
         daemon.stop()
+
+
+def test_a_receiver_port_in_use_is_a_refusal_to_start() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = parse_config(
+            {
+                "targets": TARGETS,
+                "web": {"listen_address": "127.0.0.1:0"},
+                "traces_receiver": {"http_listen_address": f"127.0.0.1:{port}"},
+            }
+        )
+        with pytest.raises(
+            ConfigError, match=f"traces_receiver: cannot listen on 127.0.0.1:{port}"
+        ):
+            Daemon(config)

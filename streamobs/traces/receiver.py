@@ -76,6 +76,8 @@ class TraceReceiver:
         self._http: _HttpServer | None = None
         self._http_thread: threading.Thread | None = None
         self._grpc: Any = None
+        self._grpc_started = False
+        self._bound = False
         self.grpc_port: int | None = None
 
     # -- the one entry -------------------------------------------------------------
@@ -104,12 +106,27 @@ class TraceReceiver:
             return self._stats
 
     # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> None:
-        """Bind and serve; OSError (or ValueError for a bad address) when it cannot."""
+    def bind(self) -> None:
+        """Take the listening sockets (once); OSError, or ValueError for a bad address,
+        when they cannot be had."""
         settings = self.settings
-        if settings.http_address:
-            host, port = split_address(settings.http_address)
-            self._http = _HttpServer((host, port), self)
+        if self._bound:
+            return
+        try:
+            if settings.http_address:
+                host, port = split_address(settings.http_address)
+                self._http = _HttpServer((host, port), self)
+            if settings.grpc_address:
+                self._bind_grpc(settings.grpc_address)
+        except BaseException:
+            self.stop()
+            raise
+        self._bound = True
+
+    def start(self) -> None:
+        """Bind if not yet bound, and serve."""
+        self.bind()
+        if self._http is not None and self._http_thread is None:
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever,
                 kwargs={"poll_interval": 0.2},
@@ -117,14 +134,11 @@ class TraceReceiver:
                 daemon=True,
             )
             self._http_thread.start()
-        if settings.grpc_address:
-            try:
-                self._start_grpc(settings.grpc_address)
-            except BaseException:
-                self.stop()
-                raise
+        if self._grpc is not None and not self._grpc_started:
+            self._grpc.start()
+            self._grpc_started = True
 
-    def _start_grpc(self, address: str) -> None:
+    def _bind_grpc(self, address: str) -> None:
         import grpc  # type: ignore[import-untyped]
 
         split_address(address)
@@ -153,7 +167,6 @@ class TraceReceiver:
         port = server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"cannot listen on {address} for OTLP gRPC")
-        server.start()
         self._grpc = server
         self.grpc_port = port
 
@@ -163,7 +176,8 @@ class TraceReceiver:
 
     def stop(self, timeout: float = 2.0) -> None:
         if self._http is not None:
-            self._http.shutdown()
+            if self._http_thread is not None:
+                self._http.shutdown()
             self._http.server_close()
             self._http = None
         if self._grpc is not None:

@@ -76,8 +76,13 @@ class TracesService:
         forward = None if self.forwarder is None else self.forwarder.stats()
         return TracesStats(self.receiver.stats(), self.join.stats(), forward)
 
+    def bind(self) -> None:
+        """Take the listening sockets now (OSError or ValueError when an address cannot
+        be served), so a daemon can refuse to start before anything else runs."""
+        self.receiver.bind()
+
     def start(self) -> None:
-        """OSError or ValueError when an address cannot be served."""
+        """Bind (unless done) and serve; OSError or ValueError as ``bind``."""
         self.receiver.start()
         self.join.start()
         if self.forwarder is not None:
