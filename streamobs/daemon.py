@@ -313,7 +313,14 @@ def _traces_service(config: Config) -> TracesService | None:
             )
     except OtlpSettingsError:
         destination = None  # the exporter itself reports the bad setting
-    return TracesService(settings, destination)
+    service = TracesService(settings, destination)
+    try:
+        service.bind()  # a port taken is a refusal to start, before anything runs
+    except (OSError, ValueError) as exc:
+        where = " and ".join(a for a in (settings.http_address, settings.grpc_address) if a)
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"traces_receiver: cannot listen on {where}: {reason}") from None
+    return service
 
 
 def _otlp_valid(config: Config) -> bool:
