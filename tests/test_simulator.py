@@ -1273,6 +1273,10 @@ def test_spans_go_out_in_batches_over_grpc_with_each_requests_own_figures() -> N
                     sim.url + "/v1/completions", json=body, headers=headers, timeout=10
                 )
                 assert reply.ok and '"id":"cmpl-req-' in reply.text
+            # A request's span is queued as its serving ends, just after the client has
+            # read [DONE]: wait for all three before asking for the batch.
+            for n in range(3):
+                assert sim.request_log(f"cmpl-req-{n}", wait=10) is not None
             assert not received.traces  # batched: nothing before the batch is due
             sim.flush_spans()
             assert received.wait_for(lambda: bool(received.traces), timeout=20)

@@ -117,11 +117,9 @@ def test_each_probe_gets_its_own_server_timing_and_spans_go_on_unchanged(
             assert span.e2e_seconds == sent["gen_ai.latency.e2e"]
             assert span.completion_tokens == result.output_tokens == 6
             assert span.queue_seconds is not None and span.queue_seconds >= 0.015
-            # Path time: client TTFT - server TTFT of the same request. Both ends stamp
-            # CLOCK_MONOTONIC on one host, the server inside the client's window: >= 0.
+            # Path time: client TTFT - server TTFT of the same request.
             assert result.first_token_ns is not None and span.ttft_seconds is not None
             assert timing.path_seconds == result.first_token_ns / 1e9 - span.ttft_seconds
-            assert timing.path_seconds >= 0
             assert observed == (result.ok and result.exact)
         # Stop probing, so /metrics and the joins we saw describe the same probes.
         daemon.runtime.scheduler.stop(5.0)
