@@ -42,6 +42,7 @@ from streamobs.export.prometheus.text import (
     histogram_lines,
     label_text,
     number,
+    tune_allocator,
 )
 from streamobs.probe.result import Degraded, Outcome, ProbeResult
 from streamobs.targets import TargetConfig
@@ -239,6 +240,7 @@ class ProbeMetrics:
     """Owns the probe series in ``registry``; ``record()`` is called once per finished probe."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        tune_allocator()  # before the daemon's threads: see text.py
         self._registry = registry
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, ...]] = {}

@@ -10,6 +10,8 @@ order, so the output is byte for byte the same.
 
 from __future__ import annotations
 
+import ctypes
+import threading
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -58,18 +60,45 @@ def histogram_lines(
     return "".join(lines)
 
 
-def render_registry(registry: CollectorRegistry) -> bytes:
-    """What ``generate_latest(registry)`` returns, taking ``render_text()`` of collectors
-    that have one instead of formatting their families sample by sample."""
+def render_registry(registry: CollectorRegistry, after: bytes = b"") -> bytes:
+    """What ``generate_latest(registry) + after`` returns, taking ``render_text()`` of
+    collectors that have one instead of formatting their families sample by sample."""
     collectors = _collectors(registry)
     if collectors is None:
-        return generate_latest(registry)
+        return generate_latest(registry) + after
     parts: list[bytes] = []
     for collector in collectors:
         fast = getattr(collector, "render_text", None)
         text = fast() if fast is not None else None
         parts.append(text.encode() if text is not None else generate_latest(collector))
+    parts.append(after)
     return b"".join(parts)
+
+
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
+_tuned = threading.Event()
+
+
+def tune_allocator() -> None:
+    """Once per process, before the web and probe threads start: at most 2 malloc arenas,
+    and buffers of 1 MiB and more mapped and unmapped, never kept.
+
+    At a thousand targets every scrape formats about 12 MB of text, on whichever web
+    thread serves it, and frees the previous scrape's. glibc gives each thread an arena
+    (up to 8 per core) and keeps freed memory in it, and raises its mmap threshold to
+    the size of a freed mapping: measured, the resident size grew by 13-18 MB a scrape;
+    with 2 arenas it levels off. Without glibc's mallopt: nothing to do."""
+    if _tuned.is_set():
+        return
+    _tuned.set()
+    try:
+        # The process's own symbols: the C library it runs on, found without a search.
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+        if mallopt is not None:
+            mallopt(_M_ARENA_MAX, 2)
+            mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except OSError:
+        pass
 
 
 def _collectors(registry: CollectorRegistry) -> list[Collector] | None:
