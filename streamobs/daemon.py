@@ -216,7 +216,7 @@ class Runtime:
         vllm = self.vllm
         # Re-exposed text first: a failure to render it is reported by the guard below.
         reexposed = vllm.reexposed_text() if vllm is not None else b""
-        return render_registry(self.registry) + reexposed
+        return render_registry(self.registry, after=reexposed)
 
     def _on_result(self, target: TargetConfig, result: ProbeResult) -> None:
         if self._targets.get(target.name) != target:
