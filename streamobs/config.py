@@ -31,7 +31,14 @@ from streamobs.probe.spec import (
     parse_target,
 )
 from streamobs.secret import SecretError, is_credential_header, load_api_key, load_secret
-from streamobs.targets import DEFAULT_BUCKETS, SLO, TargetConfig, latency_buckets
+from streamobs.targets import (
+    DEFAULT_BUCKETS,
+    ENGINE_KINDS,
+    SLO,
+    EngineConfig,
+    TargetConfig,
+    latency_buckets,
+)
 from streamobs.traces.settings import TracesReceiverSettings
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -72,6 +79,7 @@ def running_in_kubernetes() -> bool:
 @dataclass(frozen=True, slots=True)
 class Config:
     targets: tuple[TargetConfig, ...]
+    engines: tuple[EngineConfig, ...] = ()
     listen_address: str = DEFAULT_LISTEN
     web_config_file: str | None = None
     max_concurrency: int = 4
@@ -93,7 +101,8 @@ class Config:
         if module not in self.modules:
             raise ConfigError(f"unknown module {module[:64]!r}")
         settings = {**self.modules[module].settings, "name": "probe", "url": url}
-        return _target(Section(settings, f"modules.{module}"), self.target_defaults)
+        target = _target(Section(settings, f"modules.{module}"), self.target_defaults)
+        return replace(target, engine=None)  # a one-off probe scrapes no engine
 
     def latency_buckets(self) -> dict[str, tuple[float, ...]]:
         """Histogram edges per latency histogram, SLO thresholds included."""
@@ -343,18 +352,16 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
         api_key = load_api_key(env_var, key_file)
     except SecretError as exc:
         raise ConfigError(f"{merged.path}: {exc}") from None
+    engine = merged.text("engine")
     metrics_url = merged.raw("metrics_url")
+    if engine is not None and metrics_url is not None:
+        raise ConfigError(f"{merged.at('metrics_url')}: the engine {engine!r} has it")
     if metrics_url is False:
         metrics_url = None
     elif metrics_url is None:
-        metrics_url = target.api_root.removesuffix("/v1") + "/metrics"
-    elif not isinstance(metrics_url, str):
-        raise ConfigError(f"{merged.at('metrics_url')}: expected a URL or false")
+        metrics_url = None if engine else target.api_root.removesuffix("/v1") + "/metrics"
     else:
-        try:
-            parse_target(metrics_url)
-        except TargetError as exc:
-            raise ConfigError(f"{merged.at('metrics_url')}: {exc}") from None
+        metrics_url = _metrics_url(metrics_url, merged.at("metrics_url"))
     headers, secret_headers = _headers(merged)
     interval = merged.duration("interval", 15.0, minimum=MIN_INTERVAL)
     jitter = merged.duration("jitter", 0.0, allow_zero=True)
@@ -376,11 +383,86 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
         accept_encoding=merged.text("accept_encoding", DEFAULT_ACCEPT_ENCODING)
         or DEFAULT_ACCEPT_ENCODING,
         verify_tls=not merged.boolean("tls_insecure_skip_verify", False),
-        metrics_url=metrics_url,
+        # Resolved against the engines by _engines(): the named one, else one at metrics_url.
+        engine=engine if engine is not None else metrics_url,
         slo=_slo(merged.section("slo")),
     )
     merged.done()
     return config
+
+
+def _metrics_url(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a URL or false")
+    try:
+        parse_target(value)
+    except TargetError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return value
+
+
+def _engines(
+    raw: object, targets: Sequence[TargetConfig], named_engine: Sequence[bool]
+) -> tuple[tuple[EngineConfig, ...], tuple[TargetConfig, ...]]:
+    """The ``engines:`` list, plus one engine for each metrics URL a target brings of its
+    own (named after its first target; targets sharing the URL share it), and the targets
+    with ``engine`` resolved to an engine's name."""
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise ConfigError("engines: expected a list")
+    if len(raw) > MAX_TARGETS:
+        raise ConfigError(f"engines: at most {MAX_TARGETS}")
+    engines: dict[str, EngineConfig] = {}
+    for i, item in enumerate(raw):
+        section = Section(item, f"engines[{i}]")
+        name = section.text("name")
+        if not name or not _NAME.match(name):
+            raise ConfigError(
+                f"{section.at('name')}: required; letters, digits and _.:- (at most 63), "
+                f"got {name!r}"
+            )
+        if name in engines:
+            raise ConfigError(f"{section.at('name')}: duplicate engine name {name!r}")
+        kind = section.text("kind", "vllm") or "vllm"
+        if kind not in ENGINE_KINDS:
+            raise ConfigError(f"{section.at('kind')}: one of {', '.join(ENGINE_KINDS)}")
+        url = section.raw("metrics_url")
+        if url is None:
+            raise ConfigError(f"{section.at('metrics_url')}: required")
+        engines[name] = EngineConfig(
+            name=name,
+            metrics_url=_metrics_url(url, section.at("metrics_url")),
+            kind=kind,
+            interval=section.duration("interval", 15.0, minimum=MIN_INTERVAL),
+        )
+        section.done()
+    by_url = {e.metrics_url: e.name for e in engines.values()}
+    resolved = []
+    for i, (target, named) in enumerate(zip(targets, named_engine, strict=True)):
+        if target.engine is None:
+            resolved.append(target)
+            continue
+        if named:
+            if target.engine not in engines:
+                known = ", ".join(sorted(engines)) or "none configured"
+                raise ConfigError(
+                    f"targets[{i}].engine: no engine named {target.engine!r} ({known})"
+                )
+            resolved.append(target)
+            continue
+        url = target.engine
+        if url not in by_url:
+            if target.name in engines:
+                raise ConfigError(
+                    f"targets[{i}]: its own /metrics would be an engine named {target.name!r}, "
+                    "which engines: already has; name its engine (engine:) or set "
+                    "metrics_url: false"
+                )
+            engines[target.name] = EngineConfig(target.name, url, "vllm", target.interval)
+            by_url[url] = target.name
+        resolved.append(replace(target, engine=by_url[url]))
+    return tuple(engines.values()), tuple(resolved)
 
 
 def _buckets(section: Section) -> dict[str, tuple[float, ...]]:
@@ -545,6 +627,7 @@ def _modules(section: Section, defaults: Mapping[str, Any]) -> dict[str, Module]
 
 TOP_LEVEL_KEYS = (
     "web",
+    "engines",
     "target_defaults",
     "targets",
     "modules",
@@ -589,6 +672,9 @@ def parse_config(data: object) -> Config:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"targets[{i}].name: duplicate target name {name!r}")
+    named_engine = [isinstance(t, dict) and "engine" in t for t in raw_targets]
+    named_engine = [named or "engine" in defaults for named in named_engine]
+    engines, targets = _engines(root.raw("engines"), targets, named_engine)
     modules = _modules(root.section("modules"), defaults)
     otlp = _otlp(root.section("otlp"))
     traces_receiver = _traces_receiver(root.section("traces_receiver"))
@@ -605,6 +691,7 @@ def parse_config(data: object) -> Config:
     collectors.done()
     config = Config(
         targets=targets,
+        engines=engines,
         listen_address=listen,
         web_config_file=web_config_file,
         max_concurrency=root.integer("max_concurrency", 4, maximum=1024),

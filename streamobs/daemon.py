@@ -45,6 +45,7 @@ from streamobs.export.otlp.settings import (
 from streamobs.export.prometheus.model_labels import ModelLabels, model_label
 from streamobs.export.prometheus.probe import ProbeMetrics
 from streamobs.export.prometheus.server_timing import ServerTimingMetrics, TracesCollector
+from streamobs.export.prometheus.target_info import TargetInfo
 from streamobs.export.prometheus.text import render_registry
 from streamobs.ondemand import OnDemandProbes
 from streamobs.overhead import OverheadTracker
@@ -70,9 +71,8 @@ Probe = Callable[[ProbeSpec], ProbeResult]
 
 
 def scrape_targets(config: Config) -> tuple[ScrapeTarget, ...]:
-    return tuple(
-        ScrapeTarget(t.name, t.metrics_url, t.interval) for t in config.targets if t.metrics_url
-    )
+    """Each engine once, however many targets reach it."""
+    return tuple(ScrapeTarget(e.name, e.metrics_url, e.interval) for e in config.engines)
 
 
 class Runtime:
@@ -92,6 +92,7 @@ class Runtime:
         self._lock = threading.Lock()
         self.metrics = ProbeMetrics(self.registry)
         self.model_labels = ModelLabels(self.registry)
+        self.target_info = TargetInfo(self.registry)
         self.status = StatusBoard()
         self.overhead = OverheadTracker()
         self.collectors = GuardedCollectors()
@@ -109,7 +110,7 @@ class Runtime:
         self._otlp_metrics: OtlpSelfMetrics | None = None
         self._otlp_key: object = None
         self._targets: dict[str, TargetConfig] = {}
-        self._efficiency_target: str | None = None
+        self._efficiency_engine: str | None = None
         self._started = False
         self.scheduler = Scheduler((), config.max_concurrency, self._on_result, probe, discover)
         self.config = config
@@ -129,13 +130,14 @@ class Runtime:
             self._targets = {t.name: t for t in targets}
             self.metrics.configure(targets, config.latency_buckets())
             self.model_labels.configure(targets, config.max_models_per_target)
+            self.target_info.configure(targets)
             self.status.configure(targets)
             self.overhead.keep(self._targets)
             if self.server_timing is not None:
                 self.server_timing.keep(self._targets)
             if _efficiency_settings(config) != _efficiency_settings(self.config):
                 self.efficiency = _efficiency_tracker(config)
-            self._efficiency_target = _efficiency_target(config)
+            self._efficiency_engine = _efficiency_engine(config)
             self.config = config
             self._configure_collectors(config)
             old_otlp, self.otlp = self.otlp, otlp
@@ -247,14 +249,14 @@ class Runtime:
             return
         timing.record(target.name, result, server_timing(result.first_token_ns, span))
 
-    def _on_vllm_snapshot(self, target: str, snapshot: VllmSnapshot) -> None:
-        self.overhead.record_snapshot(target, snapshot)
-        if target == self._efficiency_target:
+    def _on_vllm_snapshot(self, engine: str, snapshot: VllmSnapshot) -> None:
+        for target in self._targets.values():
+            if target.engine == engine:
+                self.overhead.record_snapshot(target.name, snapshot)
+        if engine == self._efficiency_engine:
             gpu = self.gpu
-            configured = self._targets.get(target)
-            model = configured.model if configured is not None else None
             self.efficiency.observe(
-                counter_sample(snapshot, gpu.latest() if gpu is not None else None, model=model)
+                counter_sample(snapshot, gpu.latest() if gpu is not None else None, model=None)
             )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -345,12 +347,11 @@ def _efficiency_tracker(config: Config) -> EfficiencyTracker:
     )
 
 
-def _efficiency_target(config: Config) -> str | None:
-    """Tokens per joule only make sense for the vLLM on this box's GPUs: the first target
-    whose metrics come from loopback, else the first with metrics at all."""
-    scraped = [t for t in config.targets if t.metrics_url]
-    local = [t for t in scraped if urlsplit(t.metrics_url or "").hostname in LOOPBACK_HOSTS]
-    candidates = local or scraped
+def _efficiency_engine(config: Config) -> str | None:
+    """Tokens per joule only make sense for the engine on this box's GPUs: the first engine
+    whose metrics come from loopback, else the first at all."""
+    local = [e for e in config.engines if urlsplit(e.metrics_url).hostname in LOOPBACK_HOSTS]
+    candidates = local or list(config.engines)
     return candidates[0].name if candidates else None
 
 

@@ -12,13 +12,13 @@ The same series from the raw counters in PromQL (the ``> 0`` filter makes a wind
 tokens yield nothing, as here; PRICE is the price per GPU-hour, GPUS the number of GPUs):
 
     streamobs_efficiency_output_tokens_per_second
-      = sum(rate(streamobs_vllm_generation_tokens_total[5m]))
+      = sum(rate(streamobs_engine_generation_tokens_total[5m]))
     streamobs_efficiency_joules_per_output_token
       = sum(rate(streamobs_gpu_energy_joules_total[5m]))
-        / (sum(rate(streamobs_vllm_generation_tokens_total[5m])) > 0)
+        / (sum(rate(streamobs_engine_generation_tokens_total[5m])) > 0)
     streamobs_efficiency_cost_per_million_output_tokens
       = PRICE * GPUS / 3600 * 1e6
-        / (sum(rate(streamobs_vllm_generation_tokens_total[5m])) > 0)
+        / (sum(rate(streamobs_engine_generation_tokens_total[5m])) > 0)
 
 (GPUS may be ``count(streamobs_gpu_memory_total_bytes)``.) ``rate()`` extrapolates to the
 window's edges; a ratio of two rates over the same window cancels that out.

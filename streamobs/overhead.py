@@ -5,8 +5,8 @@ histogram's sum over the growth of its count, the client's is the mean TTFT of t
 successful probes that finished in it. PromQL gives the same from the raw series:
 
     rate(streamobs_probe_ttft_seconds_sum[5m]) / rate(streamobs_probe_ttft_seconds_count[5m])
-  - on(target) sum by (target) (rate(streamobs_vllm_time_to_first_token_seconds_sum[5m]))
-    / sum by (target) (rate(streamobs_vllm_time_to_first_token_seconds_count[5m]))
+  - on(target) sum by (target) (rate(streamobs_engine_time_to_first_token_seconds_sum[5m]))
+    / sum by (target) (rate(streamobs_engine_time_to_first_token_seconds_count[5m]))
 """
 
 from __future__ import annotations

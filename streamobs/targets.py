@@ -49,13 +49,27 @@ class TargetConfig:
     secret_headers: frozenset[str] = frozenset()  # names in headers whose values are secrets
     accept_encoding: str = DEFAULT_ACCEPT_ENCODING
     verify_tls: bool = True
-    metrics_url: str | None = None  # the server's own /metrics, for the vLLM collector
+    engine: str | None = None  # the engine (model server) behind this path; None: none scraped
     slo: SLO = field(default_factory=SLO)
 
     def secrets(self) -> tuple[Secret | str, ...]:
         """Every credential this target sends, for ``secret.redact``."""
         values = [v for k, v in self.headers.items() if k in self.secret_headers]
         return (self.api_key, *values) if self.api_key is not None else tuple(values)
+
+
+ENGINE_KINDS = ("vllm",)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """One model server's metrics endpoint, scraped once however many targets (paths:
+    direct, nginx, a gateway) reach it."""
+
+    name: str
+    metrics_url: str
+    kind: str = "vllm"
+    interval: float = 15.0
 
 
 def latency_buckets(

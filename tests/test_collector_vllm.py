@@ -36,7 +36,7 @@ DATA = Path(__file__).parent / "data" / "vllm"
 CAPTURE = (FIXTURES / "metrics.txt").read_text(encoding="utf-8")
 V0_TEXT = (DATA / "v0-metrics.txt").read_text(encoding="utf-8")
 V1_TEXT = (DATA / "v1-metrics.txt").read_text(encoding="utf-8")
-PREFIX_CACHE = ("streamobs_vllm_prefix_cache_queries", "streamobs_vllm_prefix_cache_hits")
+PREFIX_CACHE = ("streamobs_engine_prefix_cache_queries", "streamobs_engine_prefix_cache_hits")
 
 
 def render(
@@ -82,15 +82,15 @@ def test_capture_normalised_values_equal_the_capture() -> None:
     assert snapshot.up and snapshot.error is None
     assert isinstance(snapshot.families, tuple) and isinstance(snapshot.normalised, tuple)
     series = ("tiny", "0")
-    assert scalar_values(snapshot, "streamobs_vllm_generation_tokens_total") == {series: 1604.0}
-    assert scalar_values(snapshot, "streamobs_vllm_prompt_tokens_total") == {series: 79.0}
-    assert scalar_values(snapshot, "streamobs_vllm_kv_cache_usage_ratio") == {series: 0.0}
-    assert scalar_values(snapshot, "streamobs_vllm_requests_running") == {series: 0.0}
-    assert scalar_values(snapshot, "streamobs_vllm_requests_waiting") == {series: 0.0}
-    assert scalar_values(snapshot, "streamobs_vllm_preemptions_total") == {series: 0.0}
-    assert scalar_values(snapshot, "streamobs_vllm_prefix_cache_queries_total") == {series: 79.0}
-    assert scalar_values(snapshot, "streamobs_vllm_prefix_cache_hits_total") == {series: 0.0}
-    assert scalar_values(snapshot, "streamobs_vllm_request_success_total") == {
+    assert scalar_values(snapshot, "streamobs_engine_generation_tokens_total") == {series: 1604.0}
+    assert scalar_values(snapshot, "streamobs_engine_prompt_tokens_total") == {series: 79.0}
+    assert scalar_values(snapshot, "streamobs_engine_kv_cache_usage_ratio") == {series: 0.0}
+    assert scalar_values(snapshot, "streamobs_engine_requests_running") == {series: 0.0}
+    assert scalar_values(snapshot, "streamobs_engine_requests_waiting") == {series: 0.0}
+    assert scalar_values(snapshot, "streamobs_engine_preemptions_total") == {series: 0.0}
+    assert scalar_values(snapshot, "streamobs_engine_prefix_cache_queries_total") == {series: 79.0}
+    assert scalar_values(snapshot, "streamobs_engine_prefix_cache_hits_total") == {series: 0.0}
+    assert scalar_values(snapshot, "streamobs_engine_request_success_total") == {
         ("tiny", "0", "stop"): 0.0,
         ("tiny", "0", "length"): 8.0,
         ("tiny", "0", "abort"): 0.0,
@@ -102,10 +102,10 @@ def test_capture_normalised_values_equal_the_capture() -> None:
 @pytest.mark.parametrize(
     ("normalised", "source"),
     [
-        ("streamobs_vllm_time_to_first_token_seconds", "vllm:time_to_first_token_seconds"),
-        ("streamobs_vllm_inter_token_latency_seconds", "vllm:inter_token_latency_seconds"),
-        ("streamobs_vllm_e2e_request_latency_seconds", "vllm:e2e_request_latency_seconds"),
-        ("streamobs_vllm_request_queue_time_seconds", "vllm:request_queue_time_seconds"),
+        ("streamobs_engine_time_to_first_token_seconds", "vllm:time_to_first_token_seconds"),
+        ("streamobs_engine_inter_token_latency_seconds", "vllm:inter_token_latency_seconds"),
+        ("streamobs_engine_e2e_request_latency_seconds", "vllm:e2e_request_latency_seconds"),
+        ("streamobs_engine_request_queue_time_seconds", "vllm:request_queue_time_seconds"),
     ],
 )
 def test_capture_histograms_keep_vllm_buckets(normalised: str, source: str) -> None:
@@ -120,7 +120,7 @@ def test_capture_histograms_keep_vllm_buckets(normalised: str, source: str) -> N
 
 def test_capture_ttft_histogram_numbers() -> None:
     family = snapshot_from_text(CAPTURE).normalised_family(
-        "streamobs_vllm_time_to_first_token_seconds"
+        "streamobs_engine_time_to_first_token_seconds"
     )
     assert family is not None
     (ttft,) = family.histograms
@@ -157,7 +157,7 @@ def test_server_view_sums_engines() -> None:
     text = "\n".join(lines) + "\n"
     snapshot = snapshot_from_text(text)
     assert snapshot.up
-    assert len(scalar_values(snapshot, "streamobs_vllm_generation_tokens_total")) == 2
+    assert len(scalar_values(snapshot, "streamobs_engine_generation_tokens_total")) == 2
     view = server_view(snapshot, model="tiny")
     assert view.generation_tokens_total == 3208.0
     assert view.time_to_first_token is not None
@@ -181,31 +181,31 @@ def test_v0_and_v1_texts_give_the_same_normalised_series() -> None:
     # V0 has no prefix-cache counters (only hit-rate gauges): the one family V1 adds.
     assert prefix_cache_samples(v0_lines) == []
     assert prefix_cache_samples(v1_lines) == [
-        'streamobs_vllm_prefix_cache_queries_total{engine="0",model="tiny",target="gpu-1"} 79.0',
-        'streamobs_vllm_prefix_cache_hits_total{engine="0",model="tiny",target="gpu-1"} 32.0',
+        'streamobs_engine_prefix_cache_queries_total{engine="gpu-1",engine_index="0",model="tiny"} 79.0',
+        'streamobs_engine_prefix_cache_hits_total{engine="gpu-1",engine_index="0",model="tiny"} 32.0',
     ]
     v1_shared = [ln for ln in v1_lines if not ln.startswith(PREFIX_CACHE)]
     assert v0_lines == v1_shared
     # And that shared output is not trivially empty.
     assert (
-        'streamobs_vllm_kv_cache_usage_ratio{engine="0",model="tiny",target="gpu-1"} 0.0625'
+        'streamobs_engine_kv_cache_usage_ratio{engine="gpu-1",engine_index="0",model="tiny"} 0.0625'
         in v0_lines
     )
     assert (
-        'streamobs_vllm_request_success_total{engine="0",finished_reason="length",'
-        'model="tiny",target="gpu-1"} 5.0'
+        'streamobs_engine_request_success_total{engine="gpu-1",engine_index="0",'
+        'finished_reason="length",model="tiny"} 5.0'
     ) in v0_lines
     assert (
-        'streamobs_vllm_inter_token_latency_seconds_count{engine="0",model="tiny",'
-        'target="gpu-1"} 1595.0'
+        'streamobs_engine_inter_token_latency_seconds_count{engine="gpu-1",'
+        'engine_index="0",model="tiny"} 1595.0'
     ) in v0_lines
 
 
 def test_v0_sources_are_the_old_names() -> None:
     v0 = snapshot_from_text(V0_TEXT)
     sources = {f.spec.name: f.source for f in v0.normalised}
-    assert sources["streamobs_vllm_kv_cache_usage_ratio"] == "vllm:gpu_cache_usage_perc"
-    assert sources["streamobs_vllm_inter_token_latency_seconds"] == (
+    assert sources["streamobs_engine_kv_cache_usage_ratio"] == "vllm:gpu_cache_usage_perc"
+    assert sources["streamobs_engine_inter_token_latency_seconds"] == (
         "vllm:time_per_output_token_seconds"
     )
     assert all(s.labels[1] == "0" for f in v0.normalised for s in f.scalars)
@@ -225,27 +225,27 @@ vllm:prefix_cache_queries_total{engine="0",model_name="m"} 9.0
 vllm:gpu_prefix_cache_hits_total{engine="0",model_name="m"} 3.0
 """
     snapshot = snapshot_from_text(text)
-    assert scalar_values(snapshot, "streamobs_vllm_kv_cache_usage_ratio") == {("m", "0"): 0.25}
-    assert scalar_values(snapshot, "streamobs_vllm_prefix_cache_queries_total") == {("m", "0"): 9.0}
+    assert scalar_values(snapshot, "streamobs_engine_kv_cache_usage_ratio") == {("m", "0"): 0.25}
+    assert scalar_values(snapshot, "streamobs_engine_prefix_cache_queries_total") == {("m", "0"): 9.0}
     # Only the old name present: it is used.
-    assert scalar_values(snapshot, "streamobs_vllm_prefix_cache_hits_total") == {("m", "0"): 3.0}
+    assert scalar_values(snapshot, "streamobs_engine_prefix_cache_hits_total") == {("m", "0"): 3.0}
 
 
 def test_normalisation_table_names() -> None:
     assert [spec.name for spec in NORMALISED] == [
-        "streamobs_vllm_requests_running",
-        "streamobs_vllm_requests_waiting",
-        "streamobs_vllm_kv_cache_usage_ratio",
-        "streamobs_vllm_prompt_tokens_total",
-        "streamobs_vllm_generation_tokens_total",
-        "streamobs_vllm_preemptions_total",
-        "streamobs_vllm_prefix_cache_queries_total",
-        "streamobs_vllm_prefix_cache_hits_total",
-        "streamobs_vllm_request_success_total",
-        "streamobs_vllm_time_to_first_token_seconds",
-        "streamobs_vllm_inter_token_latency_seconds",
-        "streamobs_vllm_e2e_request_latency_seconds",
-        "streamobs_vllm_request_queue_time_seconds",
+        "streamobs_engine_requests_running",
+        "streamobs_engine_requests_waiting",
+        "streamobs_engine_kv_cache_usage_ratio",
+        "streamobs_engine_prompt_tokens_total",
+        "streamobs_engine_generation_tokens_total",
+        "streamobs_engine_preemptions_total",
+        "streamobs_engine_prefix_cache_queries_total",
+        "streamobs_engine_prefix_cache_hits_total",
+        "streamobs_engine_request_success_total",
+        "streamobs_engine_time_to_first_token_seconds",
+        "streamobs_engine_inter_token_latency_seconds",
+        "streamobs_engine_e2e_request_latency_seconds",
+        "streamobs_engine_request_queue_time_seconds",
     ]
 
 
@@ -292,9 +292,9 @@ def test_several_targets_are_told_apart_by_a_target_label() -> None:
     assert output.count("# TYPE vllm:generation_tokens_total counter") == 1
     for target in ("a", "b"):
         assert (
-            f'vllm:generation_tokens_total{{engine="0",model_name="tiny",target="{target}"}} 1604.0'
+            f'vllm:generation_tokens_total{{engine="{target}",exported_engine="0",model_name="tiny"}} 1604.0'
         ) in lines
-        assert f'process_open_fds{{target="{target}"}} 35.0' in lines
+        assert f'process_open_fds{{engine="{target}"}} 35.0' in lines
     assert 'vllm:generation_tokens_total{engine="0",model_name="tiny"} 1604.0' not in lines
 
 
@@ -339,7 +339,7 @@ def test_describe_does_no_io() -> None:
     registry = CollectorRegistry()
     registry.register(VllmCollector(must_not_be_called, targets=["a"]))
     names = {m.name for m in VllmCollector(must_not_be_called).describe()}
-    assert "streamobs_collector_up" in names and "streamobs_vllm_generation_tokens" in names
+    assert "streamobs_collector_up" in names and "streamobs_engine_generation_tokens" in names
 
 
 def test_configured_target_without_a_snapshot_still_has_children() -> None:
@@ -383,7 +383,7 @@ def test_odd_snapshots_never_make_collect_raise(caplog: pytest.LogCaptureFixture
     for target in ("odd", "none", "text"):
         assert f'streamobs_collector_up{{collector="vllm",target="{target}"}} 0.0' in output
     # The odd target is not half exported: none of its series made it out.
-    assert 'target="odd"' not in output.replace('collector="vllm",target="odd"', "")
+    assert 'engine="odd"' not in output
     assert len([r for r in caplog.records if "cannot export vLLM target odd" in r.message]) == 1
 
 
@@ -394,7 +394,7 @@ def test_family_a_snapshot_cannot_express_is_not_half_exported() -> None:
     output = render({"a": good, "b": odd}, reexpose=True)
     assert 'streamobs_collector_up{collector="vllm",target="a"} 1.0' in output
     assert 'streamobs_collector_up{collector="vllm",target="b"} 0.0' in output
-    assert 'target="b"' not in output.replace('collector="vllm",target="b"', "")
+    assert 'engine="b"' not in output
 
 
 def test_same_name_with_another_type_is_skipped_and_logged_once(
@@ -408,7 +408,7 @@ def test_same_name_with_another_type_is_skipped_and_logged_once(
         for _ in range(3):
             output = generate_latest(registry).decode()
     assert output.count("# TYPE vllm:thing") == 1
-    assert 'vllm:thing{target="a"} 1.0' in output and 'target="b"} 2.0' not in output
+    assert 'vllm:thing{engine="a"} 1.0' in output and 'engine="b"} 2.0' not in output
     assert 'streamobs_collector_up{collector="vllm",target="b"} 1.0' in output
     assert [r.getMessage() for r in caplog.records] == [
         "vLLM target b: not re-exposing vllm:thing, already exposed with another type"

@@ -49,9 +49,12 @@ def test_good_config_loads(tmp_path: Path) -> None:
     assert config.listen_address == "127.0.0.1:9999" and config.max_concurrency == 2
     assert (local.interval, local.jitter, local.timeouts.total) == (30.0, 2.0, 60.0)
     assert local.slo.ttft_seconds == 1.5 and local.slo.objective == 0.995
-    assert local.metrics_url == "http://127.0.0.1:8000/metrics"
+    assert local.engine == "local"
+    assert [(e.name, e.metrics_url) for e in config.engines] == [
+        ("local", "http://127.0.0.1:8000/metrics")
+    ]
     assert gw.target.endpoint == "completions" and gw.interval == 90.0
-    assert gw.metrics_url is None and gw.model is None and dict(gw.headers) == {"X-Tenant": "ops"}
+    assert gw.engine is None and gw.model is None and dict(gw.headers) == {"X-Tenant": "ops"}
     # SLO thresholds are always bucket edges.
     assert config.latency_buckets()["ttft"] == (0.1, 1.0, 1.5, 2.0, 5.0)
     assert 0.1 in config.latency_buckets()["tpot"]
@@ -332,6 +335,66 @@ def test_a_config_path_that_is_not_a_regular_file(tmp_path: Path) -> None:
     ],
 )
 def test_an_unknown_key_is_named_at_every_level(data: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert str(caught.value) == message
+
+
+def test_engines_are_scraped_once_and_targets_name_them() -> None:
+    config = parse_config(
+        {
+            "engines": [{"name": "vllm-a", "metrics_url": "http://127.0.0.1:8000/metrics"}],
+            "targets": [
+                {"name": "direct", "url": "http://127.0.0.1:8000/v1", "engine": "vllm-a"},
+                {"name": "nginx", "url": "http://127.0.0.1:8080/v1", "engine": "vllm-a"},
+                # Two paths without an engine of their own at the same /metrics share one.
+                {"name": "b1", "url": "http://10.0.0.2:8000/v1"},
+                {"name": "b2", "url": "http://10.0.0.2:8000/v1/completions"},
+                {"name": "gw", "url": "https://gw.example/v1", "metrics_url": False},
+            ],
+        }
+    )
+    assert [(e.name, e.kind, e.metrics_url) for e in config.engines] == [
+        ("vllm-a", "vllm", "http://127.0.0.1:8000/metrics"),
+        ("b1", "vllm", "http://10.0.0.2:8000/metrics"),
+    ]
+    assert [t.engine for t in config.targets] == ["vllm-a", "vllm-a", "b1", "b1", None]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"targets": [{"name": "a", "url": "http://h", "engine": "nope"}]},
+            "targets[0].engine: no engine named 'nope' (none configured)",
+        ),
+        (
+            {
+                "engines": [{"name": "e", "metrics_url": "http://h/metrics"}],
+                "targets": [
+                    {"name": "a", "url": "http://h", "engine": "e", "metrics_url": "http://x/m"}
+                ],
+            },
+            "targets[0].metrics_url: the engine 'e' has it",
+        ),
+        (
+            {
+                "engines": [{"name": "e", "metrics_url": "http://h/metrics", "kind": "vlm"}],
+                "targets": [{"name": "a", "url": "http://h"}],
+            },
+            "engines[0].kind: one of vllm",
+        ),
+        (
+            {
+                "engines": [{"name": "a", "metrics_url": "http://h/metrics"}],
+                "targets": [{"name": "a", "url": "http://other"}],
+            },
+            "targets[0]: its own /metrics would be an engine named 'a', which engines: "
+            "already has; name its engine (engine:) or set metrics_url: false",
+        ),
+    ],
+)
+def test_engine_errors_name_the_key(data: object, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert str(caught.value) == message

@@ -82,7 +82,7 @@ def test_probe_histograms_fill_and_failure_shows_while_metrics_answer(
     wait_for(lambda: sample(metrics(daemon), "streamobs_collector_up", **up) == 1)
     text = metrics(daemon)
     assert (sample(text, "vllm:generation_tokens_total", model_name="sim") or 0) > 0
-    assert (sample(text, "streamobs_vllm_generation_tokens_total", target="sim") or 0) > 0
+    assert (sample(text, "streamobs_engine_generation_tokens_total", engine="sim") or 0) > 0
     simulator.stop()
     wait_for(lambda: sample(metrics(daemon), "streamobs_probe_success", **labels) == 0)
     wait_for(lambda: sample(metrics(daemon), "streamobs_collector_up", **up) == 0)

@@ -185,7 +185,7 @@ def test_a_collector_whose_export_raises_is_down_and_the_rest_is_whole(
         assert (attempts(text, "t") or 0) >= 1
         assert sample(text, "streamobs_config_last_reload_successful") == 1
         assert sample(text, "process_resident_memory_bytes") is not None
-        assert "streamobs_vllm_" not in text  # nothing half exported
+        assert "streamobs_engine_" not in text  # nothing half exported
         monkeypatch.undo()
         text = scrape(port)
         assert sample(text, "streamobs_collector_up", collector="vllm", target="t") == 1

@@ -227,6 +227,6 @@ def test_collector_exposes_present_values_and_never_raises() -> None:
 def test_documented_promql_names_the_exported_counters() -> None:
     doc = efficiency_module.__doc__ or ""
     assert f"rate({gpu_names.ENERGY}[5m])" in doc
-    assert "rate(streamobs_vllm_generation_tokens_total[5m])" in doc
-    assert "streamobs_vllm_generation_tokens_total" in {spec.name for spec in NORMALISED}
+    assert "rate(streamobs_engine_generation_tokens_total[5m])" in doc
+    assert "streamobs_engine_generation_tokens_total" in {spec.name for spec in NORMALISED}
     assert f"count({gpu_names.MEMORY_TOTAL})" in doc

@@ -543,7 +543,7 @@ def test_vllm_and_overhead_series(clean_env: None) -> None:
     up = {s.attributes["streamobs.target"]: s.value for s in found["streamobs.collector.up"]}
     assert up == {"chat-a": 1.0, "completions-b": 0.0}
     for family in snapshot.normalised:
-        name = "streamobs.vllm." + family.spec.name.removeprefix("streamobs_vllm_").removesuffix(
+        name = "streamobs.engine." + family.spec.name.removeprefix("streamobs_engine_").removesuffix(
             "_total"
         ).removesuffix("_seconds").removesuffix("_ratio")
         assert name in found, name

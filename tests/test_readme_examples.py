@@ -18,16 +18,13 @@ import pytest
 import yaml
 
 from streamobs.cli import build_parser, main
+from streamobs.config import TOP_LEVEL_KEYS
 from streamobs.pack.config import parse_options
 from tests.fixtures import ROOT
 
 README = ROOT / "README.md"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-# Top-level keys of streamobs' config (streamobs/config.py, parse_config).
-CONFIG_KEYS = {
-    "web", "targets", "target_defaults", "modules", "otlp", "collectors", "max_concurrency",
-    "max_models_per_target", "shutdown_grace", "histogram_buckets",
-}  # fmt: skip
+CONFIG_KEYS = set(TOP_LEVEL_KEYS)  # streamobs' config, as parse_config reads it
 # Commands of other tools an example may show; they are the reader's, not ours to run.
 EXTERNAL = {"curl", "kubectl", "systemctl", "systemd-analyze", "docker", "promtool", "amtool",
             "pip", "python", "python3", "cat", "cp", "install", "sudo"}  # fmt: skip

@@ -14,7 +14,7 @@ def test_reference_names_every_exported_family() -> None:
     for name in (
         "streamobs_probe_ttft_seconds",
         "streamobs_probe_failures_total",
-        "streamobs_vllm_kv_cache_usage_ratio",
+        "streamobs_engine_kv_cache_usage_ratio",
         "streamobs_gpu_energy_joules_total",
         "streamobs_collector_up",
         "streamobs_config_last_reload_successful",

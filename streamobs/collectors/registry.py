@@ -57,7 +57,7 @@ COLLECTORS: tuple[Registered, ...] = (
     Registered(
         "vllm",
         True,
-        "vLLM's own /metrics of every target with a metrics_url (default: on)",
+        "vLLM's own /metrics of every engine, scraped once (default: on)",
         _vllm,
         _vllm_update,
     ),

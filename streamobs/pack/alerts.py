@@ -447,14 +447,22 @@ def _probe_group(config: PackConfig) -> RuleGroup:
 
 def _vllm_group(config: PackConfig) -> RuleGroup:
     c, sel = config, config.selector
-    by = "job, target, model"
+    by = "job, engine, model"
     vllm_up = selector(sel, 'collector="vllm"')
-    up = f"max by (job, target) ({s.COLLECTOR_UP}{vllm_up})"
-    success = f"max by (job, target) ({s.SUCCESS}{selector(sel)})"
+    # The collector's health names the engine in its target label; probes reach an engine
+    # through targets (streamobs_target_info says which).
+    up = (
+        f'max by (job, engine) (label_replace({s.COLLECTOR_UP}{vllm_up}, "engine", "$1", '
+        '"target", "(.+)"))'
+    )
+    success = (
+        f"max by (job, engine) ({s.SUCCESS}{selector(sel)}\n"
+        f"* on (job, target) group_left (engine) {s.TARGET_INFO}{selector(sel)})"
+    )
     queue = c.vllm_queue_growing
     waiting = f"sum by ({by}) ({s.VLLM_WAITING}{selector(sel)})"
     growth = f"sum by ({by}) (deriv({s.VLLM_WAITING}{selector(sel)}[{queue.window}]))"
-    kv = f"max by ({by}, engine) ({s.VLLM_KV_CACHE}{selector(sel)})"
+    kv = f"max by ({by}, engine_index) ({s.VLLM_KV_CACHE}{selector(sel)})"
     pre = c.vllm_preemptions
     preempted = f"sum by ({by}) (increase({s.VLLM_PREEMPTIONS}{selector(sel)}[{pre.window}]))"
     return RuleGroup(
@@ -464,11 +472,11 @@ def _vllm_group(config: PackConfig) -> RuleGroup:
                 c,
                 "StreamobsVllmDown",
                 c.vllm_down,
-                f"{up} == 0\nand on (job, target)\n{success} == 0",
+                f"{up} == 0\nand on (job, engine)\n{success} == 0",
                 [up, success],
                 "vLLM is down: its /metrics does not answer and every probe fails.",
-                "streamobs cannot scrape the /metrics of target {{ $labels.target }} "
-                "({{ $labels.job }}) and its last probe failed.",
+                "streamobs cannot scrape the /metrics of engine {{ $labels.engine }} "
+                "({{ $labels.job }}) and the last probe of every target reaching it failed.",
             ),
             _alert(
                 c,
@@ -477,7 +485,7 @@ def _vllm_group(config: PackConfig) -> RuleGroup:
                 f"{waiting} > {number(queue.threshold)}\nand on ({by})\n{growth} > 0",
                 [waiting, growth],
                 "Requests are piling up in vLLM's queue.",
-                "{{ $value }} requests wait in the queue of {{ $labels.target }} "
+                "{{ $value }} requests wait in the queue of {{ $labels.engine }} "
                 f"(model {{{{ $labels.model }}}}) and the queue grew over the last "
                 f"{queue.window}: demand exceeds what the engine can schedule, and TTFT "
                 "rises with the wait.",
@@ -489,8 +497,8 @@ def _vllm_group(config: PackConfig) -> RuleGroup:
                 f"{kv} > {number(c.vllm_kv_cache_near_full.threshold)}",
                 [kv],
                 "vLLM's KV cache is nearly full.",
-                "The KV cache of {{ $labels.target }} (model {{ $labels.model }}, engine "
-                "{{ $labels.engine }}) is {{ $value | humanizePercentage }} used: new "
+                "The KV cache of {{ $labels.engine }} (model {{ $labels.model }}, engine core "
+                "{{ $labels.engine_index }}) is {{ $value | humanizePercentage }} used: new "
                 "requests wait and running ones get preempted.",
             ),
             _alert(
@@ -500,7 +508,7 @@ def _vllm_group(config: PackConfig) -> RuleGroup:
                 f"{preempted} > {number(pre.threshold)}",
                 [preempted],
                 "vLLM is preempting requests.",
-                "{{ $value }} requests of {{ $labels.target }} (model {{ $labels.model }}) "
+                "{{ $value }} requests of {{ $labels.engine }} (model {{ $labels.model }}) "
                 f"were preempted in the last {pre.window}: the KV cache cannot hold the "
                 "running batch, and preempted requests are recomputed, which stalls their "
                 "streams.",

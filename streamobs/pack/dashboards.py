@@ -25,6 +25,8 @@ from streamobs.pack.series import human_seconds, number, percent, selector
 RATE = "$__rate_interval"
 PROBE = selector('job=~"$job"', 'target=~"$target"', 'model=~"$model"')
 TARGETS = selector('job=~"$job"', 'target=~"$target"')
+# Engine series (one model server, whatever the number of targets reaching it).
+ENGINE = selector('job=~"$job"', 'engine=~"$engine"', 'model=~"$model"')
 GPU = selector('job=~"$job"', 'instance=~"$instance"', 'gpu=~"$gpu"')
 STREAMOBS = selector('job=~"$job"', 'instance=~"$instance"')
 
@@ -42,6 +44,14 @@ def _variables(*extra: Variable) -> tuple[Variable, ...]:
         ),
         *extra,
     )
+
+
+# The engines behind the chosen targets, for dashboards with engine series.
+ENGINE_VARIABLE = Variable(
+    "engine",
+    "Engine",
+    f'label_values({s.TARGET_INFO}{{job=~"$job", target=~"$target"}}, engine)',
+)
 
 
 def _instance_variables() -> tuple[Variable, ...]:
@@ -66,6 +76,22 @@ def _quantiles(
         )
         for q in config.quantiles
     )
+
+
+def _server(config: PackConfig, histogram: str, matchers: str, who: str) -> tuple[Query, ...]:
+    """An engine histogram per engine: its quantiles and its exact mean."""
+    return (
+        *_quantiles(config, histogram, matchers, who, by="engine"),
+        _mean(histogram, matchers, who),
+    )
+
+
+def _mean(histogram: str, matchers: str, who: str, by: str = "engine") -> Query:
+    """The exact mean (rate of _sum over rate of _count), beside quantiles that a coarse
+    bucket layout can only place within a bucket."""
+    total = _rate(histogram + "_sum", matchers, by)
+    count = _rate(histogram + "_count", matchers, by)
+    return Query(f"{total}\n/\n{count}", f"{who} mean {{{{{by}}}}}")
 
 
 def _rate(metric: str, matchers: str, by: str) -> str:
@@ -275,7 +301,7 @@ def slo_overview(config: PackConfig) -> Dashboard:
 
 
 def streaming_probes(config: PackConfig) -> Dashboard:
-    vllm = PROBE  # the normalised vLLM series carry the same target and model labels
+    vllm = ENGINE  # server side: the engines behind the chosen targets
     ttft_line = _threshold_steps(config, "ttft")
     tpot_line = _threshold_steps(config, "tpot")
     latency = Row(
@@ -288,8 +314,10 @@ def streaming_probes(config: PackConfig) -> Dashboard:
                 "included) and vLLM's own. Probes are a sample of a few per minute; vLLM's "
                 "covers all requests. Dashed: the SLO threshold.",
                 "s",
-                _quantiles(config, s.TTFT, PROBE, "client")
-                + _quantiles(config, s.VLLM_TTFT, vllm, "server"),
+                (
+                    *_quantiles(config, s.TTFT, PROBE, "client"),
+                    *_server(config, s.VLLM_TTFT, vllm, "server"),
+                ),
                 steps=ttft_line,
                 threshold_lines=True,
             ),
@@ -310,11 +338,7 @@ def streaming_probes(config: PackConfig) -> Dashboard:
                 "s",
                 (
                     *_quantiles(config, s.TPOT, PROBE, "client TPOT"),
-                    Query(
-                        f"{_rate(s.VLLM_ITL + '_sum', vllm, 'target')}\n/\n"
-                        f"{_rate(s.VLLM_ITL + '_count', vllm, 'target')}",
-                        "server mean ITL {{target}}",
-                    ),
+                    _mean(s.VLLM_ITL, vllm, "server ITL"),
                 ),
                 steps=tpot_line,
                 threshold_lines=True,
@@ -326,16 +350,20 @@ def streaming_probes(config: PackConfig) -> Dashboard:
                 "as vLLM produced them. A client p99 far above the server's means tokens "
                 "are held back on the way (buffering, batching proxies).",
                 "s",
-                _quantiles(config, s.ITL, PROBE, "client")
-                + _quantiles(config, s.VLLM_ITL, vllm, "server"),
+                (
+                    *_quantiles(config, s.ITL, PROBE, "client"),
+                    *_server(config, s.VLLM_ITL, vllm, "server"),
+                ),
             ),
             Panel(
                 "timeseries",
                 "End to end",
                 "Request start to end of stream, successful probes and all vLLM requests.",
                 "s",
-                _quantiles(config, s.E2E, PROBE, "client")
-                + _quantiles(config, s.VLLM_E2E, vllm, "server"),
+                (
+                    *_quantiles(config, s.E2E, PROBE, "client"),
+                    *_server(config, s.VLLM_E2E, vllm, "server"),
+                ),
             ),
             Panel(
                 "timeseries",
@@ -487,6 +515,7 @@ def streaming_probes(config: PackConfig) -> Dashboard:
         "latency from streamobs' probes next to vLLM's own view, outcome classes and "
         "buffered streams.",
         (latency, distributions, outcomes, delivery),
+        variables=_variables(ENGINE_VARIABLE),
     )
 
 
@@ -494,8 +523,8 @@ def streaming_probes(config: PackConfig) -> Dashboard:
 
 
 def vllm_engine(config: PackConfig) -> Dashboard:
-    v = PROBE
-    by = "target, model"
+    v = ENGINE
+    by = "engine, model"
     load = Row(
         "Load",
         (
@@ -507,8 +536,8 @@ def vllm_engine(config: PackConfig) -> Dashboard:
                 "length StreamobsVllmQueueGrowing watches.",
                 "short",
                 (
-                    Query(f"sum by ({by}) ({s.VLLM_RUNNING}{v})", "running {{target}}"),
-                    Query(f"sum by ({by}) ({s.VLLM_WAITING}{v})", "waiting {{target}}"),
+                    Query(f"sum by ({by}) ({s.VLLM_RUNNING}{v})", "running {{engine}}"),
+                    Query(f"sum by ({by}) ({s.VLLM_WAITING}{v})", "waiting {{engine}}"),
                 ),
                 steps=((None, GREEN), (config.vllm_queue_growing.threshold, RED)),
                 threshold_lines=True,
@@ -522,8 +551,8 @@ def vllm_engine(config: PackConfig) -> Dashboard:
                 "percentunit",
                 (
                     Query(
-                        f"max by ({by}, engine) ({s.VLLM_KV_CACHE}{v})",
-                        "{{target}} engine {{engine}}",
+                        f"max by ({by}, engine_index) ({s.VLLM_KV_CACHE}{v})",
+                        "{{engine}} core {{engine_index}}",
                     ),
                 ),
                 min=0,
@@ -537,7 +566,7 @@ def vllm_engine(config: PackConfig) -> Dashboard:
                 "Requests preempted per second (vllm:num_preemptions_total): the KV cache "
                 "could not hold the batch; preempted requests are recomputed.",
                 "reqps",
-                (Query(_rate(s.VLLM_PREEMPTIONS, v, by), "{{target}}"),),
+                (Query(_rate(s.VLLM_PREEMPTIONS, v, by), "{{engine}}"),),
             ),
             Panel(
                 "timeseries",
@@ -562,8 +591,8 @@ def vllm_engine(config: PackConfig) -> Dashboard:
                 "Prompt (prefill) and generation (output) tokens per second.",
                 "suffix: tokens/s",
                 (
-                    Query(_rate(s.VLLM_PROMPT_TOKENS, v, by), "prompt {{target}}"),
-                    Query(_rate(s.VLLM_GENERATION_TOKENS, v, by), "generation {{target}}"),
+                    Query(_rate(s.VLLM_PROMPT_TOKENS, v, by), "prompt {{engine}}"),
+                    Query(_rate(s.VLLM_GENERATION_TOKENS, v, by), "generation {{engine}}"),
                 ),
             ),
             Panel(
@@ -577,7 +606,7 @@ def vllm_engine(config: PackConfig) -> Dashboard:
                     Query(
                         f"{_rate(s.VLLM_PREFIX_HITS, v, by)}\n/\n"
                         f"{_rate(s.VLLM_PREFIX_QUERIES, v, by)}",
-                        "{{target}}",
+                        "{{engine}}",
                     ),
                 ),
                 min=0,
@@ -591,35 +620,40 @@ def vllm_engine(config: PackConfig) -> Dashboard:
             Panel(
                 "timeseries",
                 "Queue time",
-                "Time requests waited in vLLM's queue before being scheduled.",
+                "Time requests waited in vLLM's queue before being scheduled. vLLM's "
+                "buckets start at 0.3 s here: a quantile only names the bucket, the mean "
+                "(rate of _sum over rate of _count) is exact.",
                 "s",
-                _quantiles(config, s.VLLM_QUEUE_TIME, v, "queue"),
+                _server(config, s.VLLM_QUEUE_TIME, v, "queue"),
             ),
             Panel(
                 "timeseries",
                 "Time to first token (server)",
-                "vLLM's own TTFT: queueing plus prefill, without the network.",
+                "vLLM's own TTFT: queueing plus prefill, without the network. Quantiles "
+                "within vLLM's buckets, and the exact mean.",
                 "s",
-                _quantiles(config, s.VLLM_TTFT, v, "server"),
+                _server(config, s.VLLM_TTFT, v, "server"),
             ),
             Panel(
                 "timeseries",
                 "Inter-token latency (server)",
                 "vLLM's own gaps between tokens (V0 time_per_output_token_seconds, V1 "
-                "inter_token_latency_seconds).",
+                "inter_token_latency_seconds). Its first bucket ends at 10 ms: the mean "
+                "is exact where the quantiles are not.",
                 "s",
-                _quantiles(config, s.VLLM_ITL, v, "server"),
+                _server(config, s.VLLM_ITL, v, "server"),
             ),
             Panel(
                 "timeseries",
                 "End to end (server)",
                 "vLLM's own request latency, arrival to last token.",
                 "s",
-                _quantiles(config, s.VLLM_E2E, v, "server"),
+                _server(config, s.VLLM_E2E, v, "server"),
             ),
         ),
     )
-    collector = selector('collector="vllm"', 'job=~"$job"', 'target=~"$target"')
+    # The vLLM collector's health names the engine it scraped in its target label.
+    collector = selector('collector="vllm"', 'job=~"$job"', 'target=~"$engine"')
     scrape = Row(
         "Collector",
         (
@@ -645,9 +679,10 @@ def vllm_engine(config: PackConfig) -> Dashboard:
         config,
         "vllm",
         "streamobs / vLLM engine",
-        "vLLM's own metrics as streamobs normalises them (streamobs_vllm_*), so one "
+        "vLLM's own metrics as streamobs normalises them (streamobs_engine_*), so one "
         "dashboard works for V0 and V1 engines and across vLLM's renames.",
         (load, throughput, latency, scrape),
+        variables=_variables(ENGINE_VARIABLE),
     )
 
 
@@ -767,16 +802,16 @@ def gpu_efficiency(config: PackConfig) -> Dashboard:
             ),
         ),
     )
-    tokens = selector('job=~"$job"', 'target=~"$target"', 'model=~"$model"')
+    tokens = ENGINE
     efficiency = Row(
         "Efficiency and cost",
         (
             Panel(
                 "timeseries",
                 "Output tokens per second",
-                "Generation tokens per second from vLLM's counter, per target.",
+                "Generation tokens per second from vLLM's counter, per engine.",
                 "suffix: tokens/s",
-                (Query(_rate(s.VLLM_GENERATION_TOKENS, tokens, "target, model"), "{{target}}"),),
+                (Query(_rate(s.VLLM_GENERATION_TOKENS, tokens, "engine, model"), "{{engine}}"),),
                 width=8,
             ),
             Panel(
@@ -860,7 +895,7 @@ def gpu_efficiency(config: PackConfig) -> Dashboard:
         "Per-GPU health from NVML (utilisation, memory, power, temperature, clocks, "
         "throttling, ECC), energy and cost per output token, and streamobs' own health.",
         (gpu_rows, efficiency, own),
-        variables=_variables(*_instance_variables()),
+        variables=_variables(ENGINE_VARIABLE, *_instance_variables()),
     )
 
 

@@ -15,6 +15,7 @@ ITL = "streamobs_probe_itl_seconds"
 E2E = "streamobs_probe_e2e_seconds"
 HEADERS = "streamobs_probe_headers_seconds"
 ATTEMPTS = "streamobs_probe_attempts_total"
+TARGET_INFO = "streamobs_target_info"  # labels target, engine, endpoint
 FAILURES = "streamobs_probe_failures_total"  # + outcome
 OUTPUT_TOKENS = "streamobs_probe_output_tokens_total"
 BUFFERED = "streamobs_probe_buffered_total"
@@ -39,20 +40,20 @@ PROCESS_CPU = "process_cpu_seconds_total"
 PROCESS_RSS = "process_resident_memory_bytes"
 
 # vLLM, normalised over V0 and V1 names (streamobs/collectors/vllm/names.py);
-# labels target, model, engine.
-VLLM_RUNNING = "streamobs_vllm_requests_running"
-VLLM_WAITING = "streamobs_vllm_requests_waiting"
-VLLM_KV_CACHE = "streamobs_vllm_kv_cache_usage_ratio"
-VLLM_PROMPT_TOKENS = "streamobs_vllm_prompt_tokens_total"
-VLLM_GENERATION_TOKENS = "streamobs_vllm_generation_tokens_total"
-VLLM_PREEMPTIONS = "streamobs_vllm_preemptions_total"
-VLLM_PREFIX_QUERIES = "streamobs_vllm_prefix_cache_queries_total"
-VLLM_PREFIX_HITS = "streamobs_vllm_prefix_cache_hits_total"
-VLLM_REQUEST_SUCCESS = "streamobs_vllm_request_success_total"  # + finished_reason
-VLLM_TTFT = "streamobs_vllm_time_to_first_token_seconds"
-VLLM_ITL = "streamobs_vllm_inter_token_latency_seconds"
-VLLM_E2E = "streamobs_vllm_e2e_request_latency_seconds"
-VLLM_QUEUE_TIME = "streamobs_vllm_request_queue_time_seconds"
+# labels engine, model, engine_index.
+VLLM_RUNNING = "streamobs_engine_requests_running"
+VLLM_WAITING = "streamobs_engine_requests_waiting"
+VLLM_KV_CACHE = "streamobs_engine_kv_cache_usage_ratio"
+VLLM_PROMPT_TOKENS = "streamobs_engine_prompt_tokens_total"
+VLLM_GENERATION_TOKENS = "streamobs_engine_generation_tokens_total"
+VLLM_PREEMPTIONS = "streamobs_engine_preemptions_total"
+VLLM_PREFIX_QUERIES = "streamobs_engine_prefix_cache_queries_total"
+VLLM_PREFIX_HITS = "streamobs_engine_prefix_cache_hits_total"
+VLLM_REQUEST_SUCCESS = "streamobs_engine_request_success_total"  # + finished_reason
+VLLM_TTFT = "streamobs_engine_time_to_first_token_seconds"
+VLLM_ITL = "streamobs_engine_inter_token_latency_seconds"
+VLLM_E2E = "streamobs_engine_e2e_request_latency_seconds"
+VLLM_QUEUE_TIME = "streamobs_engine_request_queue_time_seconds"
 
 # GPU (streamobs/collectors/gpu/names.py); labels gpu, uuid, name.
 GPU_UTILIZATION = "streamobs_gpu_utilization_ratio"

@@ -1,22 +1,25 @@
 """The Prometheus side of the vLLM collector: reads snapshots, does no I/O.
 
-Per scrape it yields, for every target:
-- with ``reexpose=True``, vLLM's own families unchanged. With one target the samples are
+Per scrape it yields, for every engine (one vLLM server's /metrics, scraped once whatever
+the number of targets that reach it):
+- with ``reexpose=True``, vLLM's own families unchanged. With one engine the samples are
   exactly vLLM's (names, labels, values), so streamobs can stand in for vLLM as the pod's
-  only scrape target. With several targets every re-exposed sample gains
-  ``target="<name>"``, so identical vLLM series from different servers do not collide (a
-  label vLLM itself calls ``target`` becomes ``exported_target``, as Prometheus does
-  without ``honor_labels``). "Several" counts the configured targets, so the labels do
-  not change while one of them is down. ``reexpose_prefixes`` limits re-exposure to some
-  families, e.g. ``("vllm:",)`` when the registry also holds streamobs' own
-  ``process_*``/``python_*`` collectors, whose names vLLM's process metrics share.
-- the normalised ``streamobs_vllm_*`` families (labels ``target``, ``model``, ``engine``,
-  plus the metric's own such as ``finished_reason``); a target that is down has none;
-- the health of every target (``export()``; ``collect()`` renders it as
-  ``streamobs_collector_up{collector="vllm",target}`` and ``_duration_seconds``), including
-  configured targets not scraped yet (down, 0 s): up only when its series were exported.
+  only scrape target. With several engines every re-exposed sample gains
+  ``engine="<name>"``, so identical vLLM series from different servers do not collide
+  (vLLM's own ``engine`` label, its engine core index, becomes ``exported_engine``, as
+  Prometheus does without ``honor_labels``). "Several" counts the configured engines, so
+  the labels do not change while one of them is down. ``reexpose_prefixes`` limits
+  re-exposure to some families, e.g. ``("vllm:",)`` when the registry also holds
+  streamobs' own ``process_*``/``python_*`` collectors, whose names vLLM's process metrics
+  share.
+- the normalised ``streamobs_engine_*`` families (labels ``engine``, ``model``,
+  ``engine_index``, plus the metric's own such as ``finished_reason``); an engine that is
+  down has none;
+- the health of every engine (``export()``; ``collect()`` renders it as
+  ``streamobs_collector_up{collector="vllm",target="<engine>"}`` and ``_duration_seconds``),
+  including engines not scraped yet (down, 0 s): up only when its series were exported.
 
-Whatever the snapshots hold, ``export()`` does not raise: a target whose export fails is
+Whatever the snapshots hold, ``export()`` does not raise: an engine whose export fails is
 reported down, and failures are logged once per change of state, not once per scrape.
 """
 
@@ -82,7 +85,7 @@ class VllmCollector:
     def export(self) -> Export:
         latest = self._read_snapshots()
         targets = [*self._targets, *(t for t in latest if t not in self._targets)]
-        reexposed = _Reexposed(label_target=len(targets) > 1)
+        reexposed = _Reexposed(label_engine=len(targets) > 1)
         normalised = {spec.name: _normalised_metric(spec) for spec in NORMALISED}
         health = []
         for target in targets:
@@ -167,17 +170,17 @@ def _normalised_metric(spec: NormalisedSpec) -> Metric:
 
 
 def _normalised_samples(
-    target: str, families: Iterable[NormalisedFamily]
+    engine: str, families: Iterable[NormalisedFamily]
 ) -> list[tuple[str, list[Sample]]]:
     out = []
     for family in families:
-        names = ("target", *family.label_names)
+        names = ("engine", *family.label_names)
         samples = [
-            Sample(family.spec.name, dict(zip(names, (target, *s.labels), strict=True)), s.value)
+            Sample(family.spec.name, dict(zip(names, (engine, *s.labels), strict=True)), s.value)
             for s in family.scalars
         ]
         for histogram in family.histograms:
-            labels = dict(zip(names, (target, *histogram.labels), strict=True))
+            labels = dict(zip(names, (engine, *histogram.labels), strict=True))
             samples.extend(_histogram_samples(family.spec.name, labels, histogram.buckets))
             samples.append(Sample(family.spec.name + "_count", labels, histogram.count))
             samples.append(Sample(family.spec.name + "_sum", labels, histogram.sum))
@@ -197,8 +200,8 @@ def _histogram_samples(
 class _Reexposed:
     """vLLM's families from all targets, merged by name so each is announced once."""
 
-    def __init__(self, label_target: bool) -> None:
-        self._label_target = label_target
+    def __init__(self, label_engine: bool) -> None:
+        self._label_engine = label_engine
         self._metrics: dict[str, Metric] = {}
 
     def prepare(self, target: str, families: Iterable[ParsedFamily]) -> list[tuple[str, Metric]]:
@@ -206,8 +209,8 @@ class _Reexposed:
         prepared = []
         for family in families:
             metric = Metric(family.name, family.documentation, family.type)
-            if self._label_target:
-                metric.samples = [_with_target(s, target) for s in family.samples]
+            if self._label_engine:
+                metric.samples = [_with_engine(s, target) for s in family.samples]
             else:
                 metric.samples = list(family.samples)
             prepared.append((family.exposed_name, metric))
@@ -231,9 +234,9 @@ class _Reexposed:
         return list(self._metrics.values())
 
 
-def _with_target(sample: Sample, target: str) -> Sample:
+def _with_engine(sample: Sample, target: str) -> Sample:
     labels = dict(sample.labels)
-    if "target" in labels:
-        labels["exported_target"] = labels.pop("target")
-    labels["target"] = target
+    if "engine" in labels:
+        labels["exported_engine"] = labels.pop("engine")
+    labels["engine"] = target
     return sample._replace(labels=labels)

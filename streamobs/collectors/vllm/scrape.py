@@ -36,7 +36,7 @@ class VllmSnapshot:
     normalised: tuple[NormalisedFamily, ...] = ()
 
     def normalised_family(self, name: str) -> NormalisedFamily | None:
-        """A normalised family by its exposed name, e.g. ``streamobs_vllm_prompt_tokens_total``."""
+        """A normalised family by its exposed name, e.g. ``streamobs_engine_prompt_tokens_total``."""
         for family in self.normalised:
             if family.spec.name == name:
                 return family
@@ -131,8 +131,8 @@ class ServerView:
 
 def server_view(snapshot: VllmSnapshot, model: str | None = None) -> ServerView:
     """Generation-token counter and TTFT histogram of one model (or all), over engines."""
-    tokens = snapshot.normalised_family("streamobs_vllm_generation_tokens_total")
-    ttft = snapshot.normalised_family("streamobs_vllm_time_to_first_token_seconds")
+    tokens = snapshot.normalised_family("streamobs_engine_generation_tokens_total")
+    ttft = snapshot.normalised_family("streamobs_engine_time_to_first_token_seconds")
     token_values = [s.value for s in tokens.scalars if _matches(s.labels, model)] if tokens else []
     histograms = [h for h in ttft.histograms if _matches(h.labels, model)] if ttft else []
     return ServerView(

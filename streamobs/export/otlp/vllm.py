@@ -1,5 +1,5 @@
 """vLLM's normalised series (``collectors.vllm_names``) over OTLP, from the poller's latest
-snapshots: ``streamobs_vllm_requests_running`` becomes ``streamobs.vllm.requests_running``,
+snapshots: ``streamobs_engine_requests_running`` becomes ``streamobs.engine.requests_running``,
 counters lose ``_total``, and ``_seconds``/``_ratio`` become the unit. vLLM's own raw
 families are re-exposed on ``/metrics`` only."""
 
@@ -25,22 +25,22 @@ SnapshotSource = Callable[[], Mapping[str, VllmSnapshot]]
 
 COLLECTOR_UP, COLLECTOR_DURATION = (spec.name for spec in COLLECTOR_HEALTH)
 _COLLECTOR = "streamobs.collector"
-_PREFIX = "streamobs_vllm_"
+_PREFIX = "streamobs_engine_"
 _UNITS = {
-    "streamobs_vllm_requests_running": "{request}",
-    "streamobs_vllm_requests_waiting": "{request}",
-    "streamobs_vllm_prompt_tokens_total": TOKENS,
-    "streamobs_vllm_generation_tokens_total": TOKENS,
-    "streamobs_vllm_preemptions_total": "{preemption}",
-    "streamobs_vllm_prefix_cache_queries_total": TOKENS,
-    "streamobs_vllm_prefix_cache_hits_total": TOKENS,
-    "streamobs_vllm_request_success_total": "{request}",
+    "streamobs_engine_requests_running": "{request}",
+    "streamobs_engine_requests_waiting": "{request}",
+    "streamobs_engine_prompt_tokens_total": TOKENS,
+    "streamobs_engine_generation_tokens_total": TOKENS,
+    "streamobs_engine_preemptions_total": "{preemption}",
+    "streamobs_engine_prefix_cache_queries_total": TOKENS,
+    "streamobs_engine_prefix_cache_hits_total": TOKENS,
+    "streamobs_engine_request_success_total": "{request}",
 }
 
 
 def otel_name(spec: NormalisedSpec) -> str:
     rest = spec.name.removeprefix(_PREFIX).removesuffix("_total")
-    return "streamobs.vllm." + rest.removesuffix("_seconds").removesuffix("_ratio")
+    return "streamobs.engine." + rest.removesuffix("_seconds").removesuffix("_ratio")
 
 
 def otel_unit(spec: NormalisedSpec) -> str:
@@ -52,7 +52,9 @@ def otel_unit(spec: NormalisedSpec) -> str:
 
 
 def _label_attribute(label: str) -> str:
-    return REQUEST_MODEL if label == "model" else f"streamobs.vllm.{label}"
+    if label == "model":
+        return REQUEST_MODEL
+    return "streamobs.engine.index" if label == "engine_index" else f"streamobs.engine.{label}"
 
 
 VLLM_SERIES: tuple[SeriesSpec, ...] = (
