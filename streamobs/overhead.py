@@ -83,8 +83,9 @@ class OverheadTracker:
     def collect(self) -> Iterable[Metric]:
         family = GaugeMetricFamily(
             METRIC,
-            "Mean client TTFT of successful probes minus vLLM's mean TTFT over the same "
-            "window (between two scrapes of vLLM): time spent outside the engine.",
+            "Approximation: mean client TTFT of successful probes minus vLLM's mean TTFT "
+            "over a scrape window, other users' requests included; "
+            "streamobs_probe_path_seconds is the per-probe figure (traces_receiver).",
             labels=("target", "model"),
         )
         with self._lock:

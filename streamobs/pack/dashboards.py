@@ -323,9 +323,10 @@ def streaming_probes(config: PackConfig) -> Dashboard:
             ),
             Panel(
                 "timeseries",
-                "TTFT outside the engine",
-                "Mean client TTFT minus vLLM's mean TTFT over the same window: time spent "
-                "in the network, TLS, proxies and the API server before the first token.",
+                "TTFT outside the engine (approximation)",
+                "Mean client TTFT minus vLLM's mean TTFT over a scrape window, other users' "
+                "requests included: roughly the time in the network, TLS, proxies and the API "
+                "server. streamobs_probe_path_seconds (with traces_receiver) is exact per probe.",
                 "s",
                 (Query(f"{s.TTFT_OVERHEAD}{PROBE}", "{{target}}"),),
             ),

@@ -82,8 +82,8 @@ _OVERHEAD = SeriesSpec(
     n.PROBE_TTFT_OVERHEAD,
     "gauge",
     n.SECONDS,
-    "Mean client TTFT of successful probes minus vLLM's mean TTFT over the same window: "
-    "time spent outside the engine.",
+    "Approximation: mean client TTFT of successful probes minus vLLM's mean TTFT over a "
+    "scrape window, other users' requests included.",
 )
 _INSTRUMENT_CLASSES = (
     Counter,
