@@ -221,6 +221,8 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
                 return False
 
         wait_for(up)
+        silent.settimeout(120)
+        held, _ = silent.accept()  # a probe is in flight, waiting for headers that never come
         proc.send_signal(signal.SIGTERM)
         # The first signal waits for the probe (up to the 5 min grace); the second does not.
         wait_for(lambda: requests_refused(port))
@@ -232,6 +234,7 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
             proc.kill()
         _out, err = proc.communicate(timeout=30)
         silent.close()
+    held.close()
     assert "second signal" in err and "Traceback" not in err
 
 
