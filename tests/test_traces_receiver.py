@@ -173,7 +173,7 @@ def test_too_many_at_once_are_refused_at_once() -> None:
 
 def test_forwarding_is_byte_for_byte_over_http() -> None:
     with raw_http_receiver() as (endpoint, downstream):
-        destination = resolve_destination("http/protobuf", endpoint, None, 5.0)
+        destination = resolve_destination("http/protobuf", endpoint, None, 30.0)
         assert destination.endpoint == endpoint + "/v1/traces"
         with service(destination=destination) as traces:
             for body in (LLM_REQUEST, STARTUP):
