@@ -181,8 +181,10 @@ def test_v0_and_v1_texts_give_the_same_normalised_series() -> None:
     # V0 has no prefix-cache counters (only hit-rate gauges): the one family V1 adds.
     assert prefix_cache_samples(v0_lines) == []
     assert prefix_cache_samples(v1_lines) == [
-        'streamobs_engine_prefix_cache_queries_total{engine="gpu-1",engine_index="0",model="tiny"} 79.0',
-        'streamobs_engine_prefix_cache_hits_total{engine="gpu-1",engine_index="0",model="tiny"} 32.0',
+        'streamobs_engine_prefix_cache_queries_total{engine="gpu-1",engine_index="0",'
+        'model="tiny"} 79.0',
+        'streamobs_engine_prefix_cache_hits_total{engine="gpu-1",engine_index="0",'
+        'model="tiny"} 32.0',
     ]
     v1_shared = [ln for ln in v1_lines if not ln.startswith(PREFIX_CACHE)]
     assert v0_lines == v1_shared
@@ -226,7 +228,8 @@ vllm:gpu_prefix_cache_hits_total{engine="0",model_name="m"} 3.0
 """
     snapshot = snapshot_from_text(text)
     assert scalar_values(snapshot, "streamobs_engine_kv_cache_usage_ratio") == {("m", "0"): 0.25}
-    assert scalar_values(snapshot, "streamobs_engine_prefix_cache_queries_total") == {("m", "0"): 9.0}
+    queries = scalar_values(snapshot, "streamobs_engine_prefix_cache_queries_total")
+    assert queries == {("m", "0"): 9.0}
     # Only the old name present: it is used.
     assert scalar_values(snapshot, "streamobs_engine_prefix_cache_hits_total") == {("m", "0"): 3.0}
 
@@ -292,7 +295,8 @@ def test_several_targets_are_told_apart_by_a_target_label() -> None:
     assert output.count("# TYPE vllm:generation_tokens_total counter") == 1
     for target in ("a", "b"):
         assert (
-            f'vllm:generation_tokens_total{{engine="{target}",exported_engine="0",model_name="tiny"}} 1604.0'
+            f'vllm:generation_tokens_total{{engine="{target}",exported_engine="0",'
+            'model_name="tiny"} 1604.0'
         ) in lines
         assert f'process_open_fds{{engine="{target}"}} 35.0' in lines
     assert 'vllm:generation_tokens_total{engine="0",model_name="tiny"} 1604.0' not in lines

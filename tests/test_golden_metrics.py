@@ -144,6 +144,7 @@ def test_golden_holds_every_kind_of_series() -> None:
         'streamobs_probe_attempts_total{model="tiny",target="vllm"} 4.0',
         'streamobs_collector_up{collector="vllm",target="vllm"} 1.0',
         'vllm:generation_tokens_total{engine="0",model_name="tiny"} 1604.0',
-        'streamobs_engine_generation_tokens_total{engine="vllm",engine_index="0",model="tiny"} 1604.0',
+        'streamobs_engine_generation_tokens_total{engine="vllm",engine_index="0",'
+        'model="tiny"} 1604.0',
     ):
         assert needle in text, needle

@@ -543,9 +543,10 @@ def test_vllm_and_overhead_series(clean_env: None) -> None:
     up = {s.attributes["streamobs.target"]: s.value for s in found["streamobs.collector.up"]}
     assert up == {"chat-a": 1.0, "completions-b": 0.0}
     for family in snapshot.normalised:
-        name = "streamobs.engine." + family.spec.name.removeprefix("streamobs_engine_").removesuffix(
-            "_total"
-        ).removesuffix("_seconds").removesuffix("_ratio")
+        short = family.spec.name.removeprefix("streamobs_engine_")
+        name = "streamobs.engine." + short.removesuffix("_total").removesuffix(
+            "_seconds"
+        ).removesuffix("_ratio")
         assert name in found, name
         for scalar in family.scalars:
             match = select(found[name], gen_ai__request__model=scalar.labels[0])

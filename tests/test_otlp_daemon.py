@@ -55,7 +55,8 @@ def test_daemon_exports_probe_and_vllm_series(protocol: str) -> None:
                 return wanted <= metric_names(r.metrics) and bool(r.traces)
 
             assert received.wait_for(arrived, timeout=15), sorted(metric_names(received.metrics))
-            assert any(name.startswith("streamobs.engine.") for name in metric_names(received.metrics))
+            names = metric_names(received.metrics)
+            assert any(name.startswith("streamobs.engine.") for name in names)
             resource = received.metrics[-1].resource_metrics[0].resource
             attributes = {a.key: a.value.string_value for a in resource.attributes}
             assert attributes["service.name"] == "streamobs-test"

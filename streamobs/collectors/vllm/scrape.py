@@ -36,7 +36,7 @@ class VllmSnapshot:
     normalised: tuple[NormalisedFamily, ...] = ()
 
     def normalised_family(self, name: str) -> NormalisedFamily | None:
-        """A normalised family by its exposed name, e.g. ``streamobs_engine_prompt_tokens_total``."""
+        """A normalised family by its exposed name (``streamobs_engine_prompt_tokens_total``)."""
         for family in self.normalised:
             if family.spec.name == name:
                 return family
