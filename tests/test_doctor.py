@@ -549,6 +549,8 @@ def test_long_stream_beyond_the_context_length_is_inconclusive(
     assert code == 0
     assert check["name"] == "long-stream" and check["verdict"] == "inconclusive"
     assert "context of 256 tokens" in check["summary"]
+    # The figure it falls short of is the one it needs (margin included), not the one asked.
+    assert "a 5 s check needs with its margin" in check["summary"]
 
 
 def test_text_output_shows_each_verdict_and_a_summary(

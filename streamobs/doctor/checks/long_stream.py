@@ -172,8 +172,9 @@ def run(ctx: Context) -> CheckResult:
                 NAME,
                 Verdict.INCONCLUSIVE,
                 f"at {pace.per_token * 1000:.1f} ms per token the model's context of "
-                f"{ctx.max_model_len} tokens lasts about {lasts:.0f} s, not enough for "
-                f"{length:g} s; run with a shorter --long-stream",
+                f"{ctx.max_model_len} tokens lasts about {lasts:.0f} s, less than the "
+                f"{length * LENGTH_MARGIN:.0f} s a {length:g} s check needs with its margin; "
+                "run with a shorter --long-stream",
                 evidence={"max_model_len": ctx.max_model_len, "needed_tokens": max_tokens},
             )
         max_tokens = min(max_tokens, room)
