@@ -367,6 +367,12 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
     jitter = merged.duration("jitter", 0.0, allow_zero=True)
     if jitter >= interval:
         raise ConfigError(f"{merged.at('jitter')}: must be shorter than the interval")
+    tool_call = merged.boolean("tool_call", False)
+    if tool_call and not target.protocol.tools:
+        raise ConfigError(
+            f"{merged.at('tool_call')}: the {target.endpoint} endpoint has no tool calls "
+            "(chat, responses or messages have)"
+        )
     config = TargetConfig(
         name=name,
         target=target,
@@ -383,6 +389,7 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
         accept_encoding=merged.text("accept_encoding", DEFAULT_ACCEPT_ENCODING)
         or DEFAULT_ACCEPT_ENCODING,
         verify_tls=not merged.boolean("tls_insecure_skip_verify", False),
+        tool_call=tool_call,
         # Resolved against the engines by _engines(): the named one, else one at metrics_url.
         engine=engine if engine is not None else metrics_url,
         slo=_slo(merged.section("slo")),

@@ -46,6 +46,7 @@ def build_spec(target: TargetConfig, model: str) -> ProbeSpec:
         headers=target.headers,
         accept_encoding=target.accept_encoding,
         verify_tls=target.verify_tls,
+        tool_call=target.tool_call,
     )
 
 

@@ -49,6 +49,7 @@ class TargetConfig:
     secret_headers: frozenset[str] = frozenset()  # names in headers whose values are secrets
     accept_encoding: str = DEFAULT_ACCEPT_ENCODING
     verify_tls: bool = True
+    tool_call: bool = False  # ask for a call of the fixed probe function (tool-call path)
     engine: str | None = None  # the engine (model server) behind this path; None: none scraped
     slo: SLO = field(default_factory=SLO)
 

@@ -398,3 +398,16 @@ def test_engine_errors_name_the_key(data: object, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert str(caught.value) == message
+
+
+def test_tool_call_is_a_target_setting_refused_where_the_protocol_has_none() -> None:
+    config = parse_config({"targets": [{"name": "a", "url": "http://h/v1", "tool_call": True}]})
+    assert config.targets[0].tool_call is True
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"targets": [{"name": "a", "url": "http://h/v1/completions", "tool_call": True}]}
+        )
+    assert str(caught.value) == (
+        "targets[0].tool_call: the completions endpoint has no tool calls "
+        "(chat, responses or messages have)"
+    )
