@@ -42,10 +42,17 @@ def doctor(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, di
 def test_every_check_runs_and_passes_on_the_protocol(
     sim: Simulator, capsys: pytest.CaptureFixture[str], endpoint: str
 ) -> None:
-    code, document = doctor([sim.url, "--endpoint", endpoint, "--long-stream", "1.5"], capsys)
+    # A doctor late to read on a loaded machine says inconclusive, never a wrong verdict:
+    # asked again, it must come to "pass" on every check, and it never says "fail".
+    for _ in range(3):
+        code, document = doctor([sim.url, "--endpoint", endpoint, "--long-stream", "1.5"], capsys)
+        verdicts = set(document["verdicts"].values())  # type: ignore[union-attr]
+        assert "fail" not in verdicts, document
+        if verdicts == {"pass"}:
+            break
+    assert verdicts == {"pass"}, document
     assert code == 0, document
     assert document["url"] == sim.url + PATHS[endpoint]
-    assert set(document["verdicts"].values()) == {"pass"}  # type: ignore[union-attr]
     # Every request went to the protocol's own endpoint, streamed or not, and every one
     # that was not refused on purpose was served.
     records = sim.records()
