@@ -15,8 +15,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from streamobs.simulator import kernel_stamps
 from streamobs.simulator.config import FAULTS, FORCEABLE_FAULTS, SimulatorConfig
+from streamobs.simulator.engines import EngineMetrics, engine_metrics
 from streamobs.simulator.generation import Generation
-from streamobs.simulator.metrics import EngineMetrics
 from streamobs.simulator.payloads import (
     COMPLETIONS_ENDPOINT,
     ENDPOINTS,
@@ -41,7 +41,7 @@ _MAX_BODY_BYTES = 16 * 1024 * 1024
 # Faults that make sense for a request that asked for one JSON body (stream: false).
 _NON_STREAM_FAULTS = frozenset({"http_500", "http_429", "hang", "none"})
 _REQUEST_PREFIX = "/sim/requests/"
-_GET_PATHS = frozenset({"/v1/models", "/health", "/metrics"})
+_GET_PATHS = frozenset({"/v1/models", "/health", "/metrics", "/prometheus/metrics"})
 
 
 class SimulatorApp:
@@ -55,7 +55,9 @@ class SimulatorApp:
         self._rng = random.Random(seed)
         self.stopping = threading.Event()
         self.records = RecordStore(records_kept)
-        self.metrics = EngineMetrics(KV_CACHE_SEQUENCES * config.max_model_len)
+        self.metrics: EngineMetrics = engine_metrics(
+            config.engine, KV_CACHE_SEQUENCES * config.max_model_len
+        )
         self.metrics.add_model(config.model)
         self._spans: SpanSender | None = None
 
@@ -119,6 +121,9 @@ class SimulatorApp:
         with self._lock:
             self._config = self._config.with_changes(changes)
             config = self._config
+        if config.engine != self.metrics.kind:
+            # Another engine's /metrics: a fresh registry, as a restarted server has.
+            self.metrics = engine_metrics(config.engine, KV_CACHE_SEQUENCES * config.max_model_len)
         self.metrics.kv_cache_tokens = KV_CACHE_SEQUENCES * config.max_model_len
         self.metrics.add_model(config.model)
         return config
@@ -151,7 +156,7 @@ class SimulatorApp:
             )
         elif path == "/health":
             exchange.reply(200, b"", "application/json")
-        elif path == "/metrics":
+        elif path == self.metrics.metrics_path:
             delay = self.config.metrics_delay
             if delay > 0 and self.metrics.busy():
                 self.stopping.wait(delay)  # busy generating, as vLLM's event loop is

@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from streamobs.simulator.config import SimulatorConfig
+from streamobs.simulator.engines import ENGINE_KINDS
 from streamobs.simulator.server import Simulator
 
 PROG = "streamobs simulate"
@@ -56,6 +57,11 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("host", "str", "address to listen on (default 127.0.0.1)"),
     _Option("port", "int", "port to listen on; 0 picks a free one (default 8000)"),
     _Option("model", "str", f"served model name (default {_DEFAULTS.model})"),
+    _Option(
+        "engine",
+        "str",
+        f"whose /metrics to serve: {', '.join(ENGINE_KINDS)} (default {_DEFAULTS.engine})",
+    ),
     _Option("ttft", "float", f"seconds to the first token (default {_DEFAULTS.ttft:g})"),
     _Option("itl", "float", f"seconds between tokens (default {_DEFAULTS.itl:g})"),
     _Option("jitter", "float", "random ± fraction applied to each delay, 0..1 (default 0)"),
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         simulator.start()
         print(
-            f"{PROG}: serving {config.model} at {simulator.url} "
+            f"{PROG}: serving {config.model} at {simulator.url} as {config.engine} "
             f"(ttft {config.ttft:g} s, itl {config.itl:g} s); stop with Ctrl-C",
             flush=True,
         )

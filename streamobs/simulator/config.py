@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streamobs.simulator.engines import ENGINE_KINDS
+
 # One uniform draw per request walks these cumulatively, in this order.
 FAULTS: tuple[str, ...] = (
     "http_500",
@@ -33,6 +35,8 @@ class SimulatorConfig:
     """How the simulated server behaves. Times are in seconds, probabilities in [0, 1]."""
 
     model: str = "sim-model"
+    # Whose /metrics the simulator serves (names, labels, path): one of ENGINE_KINDS.
+    engine: str = "vllm"
     ttft: float = 0.2
     itl: float = 0.02
     # Each delay varies uniformly by up to ± this fraction of itself.
@@ -128,6 +132,10 @@ class SimulatorConfig:
         if not self.otlp_traces_batch_delay > 0:
             raise ValueError(
                 f"otlp_traces_batch_delay must be > 0 seconds, got {self.otlp_traces_batch_delay}"
+            )
+        if self.engine not in ENGINE_KINDS:
+            raise ValueError(
+                f"engine must be one of {', '.join(ENGINE_KINDS)}, got {self.engine!r}"
             )
         if self.reasoning_field not in REASONING_FIELDS:
             raise ValueError(

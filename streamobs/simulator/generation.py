@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from streamobs.simulator.config import SimulatorConfig
-from streamobs.simulator.metrics import EngineMetrics
+from streamobs.simulator.engines import EngineMetrics
 from streamobs.simulator.payloads import KEEPALIVE_COMMENT
 from streamobs.simulator.plan import GenerationPlan
 from streamobs.simulator.records import RequestTrace
@@ -170,7 +170,9 @@ class Generation:
         if self._last_token_ns is None:
             self._first_token_ns = generated_ns
             ttft_s = (generated_ns - self._trace.received_ns) / 1e9
-            self._metrics.first_token(plan.model, plan.prompt_tokens, ttft_s)
+            self._metrics.first_token(
+                plan.model, self._trace.response_id, plan.prompt_tokens, ttft_s
+            )
             itl_s = None
         else:
             itl_s = (generated_ns - self._last_token_ns) / 1e9

@@ -6,13 +6,9 @@ dashboards, alert rules and the vLLM collector can be exercised against the simu
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-# vLLM's finished_reason children, all present from the start.
-FINISHED_REASONS: tuple[str, ...] = ("stop", "length", "abort", "error", "repetition")
+from streamobs.simulator.engines.base import FINISHED_REASONS, EngineMetrics, Running
 
 _ENGINE = "0"
 _LABELS = ("engine", "model_name")
@@ -32,25 +28,12 @@ _REQUEST_SECONDS_BUCKETS = (
 _TOKEN_COUNT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 
-@dataclass
-class _Running:
-    prompt_tokens: int
-    generated: int
-    queue_seconds: float
+class VllmMetrics(EngineMetrics):
+    """vLLM 0.32's V1 families."""
 
+    kind = "vllm"
 
-class EngineMetrics:
-    """A dedicated registry with the vLLM series; thread-safe."""
-
-    def __init__(self, kv_cache_tokens: int) -> None:
-        # The simulated KV cache size: usage is the tokens held by running requests.
-        self.kv_cache_tokens = kv_cache_tokens
-        self.registry = CollectorRegistry()
-        self._lock = threading.Lock()
-        self._running: dict[str, dict[str, _Running]] = {}
-        self._waiting: dict[str, int] = {}
-        self._models: set[str] = set()
-        r = self.registry
+    def declare(self, r: CollectorRegistry) -> None:
         self._num_running = Gauge(
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",
@@ -146,18 +129,12 @@ class EngineMetrics:
             registry=r,
         )
 
-    def add_model(self, model: str) -> None:
-        """Create every child for `model`, so its series exist before the first request."""
-        with self._lock:
-            if model in self._models:
-                return
-            self._models.add(model)
-            self._running.setdefault(model, {})
+    def on_model(self, model: str) -> None:
         labels = (_ENGINE, model)
         # Gauges are computed at scrape time from the requests in flight.
-        self._num_running.labels(*labels).set_function(lambda: self._count_running(model))
-        self._num_waiting.labels(*labels).set_function(lambda: self._count_waiting(model))
-        self._kv_usage.labels(*labels).set_function(lambda: self._kv_usage_of(model))
+        self._num_running.labels(*labels).set_function(lambda: self.running_count(model))
+        self._num_waiting.labels(*labels).set_function(lambda: self.waiting_count(model))
+        self._kv_usage.labels(*labels).set_function(lambda: self.kv_usage(model))
         for family in (
             self._prefix_queries,
             self._prefix_hits,
@@ -175,71 +152,22 @@ class EngineMetrics:
         for reason in FINISHED_REASONS:
             self._success.labels(_ENGINE, reason, model)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-    def waiting_started(self, model: str) -> None:
-        self.add_model(model)
-        with self._lock:
-            self._waiting[model] = self._waiting.get(model, 0) + 1
-
-    def waiting_ended(self, model: str) -> None:
-        with self._lock:
-            self._waiting[model] -= 1
-
-    def admitted(self, model: str, request_id: str, prompt_tokens: int, queue_s: float) -> None:
-        self.add_model(model)
-        with self._lock:
-            self._running[model][request_id] = _Running(prompt_tokens, 0, queue_s)
-
-    def first_token(self, model: str, prompt_tokens: int, ttft_s: float) -> None:
-        """Prefill is done: the prompt counts as processed and the TTFT is known."""
+    def on_first_token(self, model: str, prompt_tokens: int, ttft_s: float) -> None:
         labels = (_ENGINE, model)
         self._prompt_tokens.labels(*labels).inc(prompt_tokens)
         self._prefix_queries.labels(*labels).inc(prompt_tokens)
         self._ttft.labels(*labels).observe(ttft_s)
 
-    def token(self, model: str, request_id: str, itl_s: float | None) -> None:
+    def on_token(self, model: str, itl_s: float | None) -> None:
         labels = (_ENGINE, model)
-        with self._lock:
-            self._running[model][request_id].generated += 1
         self._generation_tokens.labels(*labels).inc()
         if itl_s is not None:
             self._itl.labels(*labels).observe(itl_s)
 
-    def finished(
-        self, model: str, request_id: str, finished_reason: str | None, e2e_s: float
-    ) -> None:
-        """The request left the engine; `finished_reason` None means it did not finish.
-
-        Like vLLM 0.32, a request cut short (client gone, connection dropped) counts in
-        no finished_reason at all, not in "abort".
-        """
-        with self._lock:
-            running = self._running[model].pop(request_id)
-        if finished_reason is None:
-            return
+    def on_finished(self, model: str, reason: str, e2e_s: float, request: Running) -> None:
         labels = (_ENGINE, model)
-        self._success.labels(_ENGINE, finished_reason, model).inc()
+        self._success.labels(_ENGINE, reason, model).inc()
         self._e2e.labels(*labels).observe(e2e_s)
-        self._queue.labels(*labels).observe(running.queue_seconds)
-        self._request_prompt_tokens.labels(*labels).observe(running.prompt_tokens)
-        self._request_generation_tokens.labels(*labels).observe(running.generated)
-
-    def busy(self) -> bool:
-        """Whether any request is running (being generated for)."""
-        with self._lock:
-            return any(self._running.values())
-
-    def _count_running(self, model: str) -> int:
-        with self._lock:
-            return len(self._running.get(model, {}))
-
-    def _count_waiting(self, model: str) -> int:
-        with self._lock:
-            return self._waiting.get(model, 0)
-
-    def _kv_usage_of(self, model: str) -> float:
-        with self._lock:
-            held = sum(r.prompt_tokens + r.generated for r in self._running.get(model, {}).values())
-        return min(1.0, held / self.kv_cache_tokens)
+        self._queue.labels(*labels).observe(request.queue_seconds)
+        self._request_prompt_tokens.labels(*labels).observe(request.prompt_tokens)
+        self._request_generation_tokens.labels(*labels).observe(request.generated)
