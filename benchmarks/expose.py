@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamobs.collectors.vllm import VllmCollector, snapshot_from_text
+from streamobs.collectors.engines import EngineExporter, snapshot_from_text
 from streamobs.config import parse_config
 from streamobs.daemon import Runtime
 from streamobs.reference import sample_result
@@ -85,7 +85,7 @@ def parse_and_expose(size: int, repeat: int) -> Timing:
 
     def ours() -> bytes:
         snapshot = snapshot_from_text(text)
-        collector = VllmCollector(lambda: {"t": snapshot}, targets=["t"], reexpose=True)
+        collector = EngineExporter(lambda: {"t": snapshot}, targets=["t"], reexpose=True)
         from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from streamobs.collectors.engines.settings import EngineCollectorConfig
 from streamobs.collectors.gpu.settings import GpuCollectorConfig
-from streamobs.collectors.vllm.settings import VllmCollectorConfig
 from streamobs.credential_hosts import CredentialHostError, HostPattern, parse_host_pattern
 from streamobs.export.otlp.names import DEFAULT_PROVIDER
 from streamobs.export.otlp.settings import OtlpSettings, OtlpSettingsError
@@ -86,7 +86,7 @@ class Config:
     max_models_per_target: int = 10  # distinct model label values per target
     shutdown_grace: float = 10.0
     buckets: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: DEFAULT_BUCKETS)
-    vllm: VllmCollectorConfig = field(default_factory=VllmCollectorConfig)
+    vllm: EngineCollectorConfig = field(default_factory=EngineCollectorConfig)
     gpu: GpuCollectorConfig = field(default_factory=GpuCollectorConfig)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
     traces_receiver: TracesReceiverSettings = field(default_factory=TracesReceiverSettings)
@@ -687,7 +687,7 @@ def parse_config(data: object) -> Config:
     traces_receiver = _traces_receiver(root.section("traces_receiver"))
     collectors = root.section("collectors")
     vllm = collectors.section("vllm")
-    vllm_config = VllmCollectorConfig(
+    vllm_config = EngineCollectorConfig(
         enabled=vllm.boolean("enabled", True),
         timeout=vllm.duration("timeout", 5.0, maximum=MAX_TIMEOUT),
         max_bytes=vllm.integer("max_bytes", 16 * MIB, minimum=1024, maximum=1024 * MIB),

@@ -27,11 +27,11 @@ from prometheus_client import (
 )
 
 from streamobs import __version__
+from streamobs.collectors.engines.poller import EnginePoller, ScrapeTarget
+from streamobs.collectors.engines.scrape import EngineSnapshot
 from streamobs.collectors.gpu.sampler import GpuSampler
 from streamobs.collectors.guard import Collector, GuardedCollectors
 from streamobs.collectors.registry import COLLECTORS, CollectorContext
-from streamobs.collectors.vllm.poller import ScrapeTarget, VllmPoller
-from streamobs.collectors.vllm.scrape import VllmSnapshot
 from streamobs.config import Config, ConfigError, Overrides, load_config, running_in_kubernetes
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
 from streamobs.export.otlp.exporter import OtlpExporter, enabled_signals
@@ -200,9 +200,9 @@ class Runtime:
         self.collectors.set([self._running[e.name] for e in COLLECTORS if e.name in self._running])
 
     @property
-    def vllm(self) -> VllmPoller | None:
+    def vllm(self) -> EnginePoller | None:
         running = self._running.get("vllm")
-        return running if isinstance(running, VllmPoller) else None
+        return running if isinstance(running, EnginePoller) else None
 
     @property
     def gpu(self) -> GpuSampler | None:
@@ -249,7 +249,7 @@ class Runtime:
             return
         timing.record(target.name, result, server_timing(result.first_token_ns, span))
 
-    def _on_vllm_snapshot(self, engine: str, snapshot: VllmSnapshot) -> None:
+    def _on_vllm_snapshot(self, engine: str, snapshot: EngineSnapshot) -> None:
         for target in self._targets.values():
             if target.engine == engine:
                 self.overhead.record_snapshot(target.name, snapshot)

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
+from streamobs.collectors.engines.scrape import EngineSnapshot, server_view
 from streamobs.collectors.gpu.snapshot import GpuSnapshot
-from streamobs.collectors.vllm.scrape import VllmSnapshot, server_view
 
 _log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def efficiency_between(
 
 
 def counter_sample(
-    vllm: VllmSnapshot,
+    vllm: EngineSnapshot,
     gpu: GpuSnapshot | None,
     *,
     model: str | None = None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from streamobs.collectors.vllm.scrape import VllmSnapshot, server_view
+from streamobs.collectors.engines.scrape import EngineSnapshot, server_view
 from streamobs.probe.result import ProbeResult
 from streamobs.targets import TargetConfig
 
@@ -55,7 +55,7 @@ class OverheadTracker:
             self._windows = {k: v for k, v in self._windows.items() if k in kept}
             self._latest = {k: v for k, v in self._latest.items() if k[0] in kept}
 
-    def record_snapshot(self, target: str, snapshot: VllmSnapshot) -> None:
+    def record_snapshot(self, target: str, snapshot: EngineSnapshot) -> None:
         if not snapshot.up:
             return
         with self._lock:

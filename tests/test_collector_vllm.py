@@ -18,17 +18,17 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.samples import Sample
 
-from streamobs.collectors.vllm import (
+from streamobs.collectors.engines import (
     NORMALISED,
-    VllmCollector,
-    VllmSnapshot,
+    EngineExporter,
+    EngineSnapshot,
     redact_url,
-    scrape_vllm,
+    scrape_engine,
     server_view,
     snapshot_from_text,
 )
-from streamobs.collectors.vllm.normalise import NormalisedFamily, ScalarSeries
-from streamobs.collectors.vllm.parse import ParsedFamily
+from streamobs.collectors.engines.normalise import NormalisedFamily, ScalarSeries
+from streamobs.collectors.engines.parse import ParsedFamily
 from tests.fixtures import FIXTURES
 from tests.scripted_server import ScriptedServer, send, silent
 
@@ -40,7 +40,7 @@ PREFIX_CACHE = ("streamobs_engine_prefix_cache_queries", "streamobs_engine_prefi
 
 
 def render(
-    snapshots: Mapping[str, VllmSnapshot],
+    snapshots: Mapping[str, EngineSnapshot],
     *,
     reexpose: bool = False,
     targets: list[str] | None = None,
@@ -48,7 +48,7 @@ def render(
 ) -> str:
     """The text /metrics of a registry holding only the collector."""
     registry = CollectorRegistry()
-    collector = VllmCollector(
+    collector = EngineExporter(
         lambda: snapshots,
         targets=list(snapshots) if targets is None else targets,
         reexpose=reexpose,
@@ -58,7 +58,7 @@ def render(
     return generate_latest(registry).decode("utf-8")
 
 
-def scalar_values(snapshot: VllmSnapshot, name: str) -> dict[tuple[str, ...], float]:
+def scalar_values(snapshot: EngineSnapshot, name: str) -> dict[tuple[str, ...], float]:
     family = snapshot.normalised_family(name)
     assert family is not None, name
     return {s.labels: s.value for s in family.scalars}
@@ -337,12 +337,12 @@ lonely_created 5.0
 
 
 def test_describe_does_no_io() -> None:
-    def must_not_be_called() -> Mapping[str, VllmSnapshot]:
+    def must_not_be_called() -> Mapping[str, EngineSnapshot]:
         raise AssertionError("describe() read the snapshots")
 
     registry = CollectorRegistry()
-    registry.register(VllmCollector(must_not_be_called, targets=["a"]))
-    names = {m.name for m in VllmCollector(must_not_be_called).describe()}
+    registry.register(EngineExporter(must_not_be_called, targets=["a"]))
+    names = {m.name for m in EngineExporter(must_not_be_called).describe()}
     assert "streamobs_collector_up" in names and "streamobs_engine_generation_tokens" in names
 
 
@@ -357,12 +357,12 @@ def test_configured_target_without_a_snapshot_still_has_children() -> None:
 def test_failing_snapshot_source_reports_targets_down_and_logs_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken() -> Mapping[str, VllmSnapshot]:
+    def broken() -> Mapping[str, EngineSnapshot]:
         raise RuntimeError("store unavailable")
 
     registry = CollectorRegistry()
-    registry.register(VllmCollector(broken, targets=["a"], reexpose=True))
-    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm.export"):
+    registry.register(EngineExporter(broken, targets=["a"], reexpose=True))
+    with caplog.at_level(logging.INFO, logger="streamobs.collectors.engines.export"):
         for _ in range(3):
             output = generate_latest(registry).decode()
             assert 'streamobs_collector_up{collector="vllm",target="a"} 0.0' in output
@@ -374,13 +374,13 @@ def test_odd_snapshots_never_make_collect_raise(caplog: pytest.LogCaptureFixture
     bad_family = NormalisedFamily(
         NORMALISED[0], "vllm:num_requests_running", scalars=(ScalarSeries(("only-model",), 1.0),)
     )
-    odd = VllmSnapshot("http://x", True, None, 0.01, 0.0, good.families, (bad_family,))
+    odd = EngineSnapshot("http://x", True, None, 0.01, 0.0, good.families, (bad_family,))
     snapshots: dict[str, object] = {"good": good, "odd": odd, "none": None, "text": "up"}
-    # Deliberately not all VllmSnapshots: whatever the store hands over, scrapes must work.
-    source = cast(Callable[[], Mapping[str, VllmSnapshot]], lambda: snapshots)
+    # Deliberately not all EngineSnapshots: whatever the store hands over, scrapes must work.
+    source = cast(Callable[[], Mapping[str, EngineSnapshot]], lambda: snapshots)
     registry = CollectorRegistry()
-    registry.register(VllmCollector(source, targets=["good", "odd"], reexpose=True))
-    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm.export"):
+    registry.register(EngineExporter(source, targets=["good", "odd"], reexpose=True))
+    with caplog.at_level(logging.INFO, logger="streamobs.collectors.engines.export"):
         for _ in range(3):
             output = generate_latest(registry).decode()
     assert 'streamobs_collector_up{collector="vllm",target="good"} 1.0' in output
@@ -394,7 +394,7 @@ def test_odd_snapshots_never_make_collect_raise(caplog: pytest.LogCaptureFixture
 def test_family_a_snapshot_cannot_express_is_not_half_exported() -> None:
     good = snapshot_from_text(CAPTURE)
     bogus = ParsedFamily("weird", "no-such-type", "", (Sample("weird", {}, 1.0),))
-    odd = VllmSnapshot("http://x", True, None, 0.01, 0.0, (*good.families, bogus))
+    odd = EngineSnapshot("http://x", True, None, 0.01, 0.0, (*good.families, bogus))
     output = render({"a": good, "b": odd}, reexpose=True)
     assert 'streamobs_collector_up{collector="vllm",target="a"} 1.0' in output
     assert 'streamobs_collector_up{collector="vllm",target="b"} 0.0' in output
@@ -407,8 +407,8 @@ def test_same_name_with_another_type_is_skipped_and_logged_once(
     a = snapshot_from_text("# TYPE vllm:thing gauge\nvllm:thing 1.0\n")
     b = snapshot_from_text("# TYPE vllm:thing untyped\nvllm:thing 2.0\n")
     registry = CollectorRegistry()
-    registry.register(VllmCollector(lambda: {"a": a, "b": b}, reexpose=True))
-    with caplog.at_level(logging.WARNING, logger="streamobs.collectors.vllm.export"):
+    registry.register(EngineExporter(lambda: {"a": a, "b": b}, reexpose=True))
+    with caplog.at_level(logging.WARNING, logger="streamobs.collectors.engines.export"):
         for _ in range(3):
             output = generate_latest(registry).decode()
     assert output.count("# TYPE vllm:thing") == 1
@@ -420,12 +420,12 @@ def test_same_name_with_another_type_is_skipped_and_logged_once(
 
 
 def test_target_state_changes_are_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
-    down = VllmSnapshot("http://x", False, "connection failed: Connection refused", 0.001, 0.0)
+    down = EngineSnapshot("http://x", False, "connection failed: Connection refused", 0.001, 0.0)
     up = snapshot_from_text(CAPTURE)
-    current: dict[str, VllmSnapshot] = {"a": down}
+    current: dict[str, EngineSnapshot] = {"a": down}
     registry = CollectorRegistry()
-    registry.register(VllmCollector(lambda: current, targets=["a"]))
-    with caplog.at_level(logging.INFO, logger="streamobs.collectors.vllm.export"):
+    registry.register(EngineExporter(lambda: current, targets=["a"]))
+    with caplog.at_level(logging.INFO, logger="streamobs.collectors.engines.export"):
         for snapshot in (down, down, down, up, up, down, down):
             current["a"] = snapshot
             generate_latest(registry)
@@ -487,7 +487,7 @@ def closed_port() -> int:
     return port
 
 
-def assert_reported_down(snapshot: VllmSnapshot, error_part: str) -> None:
+def assert_reported_down(snapshot: EngineSnapshot, error_part: str) -> None:
     assert not snapshot.up
     assert snapshot.error is not None and error_part in snapshot.error, snapshot.error
     assert "\n" not in snapshot.error
@@ -499,9 +499,9 @@ def assert_reported_down(snapshot: VllmSnapshot, error_part: str) -> None:
 
 def test_scrape_of_a_real_server_matches_the_capture() -> None:
     with http_server(200, CAPTURE.encode()) as url:
-        first = scrape_vllm(url, timeout=5, max_bytes=1 << 20)
-        second = scrape_vllm(url, timeout=5, max_bytes=1 << 20)
-        own = scrape_vllm(url, timeout=5, max_bytes=1 << 20)
+        first = scrape_engine(url, timeout=5, max_bytes=1 << 20)
+        second = scrape_engine(url, timeout=5, max_bytes=1 << 20)
+        own = scrape_engine(url, timeout=5, max_bytes=1 << 20)
     expected = snapshot_from_text(CAPTURE)
     for snapshot in (first, second, own):
         assert snapshot.up, snapshot.error
@@ -515,14 +515,14 @@ def test_scrape_of_a_real_server_matches_the_capture() -> None:
 
 
 def test_connection_refused() -> None:
-    snapshot = scrape_vllm(f"http://127.0.0.1:{closed_port()}/metrics", timeout=2, max_bytes=1000)
+    snapshot = scrape_engine(f"http://127.0.0.1:{closed_port()}/metrics", timeout=2, max_bytes=1000)
     assert_reported_down(snapshot, "connection failed: connection refused")
 
 
 def test_server_that_never_answers_respects_the_deadline() -> None:
     with ScriptedServer(silent) as server:
         start = time.monotonic()
-        snapshot = scrape_vllm(server.url + "/metrics", timeout=0.5, max_bytes=1 << 20)
+        snapshot = scrape_engine(server.url + "/metrics", timeout=0.5, max_bytes=1 << 20)
         elapsed = time.monotonic() - start
     assert elapsed < 0.5 + 0.3
     assert 0.45 < snapshot.duration_seconds < 0.8
@@ -534,7 +534,7 @@ def test_server_trickling_headers_respects_the_overall_deadline() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
     with ScriptedServer(send(*(bytes([b]) for b in head), delay=0.05)) as server:
         start = time.monotonic()
-        snapshot = scrape_vllm(server.url + "/metrics", timeout=0.5, max_bytes=1 << 20)
+        snapshot = scrape_engine(server.url + "/metrics", timeout=0.5, max_bytes=1 << 20)
         elapsed = time.monotonic() - start
     assert elapsed < 0.5 + 0.3
     assert_reported_down(snapshot, "no complete response within 0.5 s")
@@ -545,7 +545,7 @@ def test_server_trickling_the_body_respects_the_overall_deadline() -> None:
     body = CAPTURE.encode()[:100]
     with ScriptedServer(send(head, *(bytes([b]) for b in body), delay=0.05)) as server:
         start = time.monotonic()
-        snapshot = scrape_vllm(server.url + "/metrics", timeout=0.5, max_bytes=1 << 20)
+        snapshot = scrape_engine(server.url + "/metrics", timeout=0.5, max_bytes=1 << 20)
         elapsed = time.monotonic() - start
     assert elapsed < 0.5 + 0.3
     assert_reported_down(snapshot, "no complete response within 0.5 s")
@@ -556,55 +556,55 @@ def test_trickled_body_without_length_is_not_mistaken_for_a_complete_one() -> No
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
     lines = [line.encode() + b"\n" for line in CAPTURE.splitlines()[:40]]
     with ScriptedServer(send(head, *lines, delay=0.05)) as server:
-        snapshot = scrape_vllm(server.url + "/metrics", timeout=0.5, max_bytes=1 << 20)
+        snapshot = scrape_engine(server.url + "/metrics", timeout=0.5, max_bytes=1 << 20)
     assert_reported_down(snapshot, "no complete response within 0.5 s")
 
 
 def test_http_500() -> None:
     with http_server(500, b"engine dead\n") as url:
-        snapshot = scrape_vllm(url, timeout=2, max_bytes=1000)
+        snapshot = scrape_engine(url, timeout=2, max_bytes=1000)
     assert_reported_down(snapshot, "HTTP 500 Internal Server Error")
 
 
 def test_non_text_response() -> None:
     with http_server(200, b'{"detail": "Not Found"}', "application/json") as url:
-        snapshot = scrape_vllm(url, timeout=2, max_bytes=1000)
+        snapshot = scrape_engine(url, timeout=2, max_bytes=1000)
     assert_reported_down(snapshot, "unexpected content type 'application/json'")
 
 
 def test_garbage_body() -> None:
     with http_server(200, b"<html><body>\nnot metrics\n</body></html>\n") as url:
-        snapshot = scrape_vllm(url, timeout=2, max_bytes=1000)
+        snapshot = scrape_engine(url, timeout=2, max_bytes=1000)
     assert_reported_down(snapshot, "cannot parse metrics text")
 
 
 def test_binary_body() -> None:
     with http_server(200, bytes(range(256))) as url:
-        snapshot = scrape_vllm(url, timeout=2, max_bytes=1000)
+        snapshot = scrape_engine(url, timeout=2, max_bytes=1000)
     assert_reported_down(snapshot, "body is not UTF-8 text")
 
 
 def test_empty_body() -> None:
     with http_server(200, b"") as url:
-        snapshot = scrape_vllm(url, timeout=2, max_bytes=1000)
+        snapshot = scrape_engine(url, timeout=2, max_bytes=1000)
     assert_reported_down(snapshot, "no metrics in response")
 
 
 def test_body_over_max_bytes_with_content_length() -> None:
     with http_server(200, CAPTURE.encode()) as url:
-        snapshot = scrape_vllm(url, timeout=2, max_bytes=1000)
+        snapshot = scrape_engine(url, timeout=2, max_bytes=1000)
     assert_reported_down(snapshot, "response larger than 1000 bytes")
 
 
 def test_body_over_max_bytes_without_content_length() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
     with ScriptedServer(send(head, CAPTURE.encode(), then_close=True)) as server:
-        snapshot = scrape_vllm(server.url + "/metrics", timeout=2, max_bytes=1000)
+        snapshot = scrape_engine(server.url + "/metrics", timeout=2, max_bytes=1000)
     assert_reported_down(snapshot, "response larger than 1000 bytes")
 
 
 def test_server_closing_mid_body() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n"
     with ScriptedServer(send(head, CAPTURE.encode()[:500], then_close=True)) as server:
-        snapshot = scrape_vllm(server.url + "/metrics", timeout=2, max_bytes=1 << 20)
+        snapshot = scrape_engine(server.url + "/metrics", timeout=2, max_bytes=1 << 20)
     assert_reported_down(snapshot, "connection closed before the response was complete")

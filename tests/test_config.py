@@ -225,7 +225,7 @@ def _one(**target: object) -> dict[str, object]:
         ({**_one(), "shutdown_grace": "30d"}, "shutdown_grace: at most 1h"),
         (
             {**_one(), "collectors": {"vllm": {"max_bytes": 2**40}}},
-            "collectors.vllm.max_bytes: expected an integer from 1024 to",
+            "collectors.engines.max_bytes: expected an integer from 1024 to",
         ),
         (
             {**_one(), "histogram_buckets": {"ttft": [f"{i}ms" for i in range(1, 200)]}},

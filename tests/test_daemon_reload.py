@@ -15,7 +15,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamobs.collectors.vllm.poller import VllmPoller
+from streamobs.collectors.engines.poller import EnginePoller
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
 from streamobs.probe.prober import run_probe
@@ -176,10 +176,10 @@ def test_a_collector_whose_export_raises_is_down_and_the_rest_is_whole(
         )
         wait_for(lambda: (attempts(scrape(port), "t") or 0) >= 1)
 
-        def broken(self: VllmPoller) -> object:
+        def broken(self: EnginePoller) -> object:
             raise RuntimeError("export broke")
 
-        monkeypatch.setattr(VllmPoller, "export", broken)
+        monkeypatch.setattr(EnginePoller, "export", broken)
         text = scrape(port)  # parses as a whole: every family well formed
         assert sample(text, "streamobs_collector_up", collector="vllm", target="t") == 0
         assert (attempts(text, "t") or 0) >= 1

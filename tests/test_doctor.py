@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from streamobs.collectors.vllm.scrape import snapshot_from_text
+from streamobs.collectors.engines.scrape import snapshot_from_text
 from streamobs.doctor import cli
 from streamobs.doctor.checks import buffering, compression, disconnect, errors, headers, long_stream
 from streamobs.doctor.checks.disconnect import MID_STREAM, WHILE_SILENT, Observation

@@ -9,10 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 import streamobs.efficiency as efficiency_module
+from streamobs.collectors.engines.names import NORMALISED
+from streamobs.collectors.engines.scrape import snapshot_from_text
 from streamobs.collectors.gpu import names as gpu_names
 from streamobs.collectors.gpu.snapshot import GpuDevice, GpuSnapshot, GpuValue
-from streamobs.collectors.vllm.names import NORMALISED
-from streamobs.collectors.vllm.scrape import snapshot_from_text
 from streamobs.efficiency import (
     CounterSample,
     Efficiency,

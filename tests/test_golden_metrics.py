@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import disable_created_metrics, enable_created_metrics
 
-from streamobs.collectors.vllm import snapshot_from_text
+from streamobs.collectors.engines import snapshot_from_text
 from streamobs.config import parse_config
 from streamobs.daemon import Runtime
 from streamobs.probe.result import Delivery, Outcome, ProbeResult

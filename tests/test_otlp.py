@@ -27,10 +27,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
+from streamobs.collectors.engines import snapshot_from_text
 from streamobs.collectors.gpu.export import GpuCollector
 from streamobs.collectors.gpu.names import MEMORY_TOTAL, MEMORY_USED
 from streamobs.collectors.gpu.sampler import GpuSampler
-from streamobs.collectors.vllm import snapshot_from_text
 from streamobs.config import Config, parse_config
 from streamobs.export.otlp import names
 from streamobs.export.otlp.exporter import OtlpExporter, OtlpSettings, histogram_boundaries

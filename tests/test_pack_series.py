@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from streamobs.collectors.vllm.names import NORMALISED
+from streamobs.collectors.engines.names import NORMALISED
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
 from tests.pack_helpers import GOLDEN_METRICS, GPU_HOST_SERIES, RULES, dashboards, rules

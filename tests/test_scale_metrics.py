@@ -17,7 +17,7 @@ from prometheus_client import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamobs.collectors.vllm import snapshot_from_text
+from streamobs.collectors.engines import snapshot_from_text
 from streamobs.config import Config, parse_config
 from streamobs.daemon import Runtime
 from streamobs.export.prometheus.probe import ProbeMetrics

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from streamobs.collectors.vllm.poller import SCRAPE_WORKERS, ScrapeTarget, VllmPoller
-from streamobs.collectors.vllm.settings import VllmCollectorConfig
+from streamobs.collectors.engines.poller import SCRAPE_WORKERS, EnginePoller, ScrapeTarget
+from streamobs.collectors.engines.settings import EngineCollectorConfig
 from tests.fixtures import FIXTURES
 from tests.prometheus_server import wait_until
 
@@ -85,7 +85,7 @@ def scrape_threads() -> int:
 
 def test_three_hundred_engines_share_a_bounded_pool(engines: Engines) -> None:
     targets = [ScrapeTarget(f"e{i}", f"{engines.url}/e{i}", 2.0) for i in range(ENGINES)]
-    poller = VllmPoller(targets, VllmCollectorConfig(timeout=2.0))
+    poller = EnginePoller(targets, EngineCollectorConfig(timeout=2.0))
     poller.start()
     try:
         most_threads = 0
@@ -104,7 +104,7 @@ def test_three_hundred_engines_share_a_bounded_pool(engines: Engines) -> None:
         assert sum(1 for s in latest.values() if s.up) >= ENGINES / 2
         # Reload: one engine changes its URL, one leaves, the rest keep their snapshots.
         changed = ScrapeTarget("e0", f"{engines.url}/moved", 2.0)
-        poller.update([changed, *targets[2:]], VllmCollectorConfig(timeout=2.0))
+        poller.update([changed, *targets[2:]], EngineCollectorConfig(timeout=2.0))
         after = poller.latest()
         assert "e1" not in after and len(after) == ENGINES - 1  # the others all kept theirs
         wait_until(lambda: engines.count("/moved") >= 1, 30, "the changed engine's new URL")
@@ -121,7 +121,7 @@ def test_stop_is_bounded_while_a_scrape_hangs(engines: Engines) -> None:
         ScrapeTarget("hang", f"{engines.url}/hang", 1.0),
         ScrapeTarget("ok", f"{engines.url}/ok", 1.0),
     ]
-    poller = VllmPoller(targets, VllmCollectorConfig(timeout=20.0))
+    poller = EnginePoller(targets, EngineCollectorConfig(timeout=20.0))
     poller.start()
     wait_until(lambda: engines.count("/hang") >= 1, 10, "the hanging scrape")
     wait_until(lambda: engines.count("/ok") >= 2, 10, "the other engine scraped on")

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from streamobs.collectors.engines.poller import EnginePoller, ScrapeTarget, SnapshotCallback
+from streamobs.collectors.engines.settings import EngineCollectorConfig
 from streamobs.collectors.gpu.sampler import GpuSampler
 from streamobs.collectors.gpu.settings import GpuCollectorConfig
 from streamobs.collectors.guard import Collector
-from streamobs.collectors.vllm.poller import ScrapeTarget, SnapshotCallback, VllmPoller
-from streamobs.collectors.vllm.settings import VllmCollectorConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,7 @@ class CollectorContext:
     """Everything a factory may use: the scraped targets and each collector's settings."""
 
     targets: tuple[ScrapeTarget, ...]
-    vllm: VllmCollectorConfig
+    vllm: EngineCollectorConfig
     gpu: GpuCollectorConfig
     on_vllm_snapshot: SnapshotCallback | None = None
 
@@ -35,11 +35,11 @@ class Registered:
 
 
 def _vllm(context: CollectorContext) -> Collector:
-    return VllmPoller(context.targets, context.vllm, context.on_vllm_snapshot)
+    return EnginePoller(context.targets, context.vllm, context.on_vllm_snapshot)
 
 
 def _vllm_update(collector: Collector, context: CollectorContext) -> bool:
-    assert isinstance(collector, VllmPoller)
+    assert isinstance(collector, EnginePoller)
     collector.update(context.targets, context.vllm)
     return True
 

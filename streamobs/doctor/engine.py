@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-from streamobs.collectors.vllm.scrape import VllmSnapshot, scrape_vllm
+from streamobs.collectors.engines.scrape import EngineSnapshot, scrape_engine
 
 RUNNING = "vllm:num_requests_running"
 GENERATED = "vllm:generation_tokens_total"
@@ -26,7 +26,7 @@ class EngineCounts:
     at: float  # time.monotonic() when the scrape completed
 
 
-def counts_from(snapshot: VllmSnapshot, model: str, at: float) -> EngineCounts:
+def counts_from(snapshot: EngineSnapshot, model: str, at: float) -> EngineCounts:
     """Both series for ``model``, summed over engines. A server whose label names the
     model differently (a served-model-name alias) is read as a whole."""
     if not snapshot.up:
@@ -56,7 +56,7 @@ class EngineWatch:
         self.timeout = timeout
 
     def read(self) -> EngineCounts:
-        snapshot = scrape_vllm(self.url, timeout=self.timeout, max_bytes=MAX_METRICS_BYTES)
+        snapshot = scrape_engine(self.url, timeout=self.timeout, max_bytes=MAX_METRICS_BYTES)
         return counts_from(snapshot, self.model, time.monotonic())
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """The series the pack reads, and small PromQL helpers shared by rules and dashboards.
 
 The names are what ``streamobs run`` exposes (see ``tests/golden/metrics-daemon.txt``, the
-vLLM name table in ``streamobs/collectors/vllm/names.py`` and the GPU one in
+vLLM name table in ``streamobs/collectors/engines/names.py`` and the GPU one in
 ``streamobs/collectors/gpu/names.py``); the pack's tests check every name used here
 against those sources.
 """
@@ -39,7 +39,7 @@ OTLP_EXPORT_FAILURES = "streamobs_otlp_export_failures_total"  # + signal
 PROCESS_CPU = "process_cpu_seconds_total"
 PROCESS_RSS = "process_resident_memory_bytes"
 
-# vLLM, normalised over V0 and V1 names (streamobs/collectors/vllm/names.py);
+# vLLM, normalised over V0 and V1 names (streamobs/collectors/engines/names.py);
 # labels engine, model, engine_index.
 VLLM_RUNNING = "streamobs_engine_requests_running"
 VLLM_WAITING = "streamobs_engine_requests_waiting"

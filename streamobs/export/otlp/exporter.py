@@ -258,7 +258,7 @@ class OtlpExporter:
             self._histograms.add(source)
 
     def observe_vllm(self, latest: SnapshotSource, targets: Sequence[str]) -> None:
-        """vLLM's normalised series from ``latest()`` (e.g. ``VllmPoller.latest``)."""
+        """vLLM's normalised series from ``latest()`` (e.g. ``EnginePoller.latest``)."""
         self.observe_series(VLLM_SERIES, vllm_series(latest, targets))
         self.observe_histograms(vllm_histograms(latest))
 

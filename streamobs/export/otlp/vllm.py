@@ -1,4 +1,4 @@
-"""vLLM's normalised series (``collectors.vllm_names``) over OTLP, from the poller's latest
+"""vLLM's normalised series (``collectors.engines_names``) over OTLP, from the poller's latest
 snapshots: ``streamobs_engine_requests_running`` becomes ``streamobs.engine.requests_running``,
 counters lose ``_total``, and ``_seconds``/``_ratio`` become the unit. vLLM's own raw
 families are re-exposed on ``/metrics`` only."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from streamobs.collectors.vllm.names import NORMALISED, NormalisedSpec
-from streamobs.collectors.vllm.scrape import VllmSnapshot
+from streamobs.collectors.engines.names import NORMALISED, NormalisedSpec
+from streamobs.collectors.engines.scrape import EngineSnapshot
 from streamobs.export.otlp.health import AttributeValue
 from streamobs.export.otlp.names import RATIO, REQUEST_MODEL, SECONDS, TARGET, TOKENS
 from streamobs.export.otlp.snapshots import (
@@ -21,7 +21,7 @@ from streamobs.export.otlp.snapshots import (
     SeriesValue,
 )
 
-SnapshotSource = Callable[[], Mapping[str, VllmSnapshot]]
+SnapshotSource = Callable[[], Mapping[str, EngineSnapshot]]
 
 COLLECTOR_UP, COLLECTOR_DURATION = (spec.name for spec in COLLECTOR_HEALTH)
 _COLLECTOR = "streamobs.collector"

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from prometheus_client.samples import Sample
 
-from streamobs.collectors.vllm.names import (
+from streamobs.collectors.engines.names import (
     DEFAULT_ENGINE,
     NORMALISED,
     SERIES_LABELS,
     NormalisedSpec,
 )
-from streamobs.collectors.vllm.parse import ParsedFamily
+from streamobs.collectors.engines.parse import ParsedFamily
 
 # Label values in the order of ``SERIES_LABELS`` followed by the spec's extra labels.
 LabelValues = tuple[str, ...]

@@ -3,7 +3,7 @@
 A snapshot keeps vLLM's own families (for re-exposing them unchanged) and the normalised
 series that read the same on V0 and V1 engines (see ``vllm_names``). Scraping never raises
 for anything the server does: every failure becomes ``up=False`` with a one-line error.
-Exporting is ``vllm_export.VllmCollector``'s job; it only reads snapshots.
+Exporting is ``vllm_export.EngineExporter``'s job; it only reads snapshots.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from streamobs.collectors.vllm.http import ScrapeError, fetch_metrics_text
-from streamobs.collectors.vllm.normalise import HistogramSeries, NormalisedFamily, normalise
-from streamobs.collectors.vllm.parse import ParsedFamily, parse_families
+from streamobs.collectors.engines.http import ScrapeError, fetch_metrics_text
+from streamobs.collectors.engines.normalise import HistogramSeries, NormalisedFamily, normalise
+from streamobs.collectors.engines.parse import ParsedFamily, parse_families
 from streamobs.secret import redact
 
 _ERROR_LIMIT = 200
 
 
 @dataclass(frozen=True, slots=True)
-class VllmSnapshot:
+class EngineSnapshot:
     """One scrape of one vLLM server. ``url`` has any password masked; ``scraped_at`` is
     wall-clock seconds when the scrape started; families are empty when ``up`` is False."""
 
@@ -43,7 +43,7 @@ class VllmSnapshot:
         return None
 
 
-def scrape_vllm(url: str, *, timeout: float, max_bytes: int) -> VllmSnapshot:
+def scrape_engine(url: str, *, timeout: float, max_bytes: int) -> EngineSnapshot:
     """GET ``url`` within ``timeout`` seconds overall, reading at most ``max_bytes``."""
     scraped_at = time.time()
     start_ns = time.perf_counter_ns()
@@ -54,7 +54,7 @@ def scrape_vllm(url: str, *, timeout: float, max_bytes: int) -> VllmSnapshot:
         return _failed(url, str(exc), start_ns, scraped_at)
     except Exception as exc:  # a bug must not take the scrape loop down either
         return _failed(url, f"unexpected error: {type(exc).__name__}: {exc}", start_ns, scraped_at)
-    return VllmSnapshot(
+    return EngineSnapshot(
         url=redact_url(url),
         up=True,
         error=None,
@@ -67,14 +67,14 @@ def scrape_vllm(url: str, *, timeout: float, max_bytes: int) -> VllmSnapshot:
 
 def snapshot_from_text(
     text: str, *, url: str = "", duration_seconds: float = 0.0, scraped_at: float | None = None
-) -> VllmSnapshot:
+) -> EngineSnapshot:
     """A snapshot of metrics text obtained some other way (a file, a test, a benchmark)."""
     when = time.time() if scraped_at is None else scraped_at
     try:
         families, normalised = _parse(text)
     except ScrapeError as exc:
-        return VllmSnapshot(redact_url(url), False, _one_line(str(exc)), duration_seconds, when)
-    return VllmSnapshot(redact_url(url), True, None, duration_seconds, when, families, normalised)
+        return EngineSnapshot(redact_url(url), False, _one_line(str(exc)), duration_seconds, when)
+    return EngineSnapshot(redact_url(url), True, None, duration_seconds, when, families, normalised)
 
 
 def _parse(text: str) -> tuple[tuple[ParsedFamily, ...], tuple[NormalisedFamily, ...]]:
@@ -87,8 +87,8 @@ def _parse(text: str) -> tuple[tuple[ParsedFamily, ...], tuple[NormalisedFamily,
     return families, normalise(families)
 
 
-def _failed(url: str, error: str, start_ns: int, scraped_at: float) -> VllmSnapshot:
-    return VllmSnapshot(
+def _failed(url: str, error: str, start_ns: int, scraped_at: float) -> EngineSnapshot:
+    return EngineSnapshot(
         url=redact_url(url),
         up=False,
         error=_one_line(error),
@@ -129,7 +129,7 @@ class ServerView:
     time_to_first_token: HistogramSeries | None  # summed over engines; labels are ()
 
 
-def server_view(snapshot: VllmSnapshot, model: str | None = None) -> ServerView:
+def server_view(snapshot: EngineSnapshot, model: str | None = None) -> ServerView:
     """Generation-token counter and TTFT histogram of one model (or all), over engines."""
     tokens = snapshot.normalised_family("streamobs_engine_generation_tokens_total")
     ttft = snapshot.normalised_family("streamobs_engine_time_to_first_token_seconds")

@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
+from streamobs.collectors.engines.export import COLLECTOR_NAME, EngineExporter
+from streamobs.collectors.engines.scrape import EngineSnapshot, scrape_engine
+from streamobs.collectors.engines.settings import EngineCollectorConfig
 from streamobs.collectors.guard import Export, Health
-from streamobs.collectors.vllm.export import COLLECTOR_NAME, VllmCollector
-from streamobs.collectors.vllm.scrape import VllmSnapshot, scrape_vllm
-from streamobs.collectors.vllm.settings import VllmCollectorConfig
 from streamobs.statelog import StateLog
 
 log = logging.getLogger(__name__)
 
-SnapshotCallback = Callable[[str, VllmSnapshot], None]
+SnapshotCallback = Callable[[str, EngineSnapshot], None]
 SCRAPE_WORKERS = 16  # scrapes at once, across all targets (each bounded by its timeout)
 
 
@@ -58,26 +58,26 @@ class _Entry:
 class _FamiliesOnly:
     """vLLM's families without health: the guard reports the collector's health once."""
 
-    def __init__(self, collector: VllmCollector) -> None:
+    def __init__(self, collector: EngineExporter) -> None:
         self._collector = collector
 
     def collect(self) -> list[Metric]:
         return self._collector.export().families
 
 
-class VllmPoller:
+class EnginePoller:
     name = COLLECTOR_NAME
 
     def __init__(
         self,
         targets: Sequence[ScrapeTarget],
-        config: VllmCollectorConfig,
+        config: EngineCollectorConfig,
         on_snapshot: SnapshotCallback | None = None,
     ) -> None:
         self._targets = tuple(targets)
         self._config = config
         self._on_snapshot = on_snapshot
-        self._latest: dict[str, VllmSnapshot] = {}
+        self._latest: dict[str, EngineSnapshot] = {}
         self._lock = threading.Lock()
         # vLLM's own families, rendered once per new snapshot, not per scrape: the
         # generation tells a render that raced with a new snapshot not to keep its text.
@@ -96,8 +96,8 @@ class VllmPoller:
         # One exporter each for the whole life of the poller: they log target states once
         # per change, which exporters made per render would repeat on every new snapshot.
         names = self.target_names
-        self._normalised = VllmCollector(self.latest, targets=names)
-        self._reexposer = VllmCollector(
+        self._normalised = EngineExporter(self.latest, targets=names)
+        self._reexposer = EngineExporter(
             self.latest,
             targets=names,
             reexpose=True,
@@ -128,7 +128,7 @@ class VllmPoller:
         with self._lock:
             return tuple(t.name for t in self._targets)
 
-    def latest(self) -> Mapping[str, VllmSnapshot]:
+    def latest(self) -> Mapping[str, EngineSnapshot]:
         with self._lock:
             return dict(self._latest)
 
@@ -173,7 +173,7 @@ class VllmPoller:
             self._timer = threading.Thread(target=self._run_timer, name="vllm-timer", daemon=True)
             self._timer.start()
 
-    def update(self, targets: Sequence[ScrapeTarget], config: VllmCollectorConfig) -> None:
+    def update(self, targets: Sequence[ScrapeTarget], config: EngineCollectorConfig) -> None:
         """Take a reloaded config: unchanged targets keep their snapshot and schedule."""
         with self._lock:
             self._targets = tuple(targets)
@@ -258,10 +258,10 @@ class VllmPoller:
         self._reexposed = None
 
     # -- scraping --------------------------------------------------------------------
-    def scrape_once(self, target: ScrapeTarget) -> VllmSnapshot:
+    def scrape_once(self, target: ScrapeTarget) -> EngineSnapshot:
         with self._lock:
             config = self._config
-        snapshot = scrape_vllm(
+        snapshot = scrape_engine(
             target.metrics_url,
             timeout=min(config.timeout, target.interval),
             max_bytes=config.max_bytes,
@@ -269,7 +269,7 @@ class VllmPoller:
         self.accept(target.name, snapshot)
         return snapshot
 
-    def accept(self, target: str, snapshot: VllmSnapshot) -> None:
+    def accept(self, target: str, snapshot: EngineSnapshot) -> None:
         """Make ``snapshot`` the latest of ``target`` and tell whoever listens."""
         with self._lock:
             if target not in {t.name for t in self._targets}:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
-class VllmCollectorConfig:
+class EngineCollectorConfig:
     enabled: bool = True
     timeout: float = 5.0
     max_bytes: int = 16 * 1024 * 1024

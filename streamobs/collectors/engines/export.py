@@ -32,24 +32,24 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from streamobs.collectors.engines.names import NORMALISED, NormalisedSpec
+from streamobs.collectors.engines.normalise import NormalisedFamily
+from streamobs.collectors.engines.parse import ParsedFamily
+from streamobs.collectors.engines.scrape import EngineSnapshot
 from streamobs.collectors.guard import Export, Health, health_families
-from streamobs.collectors.vllm.names import NORMALISED, NormalisedSpec
-from streamobs.collectors.vllm.normalise import NormalisedFamily
-from streamobs.collectors.vllm.parse import ParsedFamily
-from streamobs.collectors.vllm.scrape import VllmSnapshot
 from streamobs.statelog import StateLog
 
 _log = logging.getLogger(__name__)
 
 COLLECTOR_NAME = "vllm"
 
-SnapshotSource = Callable[[], Mapping[str, VllmSnapshot]]
+SnapshotSource = Callable[[], Mapping[str, EngineSnapshot]]
 
 # The ``le`` spelling prometheus_client (and so vLLM) uses; the library leaves it untyped.
 _format_bound: Callable[[float], str] = floatToGoString
 
 
-class VllmCollector:
+class EngineExporter:
     """A prometheus_client custom collector over the latest snapshot of each target."""
 
     def __init__(
@@ -95,7 +95,7 @@ class VllmCollector:
         own = list(normalised.values()) if self._normalise else []
         return Export([*reexposed.metrics(), *own], health)
 
-    def _read_snapshots(self) -> Mapping[str, VllmSnapshot]:
+    def _read_snapshots(self) -> Mapping[str, EngineSnapshot]:
         try:
             latest = {str(target): snapshot for target, snapshot in self._snapshots().items()}
         except Exception as exc:
@@ -114,7 +114,7 @@ class VllmCollector:
         normalised: dict[str, Metric],
     ) -> bool:
         """Add one target's series; True when it is up and everything was exported."""
-        if not isinstance(snapshot, VllmSnapshot):
+        if not isinstance(snapshot, EngineSnapshot):
             return False  # not scraped yet
         self._log_target_state(target, snapshot)
         if not snapshot.up:
@@ -141,12 +141,12 @@ class VllmCollector:
             normalised[name].samples.extend(family_samples)
         return True
 
-    def _reexposed_families(self, snapshot: VllmSnapshot) -> list[ParsedFamily]:
+    def _reexposed_families(self, snapshot: EngineSnapshot) -> list[ParsedFamily]:
         if self._prefixes is None:
             return list(snapshot.families)
         return [f for f in snapshot.families if f.name.startswith(self._prefixes)]
 
-    def _log_target_state(self, target: str, snapshot: VllmSnapshot) -> None:
+    def _log_target_state(self, target: str, snapshot: EngineSnapshot) -> None:
         # A new error is a new state: "refused" turning into "HTTP 500" is worth a line.
         state = "" if snapshot.up else f"down: {snapshot.error}"
         if not self._states.changed(f"target {target}", state):
@@ -158,7 +158,7 @@ class VllmCollector:
 
 
 def _duration(snapshot: object) -> float:
-    if isinstance(snapshot, VllmSnapshot) and isinstance(snapshot.duration_seconds, float):
+    if isinstance(snapshot, EngineSnapshot) and isinstance(snapshot.duration_seconds, float):
         return snapshot.duration_seconds
     return 0.0
 
