@@ -109,10 +109,10 @@ def render_eight_targets(repeat: int) -> Timing:
     ]
     config = parse_config({"targets": targets})
     runtime = Runtime(config, probe=lambda spec: sample_result(), discover=lambda *a: "tiny")
-    assert runtime.vllm is not None
+    assert runtime.engines is not None
     snapshot = snapshot_from_text((FIXTURES / "metrics.txt").read_text())
     for target in config.targets:
-        runtime.vllm.accept(target.name, snapshot)
+        runtime.engines.accept(target.name, snapshot)
         for _ in range(5):
             runtime.metrics.record(target.name, sample_result())
     no_reexpose = Runtime(
@@ -120,9 +120,9 @@ def render_eight_targets(repeat: int) -> Timing:
         probe=lambda spec: sample_result(),
         discover=lambda *a: "tiny",
     )
-    assert no_reexpose.vllm is not None
+    assert no_reexpose.engines is not None
     for target in no_reexpose.config.targets:
-        no_reexpose.vllm.accept(target.name, snapshot)
+        no_reexpose.engines.accept(target.name, snapshot)
     return Timing(
         "our /metrics, 8 targets, vLLM re-exposed (vs not re-exposed)",
         median_ms(runtime.render, repeat),

@@ -70,7 +70,7 @@ def _config(url: str, port: int, targets: int, extra: int = 0) -> dict[str, Any]
     return {
         "web": {"listen_address": f"127.0.0.1:{port}"},
         "max_concurrency": POOL,
-        "collectors": {"vllm": {"enabled": False}, "gpu": {"enabled": False}},
+        "collectors": {"engines": {"enabled": False}, "gpu": {"enabled": False}},
         "targets": [
             {
                 "name": f"t{i}",

@@ -220,7 +220,7 @@ def _run_soak(duration: float, phase: float) -> SoakReport:
                 {
                     "web": {"listen_address": "127.0.0.1:0"},
                     "shutdown_grace": "3s",
-                    "collectors": {"vllm": {"timeout": "500ms"}, "gpu": {"enabled": False}},
+                    "collectors": {"engines": {"timeout": "500ms"}, "gpu": {"enabled": False}},
                     "otlp": {
                         "enabled": True,
                         "protocol": "http/protobuf",

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from streamobs.collectors.engines.kinds import KIND_NAMES
 from streamobs.collectors.engines.settings import EngineCollectorConfig
 from streamobs.collectors.gpu.settings import GpuCollectorConfig
 from streamobs.credential_hosts import CredentialHostError, HostPattern, parse_host_pattern
@@ -33,7 +34,6 @@ from streamobs.probe.spec import (
 from streamobs.secret import SecretError, is_credential_header, load_api_key, load_secret
 from streamobs.targets import (
     DEFAULT_BUCKETS,
-    ENGINE_KINDS,
     SLO,
     EngineConfig,
     TargetConfig,
@@ -86,7 +86,7 @@ class Config:
     max_models_per_target: int = 10  # distinct model label values per target
     shutdown_grace: float = 10.0
     buckets: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: DEFAULT_BUCKETS)
-    vllm: EngineCollectorConfig = field(default_factory=EngineCollectorConfig)
+    engine_scrape: EngineCollectorConfig = field(default_factory=EngineCollectorConfig)
     gpu: GpuCollectorConfig = field(default_factory=GpuCollectorConfig)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
     traces_receiver: TracesReceiverSettings = field(default_factory=TracesReceiverSettings)
@@ -431,9 +431,12 @@ def _engines(
             )
         if name in engines:
             raise ConfigError(f"{section.at('name')}: duplicate engine name {name!r}")
-        kind = section.text("kind", "vllm") or "vllm"
-        if kind not in ENGINE_KINDS:
-            raise ConfigError(f"{section.at('kind')}: one of {', '.join(ENGINE_KINDS)}")
+        kind = section.text("kind", "auto") or "auto"
+        if kind != "auto" and kind not in KIND_NAMES:
+            raise ConfigError(
+                f"{section.at('kind')}: one of auto, {', '.join(KIND_NAMES)} "
+                f"(auto: recognised from what it serves), got {kind!r}"
+            )
         url = section.raw("metrics_url")
         if url is None:
             raise ConfigError(f"{section.at('metrics_url')}: required")
@@ -466,7 +469,7 @@ def _engines(
                     "which engines: already has; name its engine (engine:) or set "
                     "metrics_url: false"
                 )
-            engines[target.name] = EngineConfig(target.name, url, "vllm", target.interval)
+            engines[target.name] = EngineConfig(target.name, url, "auto", target.interval)
             by_url[url] = target.name
         resolved.append(replace(target, engine=by_url[url]))
     return tuple(engines.values()), tuple(resolved)
@@ -686,14 +689,21 @@ def parse_config(data: object) -> Config:
     otlp = _otlp(root.section("otlp"))
     traces_receiver = _traces_receiver(root.section("traces_receiver"))
     collectors = root.section("collectors")
-    vllm = collectors.section("vllm")
-    vllm_config = EngineCollectorConfig(
-        enabled=vllm.boolean("enabled", True),
-        timeout=vllm.duration("timeout", 5.0, maximum=MAX_TIMEOUT),
-        max_bytes=vllm.integer("max_bytes", 16 * MIB, minimum=1024, maximum=1024 * MIB),
-        reexpose=vllm.boolean("reexpose", True),
+    scrape = collectors.section("engines")
+    engines_on = scrape.boolean("enabled", True)  # false: no engine of any kind is scraped
+    kinds = []
+    for kind in KIND_NAMES:
+        section = collectors.section(kind)
+        if section.boolean("enabled", True) and engines_on:
+            kinds.append(kind)
+        section.done()
+    engine_scrape = EngineCollectorConfig(
+        kinds=frozenset(kinds),
+        timeout=scrape.duration("timeout", 5.0, maximum=MAX_TIMEOUT),
+        max_bytes=scrape.integer("max_bytes", 16 * MIB, minimum=1024, maximum=1024 * MIB),
+        reexpose=scrape.boolean("reexpose", True),
     )
-    vllm.done()
+    scrape.done()
     gpu_config = _gpu(collectors.section("gpu"))
     collectors.done()
     config = Config(
@@ -705,7 +715,7 @@ def parse_config(data: object) -> Config:
         max_models_per_target=root.integer("max_models_per_target", 10, maximum=1000),
         shutdown_grace=root.duration("shutdown_grace", 10.0, maximum=MAX_TIMEOUT),
         buckets=_buckets(root.section("histogram_buckets")),
-        vllm=vllm_config,
+        engine_scrape=engine_scrape,
         gpu=gpu_config,
         otlp=otlp,
         traces_receiver=traces_receiver,
@@ -766,6 +776,11 @@ class Overrides:
         if self.listen_address is not None:
             config = replace(config, listen_address=self.listen_address)
         for name, enabled in self.collectors.items():
+            if name in KIND_NAMES:
+                scrape = config.engine_scrape
+                kinds = scrape.kinds | {name} if enabled else scrape.kinds - {name}
+                config = replace(config, engine_scrape=replace(scrape, kinds=kinds))
+                continue
             section = getattr(config, name)
             config = replace(config, **{name: replace(section, enabled=enabled)})
         return config

@@ -31,7 +31,7 @@ from streamobs.collectors.engines.poller import EnginePoller, ScrapeTarget
 from streamobs.collectors.engines.scrape import EngineSnapshot
 from streamobs.collectors.gpu.sampler import GpuSampler
 from streamobs.collectors.guard import Collector, GuardedCollectors
-from streamobs.collectors.registry import COLLECTORS, CollectorContext
+from streamobs.collectors.registry import COLLECTORS, ENGINE_KIND_COLLECTORS, CollectorContext
 from streamobs.config import Config, ConfigError, Overrides, load_config, running_in_kubernetes
 from streamobs.efficiency import EfficiencyCollector, EfficiencyTracker, counter_sample
 from streamobs.export.otlp.exporter import OtlpExporter, enabled_signals
@@ -72,7 +72,10 @@ Probe = Callable[[ProbeSpec], ProbeResult]
 
 def scrape_targets(config: Config) -> tuple[ScrapeTarget, ...]:
     """Each engine once, however many targets reach it."""
-    return tuple(ScrapeTarget(e.name, e.metrics_url, e.interval) for e in config.engines)
+    return tuple(
+        ScrapeTarget(e.name, e.metrics_url, e.interval, None if e.kind == "auto" else e.kind)
+        for e in config.engines
+    )
 
 
 class Runtime:
@@ -107,6 +110,10 @@ class Runtime:
         self.efficiency = _efficiency_tracker(config)
         self.registry.register(EfficiencyCollector(lambda: self.efficiency.latest()))
         self._running: dict[str, Collector] = {}
+        # Every engine, whatever its kind, scraped by one poller; each kind's collector
+        # is a view of it, and the view of engines of unknown kind runs beside them.
+        self._engines = EnginePoller((), config.engine_scrape, self._on_engine_snapshot)
+        self._unresolved = self._engines.view(None)
         self._otlp_metrics: OtlpSelfMetrics | None = None
         self._otlp_key: object = None
         self._targets: dict[str, TargetConfig] = {}
@@ -173,18 +180,17 @@ class Runtime:
 
     def _observe(self, otlp: OtlpExporter) -> None:
         # OTLP carries the same results and snapshots; it never measures on its own.
-        vllm = self.vllm
-        if vllm is not None:
-            otlp.observe_vllm(vllm.latest, vllm.target_names)
+        engines = self.engines
+        if engines is not None:
+            otlp.observe_vllm(engines.latest, engines.target_names)
             otlp.observe_overhead(self.overhead)
         gpu = self.gpu
         if gpu is not None:
             otlp.observe_gpu(gpu.latest)
 
     def _configure_collectors(self, config: Config) -> None:
-        context = CollectorContext(
-            scrape_targets(config), config.vllm, config.gpu, self._on_vllm_snapshot
-        )
+        self._engines.update(scrape_targets(config), config.engine_scrape)
+        context = CollectorContext(self._engines, config.gpu)
         for entry in COLLECTORS:
             enabled = collector_enabled(config, entry.name)
             running = self._running.get(entry.name)
@@ -197,12 +203,18 @@ class Runtime:
                 self._running[entry.name] = running
                 if self._started:
                     running.start()
-        self.collectors.set([self._running[e.name] for e in COLLECTORS if e.name in self._running])
+        running_now = [self._running[e.name] for e in COLLECTORS if e.name in self._running]
+        engines_on = config.engine_scrape.enabled
+        if engines_on and self._started:
+            self._unresolved.start()
+        elif not engines_on:
+            self._unresolved.stop(0.0)
+        self.collectors.set([*running_now, self._unresolved] if engines_on else running_now)
 
     @property
-    def vllm(self) -> EnginePoller | None:
-        running = self._running.get("vllm")
-        return running if isinstance(running, EnginePoller) else None
+    def engines(self) -> EnginePoller | None:
+        """The poller of every engine, while any engine kind's collector is on."""
+        return self._engines if self.config.engine_scrape.enabled else None
 
     @property
     def gpu(self) -> GpuSampler | None:
@@ -214,10 +226,10 @@ class Runtime:
 
     # -- results ---------------------------------------------------------------------
     def render(self) -> bytes:
-        """The registry's series in the text exposition format, vLLM's own families after."""
-        vllm = self.vllm
+        """The registry's series in the text exposition format, the engines' own after."""
+        engines = self.engines
         # Re-exposed text first: a failure to render it is reported by the guard below.
-        reexposed = vllm.reexposed_text() if vllm is not None else b""
+        reexposed = engines.reexposed_text() if engines is not None else b""
         return render_registry(self.registry, after=reexposed)
 
     def _on_result(self, target: TargetConfig, result: ProbeResult) -> None:
@@ -249,7 +261,7 @@ class Runtime:
             return
         timing.record(target.name, result, server_timing(result.first_token_ns, span))
 
-    def _on_vllm_snapshot(self, engine: str, snapshot: EngineSnapshot) -> None:
+    def _on_engine_snapshot(self, engine: str, snapshot: EngineSnapshot) -> None:
         for target in self._targets.values():
             if target.engine == engine:
                 self.overhead.record_snapshot(target.name, snapshot)
@@ -268,6 +280,8 @@ class Runtime:
             self.scheduler.start()
             for collector in self._running.values():
                 collector.start()
+            if self.config.engine_scrape.enabled:
+                self._unresolved.start()
 
     def stop(self, grace: float) -> bool:
         """Everything stops at once, in parallel, within ``grace`` seconds in total."""
@@ -280,6 +294,7 @@ class Runtime:
         stops: list[Callable[[], object]] = [
             scheduler,
             *(lambda c=c: c.stop(grace) for c in self._running.values()),
+            lambda: self._engines.stop(grace),
         ]
         otlp = self.otlp
         if otlp is not None:
@@ -296,6 +311,8 @@ class Runtime:
 
 
 def collector_enabled(config: Config, name: str) -> bool:
+    if name in ENGINE_KIND_COLLECTORS:
+        return name in config.engine_scrape.kinds
     settings = getattr(config, name)
     return bool(settings.enabled)
 
@@ -417,10 +434,12 @@ class Daemon:
         host = config.listen_address.rsplit(":", 1)[0]
         scheme = "https" if self.web_config.tls is not None else "http"
         auth = "basic auth on" if self.web_config.auth is not None else "no auth"
-        collectors = ", ".join(
-            f"{name} on" if on else f"{name} off ({self._off_reason(name)})"
-            for name, on in self.runtime.collector_states().items()
-        )
+        states = self.runtime.collector_states()
+        on = [name for name, state in states.items() if state]
+        off = [
+            f"{name} off ({self._off_reason(name)})" for name, state in states.items() if not state
+        ]
+        collectors = ", ".join([*([f"{', '.join(on)} on"] if on else []), *off])
         return (
             f"streamobs {__version__} listening on {scheme}://{host}:{self.web.port} ({auth}); "
             f"probing {len(config.targets)} target(s): {_names(config.targets)}; "
@@ -432,7 +451,9 @@ class Daemon:
             return f"--no-collector.{name}"
         if name == "gpu" and running_in_kubernetes():
             return "off by default in Kubernetes; --collector.gpu turns it on"
-        return f"{name}.enabled is false"
+        if name in ENGINE_KIND_COLLECTORS:
+            return f"collectors.{name}.enabled or collectors.engines.enabled is false"
+        return f"collectors.{name}.enabled is false"
 
     def stop(self) -> bool:
         """Stop probing and collecting (all at once, within the grace period) and close

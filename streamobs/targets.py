@@ -59,9 +59,6 @@ class TargetConfig:
         return (self.api_key, *values) if self.api_key is not None else tuple(values)
 
 
-ENGINE_KINDS = ("vllm",)
-
-
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """One model server's metrics endpoint, scraped once however many targets (paths:
@@ -69,7 +66,7 @@ class EngineConfig:
 
     name: str
     metrics_url: str
-    kind: str = "vllm"
+    kind: str = "auto"  # or one of the engine collectors' kinds; auto: recognised
     interval: float = 15.0
 
 

@@ -44,15 +44,17 @@ def render(
     *,
     reexpose: bool = False,
     targets: list[str] | None = None,
-    reexpose_prefixes: tuple[str, ...] | None = None,
+    engine_families_only: bool = False,
 ) -> str:
-    """The text /metrics of a registry holding only the collector."""
+    """The text /metrics of a registry holding only the collector; the engines are
+    configured as vLLM."""
     registry = CollectorRegistry()
+    names = list(snapshots) if targets is None else targets
     collector = EngineExporter(
         lambda: snapshots,
-        targets=list(snapshots) if targets is None else targets,
+        targets=dict.fromkeys(names, "vllm"),
         reexpose=reexpose,
-        reexpose_prefixes=reexpose_prefixes,
+        engine_families_only=engine_families_only,
     )
     registry.register(collector)
     return generate_latest(registry).decode("utf-8")
@@ -182,24 +184,27 @@ def test_v0_and_v1_texts_give_the_same_normalised_series() -> None:
     assert prefix_cache_samples(v0_lines) == []
     assert prefix_cache_samples(v1_lines) == [
         'streamobs_engine_prefix_cache_queries_total{engine="gpu-1",engine_index="0",'
-        'model="tiny"} 79.0',
+        'kind="vllm",model="tiny"} 79.0',
         'streamobs_engine_prefix_cache_hits_total{engine="gpu-1",engine_index="0",'
-        'model="tiny"} 32.0',
+        'kind="vllm",model="tiny"} 32.0',
     ]
-    v1_shared = [ln for ln in v1_lines if not ln.startswith(PREFIX_CACHE)]
+    # V1 also has the per-request time per output token (V0's name of that meaning was
+    # its inter-token latency, normalised as such).
+    v1_only = (*PREFIX_CACHE, "streamobs_engine_time_per_output_token_seconds_")
+    v1_shared = [ln for ln in v1_lines if not ln.startswith(v1_only)]
     assert v0_lines == v1_shared
     # And that shared output is not trivially empty.
     assert (
-        'streamobs_engine_kv_cache_usage_ratio{engine="gpu-1",engine_index="0",model="tiny"} 0.0625'
-        in v0_lines
-    )
+        'streamobs_engine_kv_cache_usage_ratio{engine="gpu-1",engine_index="0",kind="vllm",'
+        'model="tiny"} 0.0625'
+    ) in v0_lines
     assert (
         'streamobs_engine_request_success_total{engine="gpu-1",engine_index="0",'
-        'finished_reason="length",model="tiny"} 5.0'
+        'finished_reason="length",kind="vllm",model="tiny"} 5.0'
     ) in v0_lines
     assert (
         'streamobs_engine_inter_token_latency_seconds_count{engine="gpu-1",'
-        'engine_index="0",model="tiny"} 1595.0'
+        'engine_index="0",kind="vllm",model="tiny"} 1595.0'
     ) in v0_lines
 
 
@@ -249,6 +254,10 @@ def test_normalisation_table_names() -> None:
         "streamobs_engine_inter_token_latency_seconds",
         "streamobs_engine_e2e_request_latency_seconds",
         "streamobs_engine_request_queue_time_seconds",
+        "streamobs_engine_prompt_tokens_cached_total",
+        "streamobs_engine_time_per_output_token_seconds",
+        "streamobs_engine_request_prefill_time_seconds",
+        "streamobs_engine_request_decode_time_seconds",
     ]
 
 
@@ -280,10 +289,8 @@ def test_reexpose_off_exposes_none_of_vllms_series() -> None:
     assert "vllm:" not in output
 
 
-def test_reexpose_prefixes_limit_the_families() -> None:
-    output = render(
-        {"vllm": snapshot_from_text(CAPTURE)}, reexpose=True, reexpose_prefixes=("vllm:",)
-    )
+def test_only_the_engines_own_families_are_reexposed_beside_streamobs_own() -> None:
+    output = render({"vllm": snapshot_from_text(CAPTURE)}, reexpose=True, engine_families_only=True)
     assert 'vllm:generation_tokens_total{engine="0",model_name="tiny"} 1604.0' in output
     assert "process_cpu_seconds_total" not in output and "python_gc" not in output
 
@@ -361,12 +368,12 @@ def test_failing_snapshot_source_reports_targets_down_and_logs_once(
         raise RuntimeError("store unavailable")
 
     registry = CollectorRegistry()
-    registry.register(EngineExporter(broken, targets=["a"], reexpose=True))
+    registry.register(EngineExporter(broken, targets={"a": "vllm"}, reexpose=True))
     with caplog.at_level(logging.INFO, logger="streamobs.collectors.engines.export"):
         for _ in range(3):
             output = generate_latest(registry).decode()
             assert 'streamobs_collector_up{collector="vllm",target="a"} 0.0' in output
-    assert len([r for r in caplog.records if "cannot read vLLM snapshots" in r.message]) == 1
+    assert len([r for r in caplog.records if "cannot read engine snapshots" in r.message]) == 1
 
 
 def test_odd_snapshots_never_make_collect_raise(caplog: pytest.LogCaptureFixture) -> None:
@@ -384,11 +391,12 @@ def test_odd_snapshots_never_make_collect_raise(caplog: pytest.LogCaptureFixture
         for _ in range(3):
             output = generate_latest(registry).decode()
     assert 'streamobs_collector_up{collector="vllm",target="good"} 1.0' in output
+    # Of no known kind (the odd snapshot carries none): reported as "engine".
     for target in ("odd", "none", "text"):
-        assert f'streamobs_collector_up{{collector="vllm",target="{target}"}} 0.0' in output
+        assert f'streamobs_collector_up{{collector="engine",target="{target}"}} 0.0' in output
     # The odd target is not half exported: none of its series made it out.
     assert 'engine="odd"' not in output
-    assert len([r for r in caplog.records if "cannot export vLLM target odd" in r.message]) == 1
+    assert len([r for r in caplog.records if "cannot export engine odd" in r.message]) == 1
 
 
 def test_family_a_snapshot_cannot_express_is_not_half_exported() -> None:
@@ -415,7 +423,7 @@ def test_same_name_with_another_type_is_skipped_and_logged_once(
     assert 'vllm:thing{engine="a"} 1.0' in output and 'engine="b"} 2.0' not in output
     assert 'streamobs_collector_up{collector="vllm",target="b"} 1.0' in output
     assert [r.getMessage() for r in caplog.records] == [
-        "vLLM target b: not re-exposing vllm:thing, already exposed with another type"
+        "engine b: not re-exposing vllm:thing, already exposed with another type"
     ]
 
 
@@ -424,16 +432,16 @@ def test_target_state_changes_are_logged_once_each(caplog: pytest.LogCaptureFixt
     up = snapshot_from_text(CAPTURE)
     current: dict[str, EngineSnapshot] = {"a": down}
     registry = CollectorRegistry()
-    registry.register(EngineExporter(lambda: current, targets=["a"]))
+    registry.register(EngineExporter(lambda: current, targets={"a": "vllm"}))
     with caplog.at_level(logging.INFO, logger="streamobs.collectors.engines.export"):
         for snapshot in (down, down, down, up, up, down, down):
             current["a"] = snapshot
             generate_latest(registry)
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "vLLM target a is down: connection failed: Connection refused",
-        "vLLM target a is up again",
-        "vLLM target a is down: connection failed: Connection refused",
+        "engine a is down: connection failed: Connection refused",
+        "engine a is up again",
+        "engine a is down: connection failed: Connection refused",
     ]
 
 

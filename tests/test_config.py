@@ -224,7 +224,7 @@ def _one(**target: object) -> dict[str, object]:
         ({**_one(), "max_concurrency": 10**9}, "max_concurrency: expected an integer from 1 to"),
         ({**_one(), "shutdown_grace": "30d"}, "shutdown_grace: at most 1h"),
         (
-            {**_one(), "collectors": {"vllm": {"max_bytes": 2**40}}},
+            {**_one(), "collectors": {"engines": {"max_bytes": 2**40}}},
             "collectors.engines.max_bytes: expected an integer from 1024 to",
         ),
         (
@@ -355,8 +355,8 @@ def test_engines_are_scraped_once_and_targets_name_them() -> None:
         }
     )
     assert [(e.name, e.kind, e.metrics_url) for e in config.engines] == [
-        ("vllm-a", "vllm", "http://127.0.0.1:8000/metrics"),
-        ("b1", "vllm", "http://10.0.0.2:8000/metrics"),
+        ("vllm-a", "auto", "http://127.0.0.1:8000/metrics"),
+        ("b1", "auto", "http://10.0.0.2:8000/metrics"),
     ]
     assert [t.engine for t in config.targets] == ["vllm-a", "vllm-a", "b1", "b1", None]
 
@@ -382,7 +382,7 @@ def test_engines_are_scraped_once_and_targets_name_them() -> None:
                 "engines": [{"name": "e", "metrics_url": "http://h/metrics", "kind": "vlm"}],
                 "targets": [{"name": "a", "url": "http://h"}],
             },
-            "engines[0].kind: one of vllm",
+            "engines[0].kind: one of auto, vllm, sglang",
         ),
         (
             {

@@ -37,7 +37,8 @@ def test_the_start_line_says_version_address_targets_and_collectors(
         line = next(m for m in lines if "listening on" in m)
         assert line == (
             f"streamobs {__version__} listening on http://127.0.0.1:{d.web.port} (no auth); "
-            "probing 1 target(s): one; collectors: vllm on, gpu off (--no-collector.gpu)"
+            "probing 1 target(s): one; collectors: vllm, sglang, trtllm, llamacpp, tgi, "
+            "litellm on, gpu off (--no-collector.gpu)"
         )
     finally:
         d.stop()

@@ -22,7 +22,7 @@ from tests.prometheus_server import Prometheus, wait_until
 def two_paths_one_engine(url: str) -> dict[str, Any]:
     return {
         "web": {"listen_address": "127.0.0.1:0"},
-        "collectors": {"gpu": {"enabled": False}, "vllm": {"timeout": "5s"}},
+        "collectors": {"gpu": {"enabled": False}, "engines": {"timeout": "5s"}},
         "engines": [{"name": "sim-engine", "metrics_url": url + "/metrics", "interval": "1s"}],
         "targets": [
             {"name": name, "url": url, "engine": "sim-engine", "interval": "200ms",

@@ -92,14 +92,14 @@ def render() -> str:
     )
     runtime = Runtime(config, probe=lambda spec: SCRIPTED[0], discover=lambda *a: "tiny")
     target = config.targets[0]
-    assert runtime.vllm is not None
+    assert runtime.engines is not None
     snapshot = snapshot_from_text(
         (FIXTURES / "metrics.txt").read_text(),
         url="http://127.0.0.1:8000/metrics",
         duration_seconds=0.0125,
         scraped_at=1_795_635_800.0,
     )
-    runtime.vllm.accept(target.name, snapshot)
+    runtime.engines.accept(target.name, snapshot)
     for scripted in SCRIPTED:
         runtime.metrics.record(target.name, scripted)
     return runtime.render().decode()
@@ -144,7 +144,7 @@ def test_golden_holds_every_kind_of_series() -> None:
         'streamobs_probe_attempts_total{model="tiny",target="vllm"} 4.0',
         'streamobs_collector_up{collector="vllm",target="vllm"} 1.0',
         'vllm:generation_tokens_total{engine="0",model_name="tiny"} 1604.0',
-        'streamobs_engine_generation_tokens_total{engine="vllm",engine_index="0",'
+        'streamobs_engine_generation_tokens_total{engine="vllm",engine_index="0",kind="vllm",'
         'model="tiny"} 1604.0',
     ):
         assert needle in text, needle

@@ -92,7 +92,7 @@ def test_a_server_naming_a_new_huge_model_every_time_cannot_grow_the_series() ->
         {
             "web": {"listen_address": "127.0.0.1:0"},
             "max_models_per_target": 3,
-            "collectors": {"vllm": {"enabled": False}, "gpu": {"enabled": False}},
+            "collectors": {"engines": {"enabled": False}, "gpu": {"enabled": False}},
             "targets": [{"name": "t", "url": "http://127.0.0.1:9", "interval": "100ms"}],
         }
     )

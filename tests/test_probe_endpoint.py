@@ -36,7 +36,7 @@ def _config(scheduled_url: str, **extra: Any) -> dict[str, Any]:
     return {
         "web": {"listen_address": "127.0.0.1:0"},
         "shutdown_grace": "1s",
-        "collectors": {"vllm": {"enabled": False}, "gpu": {"enabled": False}},
+        "collectors": {"engines": {"enabled": False}, "gpu": {"enabled": False}},
         "targets": [{"name": "sched", "url": scheduled_url, "model": "m", "interval": "1h"}],
         **extra,
     }

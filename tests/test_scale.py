@@ -69,7 +69,7 @@ def test_two_hundred_targets_on_time_with_bounded_threads_and_a_prompt_sigterm(
         "web": {"listen_address": f"127.0.0.1:{port}"},
         "max_concurrency": POOL,
         "shutdown_grace": f"{GRACE:.0f}s",
-        "collectors": {"vllm": {"enabled": False}, "gpu": {"enabled": False}},
+        "collectors": {"engines": {"enabled": False}, "gpu": {"enabled": False}},
         "targets": [
             {
                 "name": f"t{i}",

@@ -139,7 +139,7 @@ def series(text: str) -> dict[str, float]:
 
 
 def test_reload_of_a_thousand_targets_keeps_unchanged_series(no_created_series: None) -> None:
-    cfg = config(1000, collectors={"vllm": {"enabled": False}})
+    cfg = config(1000, collectors={"engines": {"enabled": False}})
     runtime = Runtime(cfg, probe=lambda spec: sample_result(), discover=lambda *a: "m")
     for target in cfg.targets:
         runtime._on_result(target, replace(sample_result(), model="m"))
@@ -158,7 +158,7 @@ def test_reload_of_a_thousand_targets_keeps_unchanged_series(no_created_series: 
             ),
             {"name": "new", "url": "http://10.9.9.9:8000", "model": "m"},
         ],
-        "collectors": {"vllm": {"enabled": False}},
+        "collectors": {"engines": {"enabled": False}},
     }
     reloaded = parse_config(data)
     took = []
@@ -181,7 +181,7 @@ def test_the_daemons_render_is_generate_latest_byte_for_byte(no_created_series: 
     # efficiency and overhead ones), with the probe series' cached text in between.
     cfg = config(20, collectors={"gpu": {"enabled": True}})
     runtime = Runtime(cfg, probe=lambda spec: sample_result(), discover=lambda *a: "m")
-    vllm = runtime.vllm
+    vllm = runtime.engines
     assert vllm is not None
     snapshot = snapshot_from_text((FIXTURES / "metrics.txt").read_text())
     for name in vllm.target_names:

@@ -243,7 +243,7 @@ def test_daemon_against_an_echoing_server_shows_no_secret(
         config = {
             "web": {"listen_address": "127.0.0.1:0"},
             "shutdown_grace": "1s",
-            "collectors": {"vllm": {"enabled": False}, "gpu": {"enabled": False}},
+            "collectors": {"engines": {"enabled": False}, "gpu": {"enabled": False}},
             "target_defaults": {
                 "api_key_env": "K",
                 "headers": {"api-key": {"env": "HDR"}, "X-Custom-Token": TOKEN},
@@ -284,7 +284,7 @@ def test_daemon_log_in_a_subprocess_shows_no_secret(tmp_path: Path) -> None:
             yaml.safe_dump(
                 {
                     "web": {"listen_address": "127.0.0.1:0"},
-                    "collectors": {"vllm": {"enabled": False}, "gpu": {"enabled": False}},
+                    "collectors": {"engines": {"enabled": False}, "gpu": {"enabled": False}},
                     "targets": [
                         {
                             "name": "t",

@@ -1,14 +1,15 @@
 """The collectors streamobs knows, each with a name, whether it runs by default and how it
 is built: ``--collector.NAME`` / ``--no-collector.NAME`` exist for each, and the daemon
-runs the enabled ones behind the one guard (``guard.GuardedCollectors``)."""
+runs the enabled ones behind the one guard (``guard.GuardedCollectors``). Each engine kind
+is a collector of its own, a view of the one poller that scrapes every engine."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from streamobs.collectors.engines.poller import EnginePoller, ScrapeTarget, SnapshotCallback
-from streamobs.collectors.engines.settings import EngineCollectorConfig
+from streamobs.collectors.engines.kinds import KINDS
+from streamobs.collectors.engines.poller import EnginePoller, KindView
 from streamobs.collectors.gpu.sampler import GpuSampler
 from streamobs.collectors.gpu.settings import GpuCollectorConfig
 from streamobs.collectors.guard import Collector
@@ -16,12 +17,11 @@ from streamobs.collectors.guard import Collector
 
 @dataclass(frozen=True, slots=True)
 class CollectorContext:
-    """Everything a factory may use: the scraped targets and each collector's settings."""
+    """Everything a factory may use: the one poller of every engine (its kind collectors
+    are views of it; the daemon keeps it up to date) and the GPU settings."""
 
-    targets: tuple[ScrapeTarget, ...]
-    vllm: EngineCollectorConfig
+    engines: EnginePoller
     gpu: GpuCollectorConfig
-    on_vllm_snapshot: SnapshotCallback | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +34,16 @@ class Registered:
     update: Callable[[Collector, CollectorContext], bool]
 
 
-def _vllm(context: CollectorContext) -> Collector:
-    return EnginePoller(context.targets, context.vllm, context.on_vllm_snapshot)
+def _kind_view(kind: str) -> Callable[[CollectorContext], Collector]:
+    def build(context: CollectorContext) -> Collector:
+        return context.engines.view(kind)
+
+    return build
 
 
-def _vllm_update(collector: Collector, context: CollectorContext) -> bool:
-    assert isinstance(collector, EnginePoller)
-    collector.update(context.targets, context.vllm)
-    return True
+def _kind_update(collector: Collector, context: CollectorContext) -> bool:
+    assert isinstance(collector, KindView)
+    return collector.poller is context.engines
 
 
 def _gpu(context: CollectorContext) -> Collector:
@@ -54,12 +56,15 @@ def _gpu_update(collector: Collector, context: CollectorContext) -> bool:
 
 
 COLLECTORS: tuple[Registered, ...] = (
-    Registered(
-        "vllm",
-        True,
-        "vLLM's own /metrics of every engine, scraped once (default: on)",
-        _vllm,
-        _vllm_update,
+    *(
+        Registered(
+            kind.name,
+            True,
+            f"{kind.title}: the /metrics of every engine of this kind, scraped once (default: on)",
+            _kind_view(kind.name),
+            _kind_update,
+        )
+        for kind in KINDS
     ),
     Registered(
         "gpu",
@@ -80,3 +85,6 @@ def registered(name: str) -> Registered:
 
 def names() -> Sequence[str]:
     return tuple(entry.name for entry in COLLECTORS)
+
+
+ENGINE_KIND_COLLECTORS: frozenset[str] = frozenset(kind.name for kind in KINDS)

@@ -1,23 +1,21 @@
-"""The Prometheus side of the vLLM collector: reads snapshots, does no I/O.
+"""The Prometheus side of the engine collector: reads snapshots, does no I/O.
 
-Per scrape it yields, for every engine (one vLLM server's /metrics, scraped once whatever
+Per scrape it yields, for every engine (one model server's /metrics, scraped once whatever
 the number of targets that reach it):
-- with ``reexpose=True``, vLLM's own families unchanged. With one engine the samples are
-  exactly vLLM's (names, labels, values), so streamobs can stand in for vLLM as the pod's
-  only scrape target. With several engines every re-exposed sample gains
-  ``engine="<name>"``, so identical vLLM series from different servers do not collide
-  (vLLM's own ``engine`` label, its engine core index, becomes ``exported_engine``, as
+- with ``reexpose=True``, the engine's own families unchanged. With one engine the samples
+  are exactly the engine's (names, labels, values), so streamobs can stand in for it as the
+  pod's only scrape target. With several engines every re-exposed sample gains
+  ``engine="<name>"``, so identical series from different servers do not collide (an
+  engine's own ``engine`` label, vLLM's engine core index, becomes ``exported_engine``, as
   Prometheus does without ``honor_labels``). "Several" counts the configured engines, so
-  the labels do not change while one of them is down. ``reexpose_prefixes`` limits
-  re-exposure to some families, e.g. ``("vllm:",)`` when the registry also holds
-  streamobs' own ``process_*``/``python_*`` collectors, whose names vLLM's process metrics
-  share.
-- the normalised ``streamobs_engine_*`` families (labels ``engine``, ``model``,
+  the labels do not change while one of them is down.
+- the normalised ``streamobs_engine_*`` families (labels ``engine``, ``kind``, ``model``,
   ``engine_index``, plus the metric's own such as ``finished_reason``); an engine that is
-  down has none;
+  down, or whose kind is unknown, has none;
 - the health of every engine (``export()``; ``collect()`` renders it as
-  ``streamobs_collector_up{collector="vllm",target="<engine>"}`` and ``_duration_seconds``),
-  including engines not scraped yet (down, 0 s): up only when its series were exported.
+  ``streamobs_collector_up{collector="<kind>",target="<engine>"}`` and
+  ``_duration_seconds``, ``collector="engine"`` while the kind is unknown), including
+  engines not scraped yet (down, 0 s): up only when its series were exported.
 
 Whatever the snapshots hold, ``export()`` does not raise: an engine whose export fails is
 reported down, and failures are logged once per change of state, not once per scrape.
@@ -26,12 +24,13 @@ reported down, and failures are logged once per change of state, not once per sc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from streamobs.collectors.engines.kinds import reexposed
 from streamobs.collectors.engines.names import NORMALISED, NormalisedSpec
 from streamobs.collectors.engines.normalise import NormalisedFamily
 from streamobs.collectors.engines.parse import ParsedFamily
@@ -41,7 +40,9 @@ from streamobs.statelog import StateLog
 
 _log = logging.getLogger(__name__)
 
-COLLECTOR_NAME = "vllm"
+# The collector name of an engine whose kind is not known (not configured, not scraped
+# yet or not recognised); a known kind's engines are reported under the kind's name.
+UNRESOLVED = "engine"
 
 SnapshotSource = Callable[[], Mapping[str, EngineSnapshot]]
 
@@ -56,22 +57,27 @@ class EngineExporter:
         self,
         snapshots: SnapshotSource,
         *,
-        targets: Sequence[str] = (),
+        targets: Sequence[str] | Mapping[str, str | None] = (),
         reexpose: bool = False,
-        reexpose_prefixes: Sequence[str] | None = None,
+        engine_families_only: bool = False,
         normalise: bool = True,
     ) -> None:
-        """``snapshots`` returns the latest snapshot per target name; ``targets`` are the
-        configured names, which get series even before their first scrape."""
+        """``snapshots`` returns the latest snapshot per engine name; ``targets`` are the
+        configured engines (with their configured kind, None: recognised from the scrape),
+        which get health series even before their first scrape. ``engine_families_only``
+        re-exposes only the engine's own families (see ``kinds.reexposed``), not the
+        ``process_*``/``python_*`` series engine processes share with streamobs."""
         self._snapshots = snapshots
-        self._targets = tuple(targets)
+        self.set_targets(targets)
         self._reexpose = reexpose
-        self._prefixes = tuple(reexpose_prefixes) if reexpose_prefixes is not None else None
+        self._engine_only = engine_families_only
         self._normalise = normalise
         self._states = StateLog(_log)
 
-    def set_targets(self, targets: Sequence[str]) -> None:
-        self._targets = tuple(targets)
+    def set_targets(self, targets: Sequence[str] | Mapping[str, str | None]) -> None:
+        kinds = targets if isinstance(targets, Mapping) else dict.fromkeys(targets)
+        self._kinds: dict[str, str | None] = dict(kinds)
+        self._targets = tuple(kinds)
 
     def describe(self) -> list[Metric]:
         """The families known in advance (vLLM's own are not), so registering does no I/O."""
@@ -82,7 +88,16 @@ class EngineExporter:
         export = self.export()
         return [*export.families, *health_families(export.health)]
 
-    def export(self) -> Export:
+    def kind_of(self, target: str, snapshot: object) -> str | None:
+        """The configured kind, else the one the latest scrape recognised."""
+        configured = self._kinds.get(target)
+        if configured is not None:
+            return configured
+        return snapshot.kind if isinstance(snapshot, EngineSnapshot) else None
+
+    def export(self, kinds: Collection[str | None] | None = None) -> Export:
+        """Series and health of the engines whose kind is in ``kinds`` (None: every
+        engine; None in it: the engines of unknown kind)."""
         latest = self._read_snapshots()
         targets = [*self._targets, *(t for t in latest if t not in self._targets)]
         reexposed = _Reexposed(label_engine=len(targets) > 1)
@@ -90,8 +105,11 @@ class EngineExporter:
         health = []
         for target in targets:
             snapshot = latest.get(target)
+            kind = self.kind_of(target, snapshot)
+            if kinds is not None and kind not in kinds:
+                continue
             exported = self._export_target(target, snapshot, reexposed, normalised)
-            health.append(Health(COLLECTOR_NAME, target, exported, _duration(snapshot)))
+            health.append(Health(kind or UNRESOLVED, target, exported, _duration(snapshot)))
         own = list(normalised.values()) if self._normalise else []
         return Export([*reexposed.metrics(), *own], health)
 
@@ -100,10 +118,10 @@ class EngineExporter:
             latest = {str(target): snapshot for target, snapshot in self._snapshots().items()}
         except Exception as exc:
             if self._states.changed("snapshots", repr(exc)):
-                _log.error("cannot read vLLM snapshots, reporting every target down: %r", exc)
+                _log.error("cannot read engine snapshots, reporting every engine down: %r", exc)
             return {}
         if self._states.changed("snapshots", ""):
-            _log.info("vLLM snapshots readable again")
+            _log.info("engine snapshots readable again")
         return latest
 
     def _export_target(
@@ -123,17 +141,18 @@ class EngineExporter:
         try:
             families = self._reexposed_families(snapshot) if self._reexpose else []
             prepared = reexposed.prepare(target, families)
-            samples = _normalised_samples(target, snapshot.normalised)
+            kind = self.kind_of(target, snapshot) or ""
+            samples = _normalised_samples(target, kind, snapshot.normalised)
         except Exception as exc:
             if self._states.changed(f"export {target}", repr(exc)):
-                _log.error("cannot export vLLM target %s, reporting it down", target, exc_info=exc)
+                _log.error("cannot export engine %s, reporting it down", target, exc_info=exc)
             return False
         if self._states.changed(f"export {target}", ""):
-            _log.info("vLLM target %s exports again", target)
+            _log.info("engine %s exports again", target)
         conflicts = ", ".join(reexposed.merge(prepared))
         if self._states.changed(f"conflicts {target}", conflicts) and conflicts:
             _log.warning(
-                "vLLM target %s: not re-exposing %s, already exposed with another type",
+                "engine %s: not re-exposing %s, already exposed with another type",
                 target,
                 conflicts,
             )
@@ -142,19 +161,31 @@ class EngineExporter:
         return True
 
     def _reexposed_families(self, snapshot: EngineSnapshot) -> list[ParsedFamily]:
-        if self._prefixes is None:
+        if not self._engine_only:
             return list(snapshot.families)
-        return [f for f in snapshot.families if f.name.startswith(self._prefixes)]
+        return [f for f in snapshot.families if reexposed(f.name, snapshot.kind)]
 
     def _log_target_state(self, target: str, snapshot: EngineSnapshot) -> None:
         # A new error is a new state: "refused" turning into "HTTP 500" is worth a line.
         state = "" if snapshot.up else f"down: {snapshot.error}"
-        if not self._states.changed(f"target {target}", state):
+        if self._states.changed(f"target {target}", state):
+            if snapshot.up:
+                _log.info("engine %s is up again", target)
+            else:
+                _log.warning("engine %s is down: %s", target, snapshot.error)
+        if not snapshot.up:
             return
-        if snapshot.up:
-            _log.info("vLLM target %s is up again", target)
-        else:
-            _log.warning("vLLM target %s is down: %s", target, snapshot.error)
+        configured = self._kinds.get(target)
+        unknown = "" if configured is not None else snapshot.kind_unknown
+        if self._states.changed(f"kind {target}", unknown or (snapshot.kind or "")):
+            if unknown:
+                _log.warning(
+                    "engine %s: kind unknown, re-exposing its series without normalising them: %s",
+                    target,
+                    unknown,
+                )
+            elif configured is None and snapshot.kind is not None:
+                _log.info("engine %s: recognised as %s", target, snapshot.kind)
 
 
 def _duration(snapshot: object) -> float:
@@ -170,17 +201,21 @@ def _normalised_metric(spec: NormalisedSpec) -> Metric:
 
 
 def _normalised_samples(
-    engine: str, families: Iterable[NormalisedFamily]
+    engine: str, kind: str, families: Iterable[NormalisedFamily]
 ) -> list[tuple[str, list[Sample]]]:
     out = []
     for family in families:
-        names = ("engine", *family.label_names)
+        names = ("engine", "kind", *family.label_names)
         samples = [
-            Sample(family.spec.name, dict(zip(names, (engine, *s.labels), strict=True)), s.value)
+            Sample(
+                family.spec.name,
+                dict(zip(names, (engine, kind, *s.labels), strict=True)),
+                s.value,
+            )
             for s in family.scalars
         ]
         for histogram in family.histograms:
-            labels = dict(zip(names, (engine, *histogram.labels), strict=True))
+            labels = dict(zip(names, (engine, kind, *histogram.labels), strict=True))
             samples.extend(_histogram_samples(family.spec.name, labels, histogram.buckets))
             samples.append(Sample(family.spec.name + "_count", labels, histogram.count))
             samples.append(Sample(family.spec.name + "_sum", labels, histogram.sum))

@@ -1,11 +1,8 @@
-"""The one table that maps vLLM's metric names, old and new, to streamobs' stable names.
+"""The normalised engine series: one family set, whatever the engine kind that feeds it.
 
-vLLM renamed series between releases: the V0 engine (``vllm/engine/metrics.py``) has no
-``engine`` label and calls KV-cache usage ``gpu_cache_usage_perc`` and inter-token latency
-``time_per_output_token_seconds``; the V1 engine (``vllm/v1/metrics/loggers.py``) adds
-``engine``, renamed both, and for a few releases served the old and the new name side by
-side. Sources are listed newest first and the first one present wins, so a server that
-serves both is never counted twice. To follow a future rename, add the new name in front.
+Each family has one meaning on every kind (``kinds.py`` says, per kind, which of the
+engine's own families feeds it and how that engine measures it); a kind that lacks the
+concept leaves the family absent rather than filling it with something else.
 """
 
 from __future__ import annotations
@@ -18,110 +15,117 @@ Kind = Literal["gauge", "counter", "histogram"]
 
 @dataclass(frozen=True, slots=True)
 class NormalisedSpec:
-    """One streamobs series fed by one of several vLLM names.
-
-    ``name`` is the exposed name (counters end in ``_total``); ``sources`` are vLLM's names
-    as they appear on its ``/metrics`` page; ``extra_labels`` are vLLM labels kept besides
-    ``model`` and ``engine``. When dropping vLLM's other labels leaves two series with the
-    same labels they are merged: summed, or for a ratio the largest is kept.
-    """
+    """One streamobs series. ``name`` is the exposed name (counters end in ``_total``);
+    ``extra_labels`` are kept besides ``model`` and ``engine_index``. When dropping an
+    engine's other labels leaves two series with the same labels they are merged: summed,
+    or for a ratio the largest is kept."""
 
     name: str
     kind: Kind
     documentation: str
-    sources: tuple[str, ...]
     extra_labels: tuple[str, ...] = ()
     merge: Literal["sum", "max"] = "sum"
 
 
+# Those vLLM 0.32 already had first, in their order then; the newer ones after.
 NORMALISED: tuple[NormalisedSpec, ...] = (
     NormalisedSpec(
         "streamobs_engine_requests_running",
         "gauge",
-        "Requests in vLLM's running batch.",
-        ("vllm:num_requests_running",),
+        "Requests in the engine's running batch (being prefilled or decoded).",
     ),
     NormalisedSpec(
         "streamobs_engine_requests_waiting",
         "gauge",
-        "Requests waiting in vLLM's queue.",
-        ("vllm:num_requests_waiting",),
+        "Requests waiting in the engine's queue for a place in the batch.",
     ),
     NormalisedSpec(
         "streamobs_engine_kv_cache_usage_ratio",
         "gauge",
-        "KV-cache usage, 0 to 1 (V0 gpu_cache_usage_perc, V1 kv_cache_usage_perc).",
-        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        "KV-cache usage, 0 to 1.",
         merge="max",
     ),
     NormalisedSpec(
         "streamobs_engine_prompt_tokens_total",
         "counter",
-        "Prompt (prefill) tokens processed by vLLM.",
-        ("vllm:prompt_tokens_total",),
+        "Prompt (prefill) tokens processed by the engine.",
     ),
     NormalisedSpec(
         "streamobs_engine_generation_tokens_total",
         "counter",
-        "Generation (output) tokens produced by vLLM.",
-        ("vllm:generation_tokens_total",),
+        "Generation (output) tokens produced by the engine.",
     ),
     NormalisedSpec(
         "streamobs_engine_preemptions_total",
         "counter",
-        "Requests preempted by vLLM's scheduler.",
-        ("vllm:num_preemptions_total",),
+        "Running requests the engine's scheduler evicted (preempted, retracted) to free "
+        "KV cache; they are computed again later.",
     ),
     NormalisedSpec(
         "streamobs_engine_prefix_cache_queries_total",
         "counter",
-        "Prefix-cache queries, in tokens (absent on V0, which only exposes a hit-rate gauge).",
-        ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
+        "Prefix-cache queries, in tokens.",
     ),
     NormalisedSpec(
         "streamobs_engine_prefix_cache_hits_total",
         "counter",
-        "Prefix-cache hits, in tokens (absent on V0, which only exposes a hit-rate gauge).",
-        ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
+        "Prefix-cache hits, in tokens.",
     ),
     NormalisedSpec(
         "streamobs_engine_request_success_total",
         "counter",
-        "Requests vLLM finished, by finished_reason.",
-        ("vllm:request_success_total",),
+        "Requests the engine finished, by finished_reason (stop, length, abort, ...).",
         extra_labels=("finished_reason",),
     ),
     NormalisedSpec(
         "streamobs_engine_time_to_first_token_seconds",
         "histogram",
-        "vLLM's own time to first token, in seconds.",
-        ("vllm:time_to_first_token_seconds",),
+        "The engine's own time to first token (arrival to first output token), in seconds.",
     ),
     NormalisedSpec(
         "streamobs_engine_inter_token_latency_seconds",
         "histogram",
-        "vLLM's own inter-token latency, in seconds "
-        "(V0 time_per_output_token_seconds, V1 inter_token_latency_seconds).",
-        ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+        "The engine's own time between output tokens, in seconds (per engine step on vLLM, "
+        "per token on SGLang: see the metric reference).",
     ),
     NormalisedSpec(
         "streamobs_engine_e2e_request_latency_seconds",
         "histogram",
-        "vLLM's own end-to-end request latency, in seconds.",
-        ("vllm:e2e_request_latency_seconds",),
+        "The engine's own end-to-end request latency, arrival to last token, in seconds.",
     ),
     NormalisedSpec(
         "streamobs_engine_request_queue_time_seconds",
         "histogram",
-        "Time requests spent waiting in vLLM's queue, in seconds.",
-        ("vllm:request_queue_time_seconds",),
+        "Time requests spent waiting in the engine's queue, in seconds.",
+    ),
+    NormalisedSpec(
+        "streamobs_engine_prompt_tokens_cached_total",
+        "counter",
+        "Prompt tokens served from the engine's prefix cache instead of being computed.",
+    ),
+    NormalisedSpec(
+        "streamobs_engine_time_per_output_token_seconds",
+        "histogram",
+        "Per request: decode time divided by the output tokens after the first, in seconds.",
+    ),
+    NormalisedSpec(
+        "streamobs_engine_request_prefill_time_seconds",
+        "histogram",
+        "Time requests spent in prefill (scheduled to first token), in seconds.",
+    ),
+    NormalisedSpec(
+        "streamobs_engine_request_decode_time_seconds",
+        "histogram",
+        "Time requests spent in decode (first token to last), in seconds.",
     ),
 )
 
-# Labels every normalised series carries, before a spec's extra labels: vLLM's model name
-# and its engine core index (V1 ``engine``). ``engine``, the configured engine's name, is
-# added on export; the snapshot does not know what the engine is called.
+NORMALISED_BY_NAME: dict[str, NormalisedSpec] = {spec.name: spec for spec in NORMALISED}
+
+# Labels every normalised series carries, before a spec's extra labels: the engine's model
+# name and its engine core index (vLLM V1's ``engine``; "0" where the kind has none).
+# ``engine`` (the configured engine's name) and ``kind`` are added on export.
 SERIES_LABELS: tuple[str, ...] = ("model", "engine_index")
 
-# V0 has no engine label; it only ever ran one engine per server.
+# Where a kind has no engine index (vLLM V0, every other kind): one engine per server.
 DEFAULT_ENGINE = "0"

@@ -1,4 +1,5 @@
-"""vLLM's families, V0 or V1 named, into streamobs' stable series (see ``vllm_names``)."""
+"""An engine's own families into streamobs' normalised series, by its kind's table
+(``kinds.py``; the families are in ``names.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 from prometheus_client.samples import Sample
 
+from streamobs.collectors.engines.kinds import KindSpec
 from streamobs.collectors.engines.names import (
     DEFAULT_ENGINE,
     NORMALISED,
@@ -31,7 +33,7 @@ class ScalarSeries:
 
 @dataclass(frozen=True, slots=True)
 class HistogramSeries:
-    """Cumulative buckets as (upper bound, count), ending with +Inf, as vLLM exposes them."""
+    """Cumulative buckets as (upper bound, count), ending with +Inf, as engines expose them."""
 
     labels: LabelValues
     buckets: tuple[tuple[float, float], ...]
@@ -45,7 +47,7 @@ class HistogramSeries:
 @dataclass(frozen=True, slots=True)
 class NormalisedFamily:
     spec: NormalisedSpec
-    source: str  # the vLLM name the values came from
+    source: str  # the engine's own family the values came from
     scalars: tuple[ScalarSeries, ...] = ()
     histograms: tuple[HistogramSeries, ...] = ()
 
@@ -54,16 +56,16 @@ class NormalisedFamily:
         return (*SERIES_LABELS, *self.spec.extra_labels)
 
 
-def normalise(families: Iterable[ParsedFamily]) -> tuple[NormalisedFamily, ...]:
-    """Every spec in the table that one of its sources feeds; the others are absent."""
+def normalise(families: Iterable[ParsedFamily], kind: KindSpec) -> tuple[NormalisedFamily, ...]:
+    """Every family that one of ``kind``'s sources feeds; the others are absent."""
     by_name = _by_exposed_name(families)
-    found = (_normalise_spec(spec, by_name) for spec in NORMALISED)
+    found = (_normalise_spec(spec, kind, by_name) for spec in NORMALISED)
     return tuple(f for f in found if f is not None)
 
 
 def _by_exposed_name(families: Iterable[ParsedFamily]) -> dict[str, ParsedFamily]:
-    """Families by the name vLLM's documentation uses; a name announced twice (which vLLM
-    never does) is read as one family, or ignored the second time if its type differs."""
+    """Families by the name on their ``# TYPE`` line; a name announced twice (which engines
+    do not do) is read as one family, or ignored the second time if its type differs."""
     by_name: dict[str, ParsedFamily] = {}
     for family in families:
         seen = by_name.get(family.exposed_name)
@@ -78,37 +80,49 @@ def _by_exposed_name(families: Iterable[ParsedFamily]) -> dict[str, ParsedFamily
 
 
 def _normalise_spec(
-    spec: NormalisedSpec, by_name: Mapping[str, ParsedFamily]
+    spec: NormalisedSpec, kind: KindSpec, by_name: Mapping[str, ParsedFamily]
 ) -> NormalisedFamily | None:
-    for source in spec.sources:
+    source_names = kind.sources[spec.name].names if spec.name in kind.sources else ()
+    labels = _Labels(spec, kind)
+    for source in source_names:
         family = by_name.get(source)
         if family is None:
             continue
         if spec.kind == "histogram":
-            histograms = _histograms(spec, source, family)
+            histograms = _histograms(spec, labels, source, family)
             if histograms:
                 return NormalisedFamily(spec, source, histograms=histograms)
         else:
-            scalars = _scalars(spec, source, family)
+            scalars = _scalars(spec, labels, source, family)
             if scalars:
                 return NormalisedFamily(spec, source, scalars=scalars)
     return None
 
 
-def _label_values(spec: NormalisedSpec, labels: Mapping[str, str]) -> LabelValues:
-    model = labels.get("model_name", "")
-    engine = labels.get("engine", DEFAULT_ENGINE)
-    return (model, engine, *(labels.get(name, "") for name in spec.extra_labels))
+class _Labels:
+    """Reads one kind's labels into the normalised label values of one family."""
+
+    def __init__(self, spec: NormalisedSpec, kind: KindSpec) -> None:
+        self._model = kind.model_labels
+        self._index = kind.index_label
+        self._extra = tuple(kind.label_sources.get(name, name) for name in spec.extra_labels)
+
+    def values(self, labels: Mapping[str, str]) -> LabelValues:
+        model = next((labels[name] for name in self._model if name in labels), "")
+        index = labels.get(self._index, DEFAULT_ENGINE) if self._index else DEFAULT_ENGINE
+        return (model, index, *(labels.get(name, "") for name in self._extra))
 
 
-def _scalars(spec: NormalisedSpec, source: str, family: ParsedFamily) -> tuple[ScalarSeries, ...]:
+def _scalars(
+    spec: NormalisedSpec, labels: _Labels, source: str, family: ParsedFamily
+) -> tuple[ScalarSeries, ...]:
     if family.type not in _SCALAR_TYPES.get(spec.kind, ()):
         return ()
     values: dict[LabelValues, float] = {}
     for sample in family.samples:
         if sample.name != source:
             continue  # e.g. the counter's _created sample
-        key = _label_values(spec, sample.labels)
+        key = labels.values(sample.labels)
         value = float(sample.value)
         if key in values:
             value = max(values[key], value) if spec.merge == "max" else values[key] + value
@@ -124,19 +138,19 @@ class _HistogramParts:
 
 
 def _histograms(
-    spec: NormalisedSpec, source: str, family: ParsedFamily
+    spec: NormalisedSpec, labels: _Labels, source: str, family: ParsedFamily
 ) -> tuple[HistogramSeries, ...]:
     if family.type != "histogram":
         return ()
     parts: dict[LabelValues, dict[tuple[tuple[str, str], ...], _HistogramParts]] = {}
     for sample in family.samples:
-        _add_histogram_sample(spec, source, sample, parts)
+        _add_histogram_sample(labels, source, sample, parts)
     merged = (_merge_histograms(key, list(series.values())) for key, series in parts.items())
     return tuple(h for h in merged if h is not None)
 
 
 def _add_histogram_sample(
-    spec: NormalisedSpec,
+    labels_of: _Labels,
     source: str,
     sample: Sample,
     parts: dict[LabelValues, dict[tuple[tuple[str, str], ...], _HistogramParts]],
@@ -145,8 +159,8 @@ def _add_histogram_sample(
     if suffix not in ("_bucket", "_count", "_sum"):
         return
     labels = {k: v for k, v in sample.labels.items() if k != "le"}
-    # vLLM's own label set identifies one histogram; several may map to one key.
-    series = parts.setdefault(_label_values(spec, labels), {}).setdefault(
+    # The engine's own label set identifies one histogram; several may map to one key.
+    series = parts.setdefault(labels_of.values(labels), {}).setdefault(
         tuple(sorted(labels.items())), _HistogramParts({})
     )
     value = float(sample.value)
@@ -168,7 +182,7 @@ def _bucket_bound(le: str | None) -> float | None:
 
 
 def _merge_histograms(key: LabelValues, series: list[_HistogramParts]) -> HistogramSeries | None:
-    """One histogram per key; several (labels vLLM has and we drop) are summed when their
+    """One histogram per key; several (labels the engine has and we drop) are summed when their
     buckets line up. Incomplete histograms (no +Inf, count or sum) are left out."""
     complete = [s for s in series if _complete(s)]
     if not complete or len(complete) != len(series):

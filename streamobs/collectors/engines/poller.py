@@ -1,8 +1,10 @@
-"""Scrape every target's vLLM ``/metrics`` in the background, keeping the latest snapshot.
+"""Scrape every engine's ``/metrics`` in the background, keeping the latest snapshot.
 
-Off the scrape path on purpose: a slow vLLM must not slow our own ``/metrics``, and the
-scrape interval of whoever reads us must not change how often we load vLLM. A reload
-updates the target list in place: unchanged targets keep their snapshot and schedule.
+Off the scrape path on purpose: a slow engine must not slow our own ``/metrics``, and the
+scrape interval of whoever reads us must not change how often we load the engine. A
+reload updates the engine list in place: unchanged engines keep their snapshot and
+schedule. One poller serves every engine kind; each kind's registered collector is a
+``KindView`` of it (see ``registry.py``), so an engine is scraped once whatever its kind.
 
 One timer thread and a pool of at most ``SCRAPE_WORKERS`` threads, not a thread per
 target: a target is back on the timer only once its scrape has ended, so it never
@@ -19,12 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
-from streamobs.collectors.engines.export import COLLECTOR_NAME, EngineExporter
+from streamobs.collectors.engines.export import UNRESOLVED, EngineExporter
 from streamobs.collectors.engines.scrape import EngineSnapshot, scrape_engine
 from streamobs.collectors.engines.settings import EngineCollectorConfig
 from streamobs.collectors.guard import Export, Health
@@ -38,11 +40,13 @@ SCRAPE_WORKERS = 16  # scrapes at once, across all targets (each bounded by its 
 
 @dataclass(frozen=True, slots=True)
 class ScrapeTarget:
-    """What the collector needs of a target: its name, its server's /metrics, how often."""
+    """What the collector needs of an engine: its name, its /metrics, how often, and its
+    kind (None: recognised from what it serves)."""
 
     name: str
     metrics_url: str
     interval: float
+    kind: str | None = None
 
 
 class _Entry:
@@ -56,17 +60,40 @@ class _Entry:
 
 
 class _FamiliesOnly:
-    """vLLM's families without health: the guard reports the collector's health once."""
+    """The engines' own families without health: the guard reports health once."""
 
-    def __init__(self, collector: EngineExporter) -> None:
-        self._collector = collector
+    def __init__(self, poller: EnginePoller) -> None:
+        self._poller = poller
 
     def collect(self) -> list[Metric]:
-        return self._collector.export().families
+        return self._poller.reexposer.export(self._poller.exported_kinds()).families
+
+
+class KindView:
+    """One engine kind's registered collector: that kind's engines of the shared poller
+    (``kind`` None: the engines whose kind is not known). The poller runs while any view
+    of it runs."""
+
+    def __init__(self, poller: EnginePoller, kind: str | None) -> None:
+        self.poller = poller
+        self.kind = kind
+        self.name = kind or UNRESOLVED
+
+    def start(self) -> None:
+        self.poller.acquire(self)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.poller.release(self, timeout)
+
+    def sources(self) -> Sequence[str]:
+        return self.poller.sources((self.kind,))
+
+    def export(self) -> Export:
+        return self.poller.export((self.kind,))
 
 
 class EnginePoller:
-    name = COLLECTOR_NAME
+    name = UNRESOLVED
 
     def __init__(
         self,
@@ -93,29 +120,48 @@ class EnginePoller:
         self._pool: ThreadPoolExecutor | None = None
         self._running = 0  # scrapes handed to the pool and not yet ended
         self._started = False
+        self._views: set[int] = set()  # the running KindViews, by id
         # One exporter each for the whole life of the poller: they log target states once
         # per change, which exporters made per render would repeat on every new snapshot.
-        names = self.target_names
-        self._normalised = EngineExporter(self.latest, targets=names)
-        self._reexposer = EngineExporter(
+        kinds = self._configured_kinds()
+        self._normalised = EngineExporter(self.latest, targets=kinds)
+        self.reexposer = EngineExporter(
             self.latest,
-            targets=names,
+            targets=kinds,
             reexpose=True,
-            # Only vLLM's own families: its process_*/python_* would collide with ours.
-            reexpose_prefixes=("vllm:",),
+            # Only the engines' own families: their process_*/python_* would collide with ours.
+            engine_families_only=True,
             normalise=False,
         )
         self._reexposing = CollectorRegistry(auto_describe=False)
-        self._reexposing.register(_FamiliesOnly(self._reexposer))
+        self._reexposing.register(_FamiliesOnly(self))
 
-    # -- the registered collector's side ----------------------------------------------
-    def sources(self) -> Sequence[str]:
-        return self.target_names
+    def _configured_kinds(self) -> dict[str, str | None]:
+        return {t.name: t.kind for t in self._targets}
 
-    def export(self) -> Export:
-        """The normalised families and each target's health; re-exposure failing (see
-        ``reexposed_text``) is a target down too, since its series are then missing."""
-        export = self._normalised.export()
+    def exported_kinds(self) -> tuple[str | None, ...]:
+        """The kinds whose collector is on, and None: an engine of unknown kind is still
+        re-exposed (and reported)."""
+        with self._lock:
+            return (*sorted(self._config.kinds), None)
+
+    # -- the registered collectors' side ----------------------------------------------
+    def view(self, kind: str | None) -> KindView:
+        return KindView(self, kind)
+
+    def sources(self, kinds: Sequence[str | None] | None = None) -> Sequence[str]:
+        latest = self.latest()
+        return [
+            name
+            for name in self.target_names
+            if kinds is None or self._normalised.kind_of(name, latest.get(name)) in kinds
+        ]
+
+    def export(self, kinds: Sequence[str | None] | None = None) -> Export:
+        """The normalised families and the health of the engines of ``kinds`` (None:
+        all); re-exposure failing (see ``reexposed_text``) is an engine down too, since
+        its series are then missing."""
+        export = self._normalised.export(kinds)
         with self._lock:
             failed = self._reexpose_error is not None
         if not failed:
@@ -133,11 +179,12 @@ class EnginePoller:
             return dict(self._latest)
 
     def reexposed_text(self) -> bytes:
-        """vLLM's own families in the text format, exactly as vLLM serves them (with a
-        ``target`` label when there are several targets), or nothing when re-exposure is
-        off. Formatting thousands of vLLM samples on every scrape of ours would dominate
-        its cost; the text only changes when a new snapshot arrives, so it is rendered
-        then, at most once. Never raises: a failure is logged once and reported down."""
+        """The engines' own families in the text format, exactly as they serve them (with
+        an ``engine`` label when there are several engines), or nothing when re-exposure
+        is off. Formatting thousands of engine samples on every scrape of ours would
+        dominate its cost; the text only changes when a new snapshot arrives, so it is
+        rendered then, at most once. Never raises: a failure is logged once and reported
+        down."""
         if not self._config.reexpose:
             return b""
         with self._lock:
@@ -152,8 +199,8 @@ class EnginePoller:
         self._states.report(
             "reexpose",
             error,
-            "cannot re-expose vLLM's own series, reporting the vLLM collector down",
-            "vLLM's own series are re-exposed again",
+            "cannot re-expose the engines' own series, reporting every engine down",
+            "the engines' own series are re-exposed again",
         )
         with self._lock:
             self._reexpose_error = error
@@ -162,6 +209,20 @@ class EnginePoller:
         return text
 
     # -- lifecycle -------------------------------------------------------------------
+    def acquire(self, view: object) -> None:
+        """A view started: the poller runs from the first one on."""
+        with self._lock:
+            self._views.add(id(view))
+        self.start()
+
+    def release(self, view: object, timeout: float = 5.0) -> None:
+        """A view stopped: the poller stops with the last one."""
+        with self._lock:
+            self._views.discard(id(view))
+            last = not self._views
+        if last:
+            self.stop(timeout)
+
     def start(self) -> None:
         with self._lock:
             if self._started:
@@ -187,8 +248,8 @@ class EnginePoller:
                 if name not in wanted:
                     del self._latest[name]
             self._touch()
-            for exporter in (self._normalised, self._reexposer):
-                exporter.set_targets(tuple(wanted))
+            for exporter in (self._normalised, self.reexposer):
+                exporter.set_targets(self._configured_kinds())
             if self._started:
                 for target in targets:
                     if target.name not in self._entries:
@@ -245,7 +306,7 @@ class EnginePoller:
                 self.scrape_once(entry.target)
         except Exception:
             # A bug must cost one scrape, not this target's schedule.
-            log.exception("target %s: scraping vLLM failed", entry.target.name)
+            log.exception("engine %s: scraping failed", entry.target.name)
         finally:
             with self._lock:
                 self._running -= 1
@@ -265,6 +326,7 @@ class EnginePoller:
             target.metrics_url,
             timeout=min(config.timeout, target.interval),
             max_bytes=config.max_bytes,
+            kind=target.kind,
         )
         self.accept(target.name, snapshot)
         return snapshot
@@ -274,10 +336,15 @@ class EnginePoller:
         with self._lock:
             if target not in {t.name for t in self._targets}:
                 return  # removed while its scrape ran
+            previous = self._latest.get(target)
+            if not snapshot.up and previous is not None and previous.kind is not None:
+                # Down is no news about the kind: keep the one recognised, so the engine's
+                # health series does not change its collector label while it is down.
+                snapshot = replace(snapshot, kind=previous.kind)
             self._latest[target] = snapshot
             self._touch()
         if self._on_snapshot is not None:
             try:
                 self._on_snapshot(target, snapshot)
             except Exception:
-                log.exception("target %s: handling a vLLM snapshot failed", target)
+                log.exception("engine %s: handling a snapshot failed", target)

@@ -1,9 +1,10 @@
-"""The vLLM collector's core: scrape vLLM's ``/metrics`` into an immutable snapshot.
+"""The engine collector's core: scrape an engine's ``/metrics`` into an immutable snapshot.
 
-A snapshot keeps vLLM's own families (for re-exposing them unchanged) and the normalised
-series that read the same on V0 and V1 engines (see ``vllm_names``). Scraping never raises
-for anything the server does: every failure becomes ``up=False`` with a one-line error.
-Exporting is ``vllm_export.EngineExporter``'s job; it only reads snapshots.
+A snapshot keeps the engine's own families (for re-exposing them unchanged), its kind
+(configured, or recognised from the families) and the normalised series of that kind
+(``kinds.py``). Scraping never raises for anything the server does: every failure becomes
+``up=False`` with a one-line error. Exporting is ``export.EngineExporter``'s job; it only
+reads snapshots.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streamobs.collectors.engines.http import ScrapeError, fetch_metrics_text
+from streamobs.collectors.engines.kinds import detect, kind_spec
 from streamobs.collectors.engines.normalise import HistogramSeries, NormalisedFamily, normalise
 from streamobs.collectors.engines.parse import ParsedFamily, parse_families
 from streamobs.secret import redact
@@ -24,8 +26,10 @@ _ERROR_LIMIT = 200
 
 @dataclass(frozen=True, slots=True)
 class EngineSnapshot:
-    """One scrape of one vLLM server. ``url`` has any password masked; ``scraped_at`` is
-    wall-clock seconds when the scrape started; families are empty when ``up`` is False."""
+    """One scrape of one engine. ``url`` has any password masked; ``scraped_at`` is
+    wall-clock seconds when the scrape started; families are empty when ``up`` is False.
+    ``kind`` is None when it was not configured and the families did not tell it
+    (``kind_unknown`` says why): the families are then re-exposed, not normalised."""
 
     url: str
     up: bool
@@ -34,6 +38,8 @@ class EngineSnapshot:
     scraped_at: float
     families: tuple[ParsedFamily, ...] = ()
     normalised: tuple[NormalisedFamily, ...] = ()
+    kind: str | None = None
+    kind_unknown: str = ""
 
     def normalised_family(self, name: str) -> NormalisedFamily | None:
         """A normalised family by its exposed name (``streamobs_engine_prompt_tokens_total``)."""
@@ -43,48 +49,57 @@ class EngineSnapshot:
         return None
 
 
-def scrape_engine(url: str, *, timeout: float, max_bytes: int) -> EngineSnapshot:
-    """GET ``url`` within ``timeout`` seconds overall, reading at most ``max_bytes``."""
+def scrape_engine(
+    url: str, *, timeout: float, max_bytes: int, kind: str | None = None
+) -> EngineSnapshot:
+    """GET ``url`` within ``timeout`` seconds overall, reading at most ``max_bytes``;
+    ``kind`` None: recognise it from the families."""
     scraped_at = time.time()
     start_ns = time.perf_counter_ns()
     try:
         text = fetch_metrics_text(url, timeout=timeout, max_bytes=max_bytes)
-        families, normalised = _parse(text)
+        parsed = _parse(text, kind)
     except ScrapeError as exc:
         return _failed(url, str(exc), start_ns, scraped_at)
     except Exception as exc:  # a bug must not take the scrape loop down either
         return _failed(url, f"unexpected error: {type(exc).__name__}: {exc}", start_ns, scraped_at)
     return EngineSnapshot(
-        url=redact_url(url),
-        up=True,
-        error=None,
-        duration_seconds=_seconds_since(start_ns),
-        scraped_at=scraped_at,
-        families=families,
-        normalised=normalised,
+        redact_url(url), True, None, _seconds_since(start_ns), scraped_at, *parsed
     )
 
 
 def snapshot_from_text(
-    text: str, *, url: str = "", duration_seconds: float = 0.0, scraped_at: float | None = None
+    text: str,
+    *,
+    kind: str | None = None,
+    url: str = "",
+    duration_seconds: float = 0.0,
+    scraped_at: float | None = None,
 ) -> EngineSnapshot:
     """A snapshot of metrics text obtained some other way (a file, a test, a benchmark)."""
     when = time.time() if scraped_at is None else scraped_at
     try:
-        families, normalised = _parse(text)
+        parsed = _parse(text, kind)
     except ScrapeError as exc:
         return EngineSnapshot(redact_url(url), False, _one_line(str(exc)), duration_seconds, when)
-    return EngineSnapshot(redact_url(url), True, None, duration_seconds, when, families, normalised)
+    return EngineSnapshot(redact_url(url), True, None, duration_seconds, when, *parsed)
 
 
-def _parse(text: str) -> tuple[tuple[ParsedFamily, ...], tuple[NormalisedFamily, ...]]:
+def _parse(
+    text: str, kind: str | None
+) -> tuple[tuple[ParsedFamily, ...], tuple[NormalisedFamily, ...], str | None, str]:
     try:
         families = parse_families(text)
     except Exception as exc:
         raise ScrapeError(f"cannot parse metrics text: {exc}") from exc
     if not families:
         raise ScrapeError("no metrics in response")
-    return families, normalise(families)
+    unknown = ""
+    if kind is None:
+        detection = detect(f.exposed_name for f in families)
+        kind, unknown = detection.kind, detection.reason
+    normalised = normalise(families, kind_spec(kind)) if kind is not None else ()
+    return families, normalised, kind, unknown
 
 
 def _failed(url: str, error: str, start_ns: int, scraped_at: float) -> EngineSnapshot:
@@ -122,7 +137,7 @@ def redact_url(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ServerView:
-    """What vLLM reports about itself that client-side measurements are compared with.
+    """What the engine reports about itself that client-side measurements are compared with.
     Both are cumulative: take the difference between two snapshots for a window."""
 
     generation_tokens_total: float | None
