@@ -382,7 +382,8 @@ def test_engines_are_scraped_once_and_targets_name_them() -> None:
                 "engines": [{"name": "e", "metrics_url": "http://h/metrics", "kind": "vlm"}],
                 "targets": [{"name": "a", "url": "http://h"}],
             },
-            "engines[0].kind: one of auto, vllm, sglang",
+            "engines[0].kind: one of auto, vllm, sglang, trtllm, llamacpp, tgi, litellm "
+            "(auto: recognised from what it serves), got 'vlm'",
         ),
         (
             {

@@ -55,7 +55,9 @@ def test_two_targets_on_one_engine_export_its_series_once(simulator: Simulator) 
         name = "streamobs_engine_generation_tokens_total"
         wait_for(lambda: bool(series(requests.get(url, timeout=10).text, name)))
         text = requests.get(url, timeout=10).text
-        assert series(text, name) == [{"engine": "sim-engine", "engine_index": "0", "model": "sim"}]
+        assert series(text, name) == [
+            {"engine": "sim-engine", "engine_index": "0", "kind": "vllm", "model": "sim"}
+        ]
         # vLLM's own series, re-exposed exactly once too (one engine: exactly as served).
         assert len(series(text, "vllm:generation_tokens_total")) == 1
         info = sorted(
