@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from streamobs.pack import series as s
+from streamobs.pack.availability import unavailable_kinds
 from streamobs.pack.config import AlertSettings, Objectives, PackConfig, Severity
 from streamobs.pack.series import human_seconds, le_matcher, number, percent, selector
 
@@ -448,7 +449,7 @@ def _probe_group(config: PackConfig) -> RuleGroup:
 def _vllm_group(config: PackConfig) -> RuleGroup:
     c, sel = config, config.selector
     by = "job, engine, model"
-    vllm_up = selector(sel, 'collector="vllm"')
+    vllm_up = selector(sel, s.ENGINE_COLLECTORS)
     # The collector's health names the engine in its target label; probes reach an engine
     # through targets (streamobs_target_info says which).
     up = (
@@ -657,6 +658,10 @@ def _rule_dict(rule: Rule) -> dict[str, Any]:
         "description": rule.description,
         "runbook_url": rule.runbook_url,
     }
+    # The engine kinds this rule can never fire on: they expose no such metric.
+    unavailable = unavailable_kinds([rule.expr, *rule.signals])
+    if unavailable:
+        out["annotations"]["not_available_on_engine_kinds"] = unavailable
     return out
 
 

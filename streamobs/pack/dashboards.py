@@ -654,7 +654,7 @@ def vllm_engine(config: PackConfig) -> Dashboard:
         ),
     )
     # The vLLM collector's health names the engine it scraped in its target label.
-    collector = selector('collector="vllm"', 'job=~"$job"', 'target=~"$engine"')
+    collector = selector(s.ENGINE_COLLECTORS, 'job=~"$job"', 'target=~"$engine"')
     scrape = Row(
         "Collector",
         (

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streamobs.pack.availability import unavailable_note
+
 SCHEMA_VERSION = 41
 GRID_WIDTH = 24
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -141,7 +143,7 @@ def _panel(spec: Panel, grid: dict[str, int]) -> dict[str, Any]:
     defaults: dict[str, Any] = {"unit": spec.unit}
     panel: dict[str, Any] = {
         "datasource": dict(DATASOURCE),
-        "description": spec.description,
+        "description": spec.description + unavailable_note(q.expr for q in spec.queries),
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "gridPos": grid,
         "repeatDirection": "h",

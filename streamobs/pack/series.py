@@ -8,6 +8,9 @@ against those sources.
 
 from __future__ import annotations
 
+from streamobs.collectors.engines.export import UNRESOLVED
+from streamobs.collectors.engines.kinds import KIND_NAMES
+
 # Probes (streamobs/export/prometheus/probe.py); labels target, model.
 TTFT = "streamobs_probe_ttft_seconds"
 TPOT = "streamobs_probe_tpot_seconds"
@@ -33,7 +36,10 @@ SLO_OBJECTIVE = "streamobs_slo_objective_ratio"
 # streamobs itself.
 BUILD_INFO = "streamobs_build_info"
 RELOAD_OK = "streamobs_config_last_reload_successful"
-COLLECTOR_UP = "streamobs_collector_up"  # labels collector, and target for vLLM
+COLLECTOR_UP = "streamobs_collector_up"  # labels collector, and target (the engine's name)
+# The matcher of every engine's collector health: one collector per engine kind, and
+# "engine" while an engine's kind is not known.
+ENGINE_COLLECTORS = 'collector=~"' + "|".join((*KIND_NAMES, UNRESOLVED)) + '"'
 COLLECTOR_DURATION = "streamobs_collector_duration_seconds"
 OTLP_EXPORT_FAILURES = "streamobs_otlp_export_failures_total"  # + signal
 PROCESS_CPU = "process_cpu_seconds_total"
