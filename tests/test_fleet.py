@@ -52,7 +52,7 @@ def shipped_replica_config() -> dict[str, Any]:
 
 @pytest.mark.parametrize("version", ["1.31.0", "1.37.0"])
 def test_the_fleet_manifests_validate_strictly(version: str) -> None:
-    # `make lint-deploy` validates the folder above (not this one); the same check here.
+    # `make lint-deploy` validates this folder with the one above; this folder alone here.
     proc = subprocess.run(
         [deploy_tool("python"), str(LINT / "manifests.py"), "--kubernetes-version", version,
          str(FLEET)],

@@ -1,9 +1,12 @@
 """Validate every manifest under a directory, offline and strictly (unknown fields rejected).
 
-Built-in kinds go to kubernetes-validate for one pinned Kubernetes version; custom
-resources to the openAPIV3Schema of their CRD in deploy/lint/crds/, made just as strict;
-files that are not Kubernetes objects are named as skipped. Any object without a schema
-fails. Run with the lint virtualenv: `make lint-deploy`.
+Every ``*.yaml`` and ``*.yml`` file of the folder and of all its subfolders (the fleet
+example in deploy/kubernetes/fleet/ as much as the sidecar one above it). Built-in kinds
+go to kubernetes-validate for one pinned Kubernetes version; custom resources to the
+openAPIV3Schema of their CRD in deploy/lint/crds/, made just as strict; files that are
+not Kubernetes objects are named as skipped. Any object without a schema fails, and so
+does a file that is not valid YAML or a folder with no manifest at all. Run with the lint
+virtualenv: `make lint-deploy`.
 """
 
 from __future__ import annotations
@@ -53,17 +56,52 @@ def validate_custom(doc: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft4Validator(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     problems = [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors]
-    if not doc.get("metadata", {}).get("name"):
+    metadata = doc.get("metadata")
+    if not isinstance(metadata, dict) or not metadata.get("name"):
         problems.append("metadata.name: missing")
     return problems
 
 
 def check_kustomization(path: Path, doc: dict[str, Any]) -> list[str]:
-    return [
-        f"resources: {name} does not exist"
-        for name in doc.get("resources", [])
-        if not (path.parent / name).is_file()
-    ]
+    """Every resource exists: a file, or a folder with its own kustomization."""
+    resources = doc.get("resources", [])
+    if not isinstance(resources, list):
+        return ["resources: expected a list"]
+    problems = []
+    for name in resources:
+        where = path.parent / str(name)
+        if where.is_dir():
+            if not any((where / k).is_file() for k in ("kustomization.yaml", "kustomization.yml")):
+                problems.append(f"resources: {name} is a folder without a kustomization.yaml")
+        elif not where.is_file():
+            problems.append(f"resources: {name} does not exist")
+    return problems
+
+
+def manifest_files(folder: Path) -> list[Path]:
+    """The YAML files under ``folder``, subfolders included, in a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def check_document(
+    path: Path, doc: dict[str, Any], version: str, schemas: dict[tuple[str, str], dict[str, Any]]
+) -> tuple[list[str], str]:
+    """The problems of one Kubernetes object, and how it was checked."""
+    api, kind = str(doc["apiVersion"]), str(doc["kind"])
+    if api.startswith("kustomize.config.k8s.io/"):
+        return check_kustomization(path, doc), "kustomize file, its resources exist"
+    if (api, kind) in schemas:
+        how = f"against the {api} {kind} CRD schema ({CRDS.name}/)"
+        return validate_custom(doc, schemas[(api, kind)]), how
+    how = f"kubernetes-validate --strict, Kubernetes {version}"
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        return [f"no schema for {api} {kind}: add its CRD to {CRDS}"], how
+    except kubernetes_validate.ValidationError as error:
+        where = ".".join(map(str, error.path)) or "(root)"
+        return [f"{where}: {error.message}"], how
+    return [], how
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,34 +109,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubernetes-version", required=True)
     parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        print(f"FAIL {args.folder}: not a directory")
+        return 1
+    known = sorted(set(kubernetes_validate.utils.all_versions()))
+    if args.kubernetes_version not in known:
+        print(
+            f"FAIL --kubernetes-version {args.kubernetes_version}: this kubernetes-validate "
+            f"knows {known[0]} to {known[-1]}"
+        )
+        return 1
     schemas = crd_schemas(CRDS)
     failed = passed = skipped = 0
-    for path in sorted(args.folder.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+    files = manifest_files(args.folder)
+    for path in files:
+        try:
+            docs = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            failed += 1
+            print(f"FAIL {path}: cannot read it as YAML: {' '.join(str(exc).split())}")
+            continue
+        for doc in docs:
             if doc is None:
                 continue
             if not isinstance(doc, dict) or "apiVersion" not in doc or "kind" not in doc:
                 print(f"SKIP {path}: not a Kubernetes object (no apiVersion/kind)")
                 skipped += 1
                 continue
-            api, kind = doc["apiVersion"], doc["kind"]
-            name = kind + "/" + doc["metadata"]["name"] if doc.get("metadata") else kind
-            if api.startswith("kustomize.config.k8s.io/"):
-                problems = check_kustomization(path, doc)
-                how = "kustomize file, its resources exist"
-            elif (api, kind) in schemas:
-                problems = validate_custom(doc, schemas[(api, kind)])
-                how = f"against the {api} {kind} CRD schema ({CRDS.name}/)"
-            else:
-                try:
-                    kubernetes_validate.validate(doc, args.kubernetes_version, strict=True)
-                    problems = []
-                except kubernetes_validate.SchemaNotFoundError:
-                    problems = [f"no schema for {api} {kind}: add its CRD to {CRDS}"]
-                except kubernetes_validate.ValidationError as error:
-                    where = ".".join(map(str, error.path)) or "(root)"
-                    problems = [f"{where}: {error.message}"]
-                how = f"kubernetes-validate --strict, Kubernetes {args.kubernetes_version}"
+            metadata = doc.get("metadata")
+            named = isinstance(metadata, dict) and metadata.get("name")
+            name = f"{doc['kind']}/{metadata['name']}" if named else str(doc["kind"])
+            problems, how = check_document(path, doc, args.kubernetes_version, schemas)
             if problems:
                 failed += 1
                 for problem in problems:
@@ -106,7 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 passed += 1
                 print(f"PASS {path} {name} ({how})")
-    print(f"manifests: {passed} passed, {failed} failed, {skipped} skipped")
+    if not passed and not failed:
+        print(f"FAIL {args.folder}: no Kubernetes manifest found")
+        failed += 1
+    folders = len({p.parent for p in files})
+    print(
+        f"manifests: {passed} passed, {failed} failed, {skipped} skipped "
+        f"({len(files)} files in {folders} folder(s))"
+    )
     return 1 if failed else 0
 
 
