@@ -44,8 +44,9 @@ test: lint typecheck lint-deploy
 # for the oldest and newest Kubernetes version the example is meant for, checkov over the
 # manifests and the Dockerfile, and the systemd unit's exposure score. Both manifest
 # scanners walk every subfolder of deploy/kubernetes (the fleet example in fleet/ too);
-# manifests.py also fails a file that is not YAML, which checkov would pass over. The scanners live in
-# their own virtualenv, from their own lock (checkov pins many packages of its own).
+# manifests.py also fails a file that is not YAML, which checkov would pass over. The
+# scanners live in their own virtualenv, from their own lock (checkov pins many packages
+# of its own).
 DEPLOY_VENV ?= .venv-deploy
 DEPLOY_LOCK := deploy/lint-requirements.lock
 KUBERNETES_VERSIONS := 1.31.0 1.37.0
