@@ -119,7 +119,8 @@ def _kind_table(kind: KindSpec) -> list[str]:
     """Where each normalised family comes from on one kind, and what it means there."""
     model = ", ".join(f"`{label}`" for label in kind.model_labels) or 'none (`model=""`)'
     lines = [
-        f"**{kind.title}** (`kind: {kind.name}`; families `{'`, `'.join(kind.prefixes)}*`"
+        f"**{kind.title}** (`kind: {kind.name}`; families "
+        f"{', '.join(f'`{prefix}*`' for prefix in kind.prefixes)}"
         f" at `{kind.metrics_path}`; model from {model})",
         "",
         "| normalised family | from | on this kind |",
@@ -128,9 +129,12 @@ def _kind_table(kind: KindSpec) -> list[str]:
     for spec in NORMALISED:
         source = kind.sources.get(spec.name)
         if source is None:
-            lines.append(f"| `{spec.name}` | - | absent: no equivalent |")
+            why = kind.absent.get(spec.name, "no equivalent").replace("|", "\\|")
+            lines.append(f"| `{spec.name}` | - | absent: {why} |")
             continue
         names = ", then ".join(f"`{name}`" for name in source.names)
+        if source.only:
+            names += " " + ", ".join(f'`{k}="{v}"`' for k, v in source.only)
         note = (source.note or "same meaning").replace("|", "\\|")
         lines.append(f"| `{spec.name}` | {names} | {note} |")
     return [*lines, ""]

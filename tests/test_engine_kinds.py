@@ -136,3 +136,11 @@ def test_detection_reads_prefixes_only() -> None:
     assert detect(["vllm:x", "process_open_fds"]).kind == "vllm"
     assert detect(["trtllm_kv_cache_utilization"]).kind == "trtllm"
     assert detect(["python_gc_objects_collected_total"]).kind is None
+
+
+def test_sglang_underscore_names_of_older_releases_give_the_same_series() -> None:
+    # Older SGLang spelled its families sglang_x; newer ones sglang:x.
+    text = (DATA / "sglang" / "metrics.txt").read_text()
+    old = text.replace("sglang:", "sglang_")
+    assert normalised_text(old) == normalised_text(text)
+    assert snapshot_from_text(old).kind == "sglang"

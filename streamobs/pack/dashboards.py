@@ -25,8 +25,10 @@ from streamobs.pack.series import human_seconds, number, percent, selector
 RATE = "$__rate_interval"
 PROBE = selector('job=~"$job"', 'target=~"$target"', 'model=~"$model"')
 TARGETS = selector('job=~"$job"', 'target=~"$target"')
-# Engine series (one model server, whatever the number of targets reaching it).
-ENGINE = selector('job=~"$job"', 'engine=~"$engine"', 'model=~"$model"')
+# Engine series (one model server, whatever the number of targets reaching it). Engine
+# kinds that name no model (llama.cpp, TGI: one model per server) have model="", shown
+# whatever models are chosen.
+ENGINE = selector('job=~"$job"', 'engine=~"$engine"', 'model=~"$model|"')
 GPU = selector('job=~"$job"', 'instance=~"$instance"', 'gpu=~"$gpu"')
 STREAMOBS = selector('job=~"$job"', 'instance=~"$instance"')
 

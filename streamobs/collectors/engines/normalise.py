@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from prometheus_client.samples import Sample
 
-from streamobs.collectors.engines.kinds import KindSpec
+from streamobs.collectors.engines.kinds import KindSpec, Source
 from streamobs.collectors.engines.names import (
     DEFAULT_ENGINE,
     NORMALISED,
@@ -82,18 +82,20 @@ def _by_exposed_name(families: Iterable[ParsedFamily]) -> dict[str, ParsedFamily
 def _normalise_spec(
     spec: NormalisedSpec, kind: KindSpec, by_name: Mapping[str, ParsedFamily]
 ) -> NormalisedFamily | None:
-    source_names = kind.sources[spec.name].names if spec.name in kind.sources else ()
-    labels = _Labels(spec, kind)
-    for source in source_names:
+    sources = kind.sources.get(spec.name)
+    if sources is None:
+        return None
+    labels = _Labels(spec, kind, sources)
+    for source in sources.names:
         family = by_name.get(source)
         if family is None:
             continue
         if spec.kind == "histogram":
-            histograms = _histograms(spec, labels, source, family)
+            histograms = _histograms(labels, source, family)
             if histograms:
                 return NormalisedFamily(spec, source, histograms=histograms)
         else:
-            scalars = _scalars(spec, labels, source, family)
+            scalars = _scalars(spec, labels, source, family, sources.histogram_sum)
             if scalars:
                 return NormalisedFamily(spec, source, scalars=scalars)
     return None
@@ -102,7 +104,8 @@ def _normalise_spec(
 class _Labels:
     """Reads one kind's labels into the normalised label values of one family."""
 
-    def __init__(self, spec: NormalisedSpec, kind: KindSpec) -> None:
+    def __init__(self, spec: NormalisedSpec, kind: KindSpec, sources: Source) -> None:
+        self.keeps = sources.keeps
         self._model = kind.model_labels
         self._index = kind.index_label
         self._extra = tuple(kind.label_sources.get(name, name) for name in spec.extra_labels)
@@ -114,13 +117,24 @@ class _Labels:
 
 
 def _scalars(
-    spec: NormalisedSpec, labels: _Labels, source: str, family: ParsedFamily
+    spec: NormalisedSpec,
+    labels: _Labels,
+    source: str,
+    family: ParsedFamily,
+    histogram_sum: bool = False,
 ) -> tuple[ScalarSeries, ...]:
-    if family.type not in _SCALAR_TYPES.get(spec.kind, ()):
+    """Scalar series; ``histogram_sum``: a counter read from a histogram's ``_sum``."""
+    if histogram_sum:
+        if family.type != "histogram":
+            return ()
+        name = source + "_sum"
+    elif family.type not in _SCALAR_TYPES.get(spec.kind, ()):
         return ()
+    else:
+        name = source
     values: dict[LabelValues, float] = {}
     for sample in family.samples:
-        if sample.name != source:
+        if sample.name != name or not labels.keeps(sample.labels):
             continue  # e.g. the counter's _created sample
         key = labels.values(sample.labels)
         value = float(sample.value)
@@ -137,9 +151,7 @@ class _HistogramParts:
     sum: float | None = None
 
 
-def _histograms(
-    spec: NormalisedSpec, labels: _Labels, source: str, family: ParsedFamily
-) -> tuple[HistogramSeries, ...]:
+def _histograms(labels: _Labels, source: str, family: ParsedFamily) -> tuple[HistogramSeries, ...]:
     if family.type != "histogram":
         return ()
     parts: dict[LabelValues, dict[tuple[tuple[str, str], ...], _HistogramParts]] = {}
@@ -157,6 +169,8 @@ def _add_histogram_sample(
 ) -> None:
     suffix = sample.name[len(source) :] if sample.name.startswith(source) else ""
     if suffix not in ("_bucket", "_count", "_sum"):
+        return
+    if not labels_of.keeps(sample.labels):
         return
     labels = {k: v for k, v in sample.labels.items() if k != "le"}
     # The engine's own label set identifies one histogram; several may map to one key.

@@ -1,7 +1,8 @@
-"""vLLM's normalised series (``collectors.engines_names``) over OTLP, from the poller's latest
-snapshots: ``streamobs_engine_requests_running`` becomes ``streamobs.engine.requests_running``,
-counters lose ``_total``, and ``_seconds``/``_ratio`` become the unit. vLLM's own raw
-families are re-exposed on ``/metrics`` only."""
+"""The engines' normalised series (``collectors/engines/names.py``) over OTLP, from the
+poller's latest snapshots: ``streamobs_engine_requests_running`` becomes
+``streamobs.engine.requests_running``, counters lose ``_total``, ``_seconds``/``_ratio``
+become the unit, and the engine kind is the ``streamobs.engine.kind`` attribute. The
+engines' own raw families are re-exposed on ``/metrics`` only."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ SnapshotSource = Callable[[], Mapping[str, EngineSnapshot]]
 
 COLLECTOR_UP, COLLECTOR_DURATION = (spec.name for spec in COLLECTOR_HEALTH)
 _COLLECTOR = "streamobs.collector"
+_KIND = "streamobs.engine.kind"
 _PREFIX = "streamobs_engine_"
 _UNITS = {
     "streamobs_engine_requests_running": "{request}",
     "streamobs_engine_requests_waiting": "{request}",
     "streamobs_engine_prompt_tokens_total": TOKENS,
+    "streamobs_engine_prompt_tokens_cached_total": TOKENS,
     "streamobs_engine_generation_tokens_total": TOKENS,
     "streamobs_engine_preemptions_total": "{preemption}",
     "streamobs_engine_prefix_cache_queries_total": TOKENS,
@@ -75,7 +78,9 @@ def vllm_series(latest: SnapshotSource, targets: Sequence[str]) -> SeriesSource:
         snapshots = latest()
         for target in [*targets, *(t for t in snapshots if t not in targets)]:
             snapshot = snapshots.get(target)
-            health: dict[str, AttributeValue] = {_COLLECTOR: "vllm", TARGET: target}
+            kind = snapshot.kind if snapshot is not None else None
+            # As on /metrics: the kind's collector, "engine" while the kind is unknown.
+            health: dict[str, AttributeValue] = {_COLLECTOR: kind or "engine", TARGET: target}
             up = snapshot is not None and snapshot.up
             yield SeriesValue(COLLECTOR_UP, health, 1.0 if up else 0.0)
             duration = snapshot.duration_seconds if snapshot is not None else 0.0
@@ -85,7 +90,9 @@ def vllm_series(latest: SnapshotSource, targets: Sequence[str]) -> SeriesSource:
             for family in snapshot.normalised:
                 name = otel_name(family.spec)
                 for scalar in family.scalars:
-                    attributes = _attributes(target, family.label_names, scalar.labels)
+                    attributes = _attributes(
+                        target, snapshot.kind, family.label_names, scalar.labels
+                    )
                     yield SeriesValue(name, attributes, scalar.value)
 
     return read
@@ -103,7 +110,9 @@ def vllm_histograms(latest: SnapshotSource) -> HistogramSource:
                         name=otel_name(family.spec),
                         unit=otel_unit(family.spec),
                         description=family.spec.documentation,
-                        attributes=_attributes(target, family.label_names, histogram.labels),
+                        attributes=_attributes(
+                            target, snapshot.kind, family.label_names, histogram.labels
+                        ),
                         bounds=bounds,
                         cumulative=tuple(count for _, count in histogram.buckets),
                         sum=histogram.sum,
@@ -113,9 +122,9 @@ def vllm_histograms(latest: SnapshotSource) -> HistogramSource:
 
 
 def _attributes(
-    target: str, names: Sequence[str], values: Sequence[str]
+    target: str, kind: str | None, names: Sequence[str], values: Sequence[str]
 ) -> dict[str, AttributeValue]:
-    attributes: dict[str, AttributeValue] = {TARGET: target}
+    attributes: dict[str, AttributeValue] = {TARGET: target, _KIND: kind or ""}
     for name, value in zip(names, values, strict=True):
         attributes[_label_attribute(name)] = value
     return attributes
