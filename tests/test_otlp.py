@@ -35,11 +35,14 @@ from streamobs.config import Config, parse_config
 from streamobs.export.otlp import names
 from streamobs.export.otlp.exporter import OtlpExporter, OtlpSettings, histogram_boundaries
 from streamobs.export.otlp.gpu import GPU_NAMES
+from streamobs.export.otlp.server_timing import NAMES as SERVER_TIMING_NAMES
 from streamobs.export.otlp.settings import OtlpSettingsError, build_resource
 from streamobs.export.prometheus.probe import FAILURE_OUTCOMES, ProbeMetrics
+from streamobs.export.prometheus.server_timing import ServerTimingMetrics, bucket_edges
 from streamobs.overhead import OverheadTracker
-from streamobs.probe.result import Delivery, Outcome, ProbeResult
+from streamobs.probe.result import Degraded, Delivery, Outcome, ProbeResult, TimingQuality
 from streamobs.targets import TargetConfig
+from streamobs.traces.records import ServerSpan, ServerTiming, server_timing
 from tests.fake_nvml import FakeNvml, h100, rtx3050
 from tests.fixtures import FIXTURES
 from tests.otlp_receiver import (
@@ -561,6 +564,109 @@ def test_vllm_and_overhead_series(clean_env: None) -> None:
     overhead = found[names.PROBE_TTFT_OVERHEAD][0]
     assert overhead.attributes == {"streamobs.target": "chat-a", "gen_ai.request.model": "tiny"}
     assert math.isclose(overhead.value, 0.18 - 0.15, abs_tol=1e-9)
+
+
+def joined(result: ProbeResult, path_ms: float, queue: float) -> ServerTiming:
+    """``result`` joined to its own span, whose TTFT is ``path_ms`` below the client's
+    (above it when negative)."""
+    assert result.first_token_ns is not None
+    ttft = result.first_token_ns / 1e9 - path_ms / 1000
+    span = ServerSpan(
+        trace_id="ab" * 16,
+        span_id="cd" * 8,
+        parent_span_id="ef" * 8,
+        start_unix_ns=0,
+        end_unix_ns=int((ttft + 0.3) * 1e9),
+        queue_seconds=queue,
+        ttft_seconds=ttft,
+        prefill_seconds=ttft * 0.4,
+        decode_seconds=0.3,
+        e2e_seconds=ttft + 0.3,
+    )
+    return server_timing(result.first_token_ns, span)
+
+
+# Every scripted probe that got a first token, with three spans each; the failed ones
+# count on neither side, nor does one with degraded stamps.
+SERVER_TIMED = [
+    (target, scripted, joined(scripted, path_ms, queue))
+    for target, scripted in SCRIPTED
+    if scripted.first_token_ns is not None
+    for path_ms, queue in ((3.5, 0.000061), (0.00002, 0.0), (-0.004, 0.31))
+]
+SERVER_TIMED.append(
+    (
+        CHAT,
+        replace(SCRIPTED[0][1], timing=TimingQuality(degraded=Degraded.LATE_READS)),
+        joined(SCRIPTED[0][1], 1.0, 0.5),
+    )
+)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_server_timing_matches_prometheus(clean_env: None, protocol: str) -> None:
+    """Each probe's own server timing: the same histograms as on /metrics (the failed and
+    degraded probes on neither side), names, unit, attributes and edges."""
+    prometheus = CollectorRegistry()
+    metrics = ServerTimingMetrics(prometheus, CONFIG.latency_buckets())
+    with receiver(protocol) as (endpoint, received):
+        exporter, _ = exporter_for(endpoint, protocol)
+        try:
+            for target, scripted, timing in SERVER_TIMED:
+                metrics.record(target.name, scripted, timing)
+                exporter.record_server_timing(target, scripted, timing)
+            assert exporter.force_flush(10)
+            assert received.wait_for(lambda: bool(received.metrics))
+        finally:
+            exporter.shutdown(2)
+    _, found = decode(received.metrics[-1])
+    edges = bucket_edges(CONFIG.latency_buckets())
+    boundaries = histogram_boundaries(CONFIG.targets, CONFIG.latency_buckets())
+    recorded = [(t, r, s) for t, r, s in SERVER_TIMED if r.ok and r.exact]
+    assert any(s.path_seconds is not None and s.path_seconds < 0 for _, _, s in recorded)
+    for suffix, name in SERVER_TIMING_NAMES.items():
+        assert name.startswith("streamobs.probe.")
+        prom_name = (
+            "streamobs_probe_path_seconds"
+            if suffix == "path"
+            else (f"streamobs_probe_server_{suffix}_seconds")
+        )
+        series = found[name]
+        assert {s.kind for s in series} == {"histogram"} and {s.unit for s in series} == {"s"}
+        assert {frozenset(s.attributes) for s in series} == {
+            frozenset({"streamobs.target", "gen_ai.request.model"})
+        }
+        for target in CONFIG.targets:
+            points = select(series, **of(target))
+            assert len(points) == 1, (name, target.name)
+            point = points[0].point
+            assert tuple(point.explicit_bounds) == edges[suffix] == boundaries[name]
+            count = prom(prometheus, prom_name + "_count", target)
+            assert point.count == count == sum(1 for t, *_ in recorded if t is target)
+            # Cumulative counts at every edge, as Prometheus has them.
+            cumulative = 0
+            for bound, in_bucket in zip(point.explicit_bounds, point.bucket_counts, strict=False):
+                cumulative += in_bucket
+                le = floatToGoString(bound)  # type: ignore[no-untyped-call]
+                assert cumulative == prom(prometheus, prom_name + "_bucket", target, le=le)
+            if suffix == "path":  # below zero: 0 over OTLP (the SDK refuses negatives)
+                paths = [s.path_seconds or 0.0 for t, _, s in recorded if t is target]
+                assert math.isclose(point.sum, sum(max(p, 0.0) for p in paths), abs_tol=1e-12)
+                assert math.isclose(
+                    prom(prometheus, prom_name + "_sum", target), sum(paths), abs_tol=1e-12
+                )
+            else:
+                total = prom(prometheus, prom_name + "_sum", target)
+                assert math.isclose(point.sum, total, rel_tol=1e-12)
+
+
+def test_server_timing_is_not_recorded_while_export_is_off(clean_env: None) -> None:
+    exporter = OtlpExporter(
+        OtlpSettings(), CONFIG.targets, CONFIG.latency_buckets(), CollectorRegistry()
+    )
+    assert not exporter.enabled
+    target, scripted, timing = SERVER_TIMED[0]
+    exporter.record_server_timing(target, scripted, timing)  # nothing to do, no error
 
 
 def test_gpu_series_match_prometheus(clean_env: None) -> None:

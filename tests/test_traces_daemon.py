@@ -1,7 +1,8 @@
 """`streamobs run` with the trace receiver: the simulator sends each request's llm_request
 span to the daemon, every probe gets its own server figures (exactly the simulator's),
-path time is client TTFT minus server TTFT, every received body goes on to the user's OTLP
-endpoint unchanged under the probe's own span, and a dead downstream changes nothing."""
+path time is client TTFT minus server TTFT, the same figures go out as OTLP histograms,
+every received body goes on to the user's OTLP endpoint unchanged under the probe's own
+span, and a dead downstream changes nothing."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
+from streamobs.export.otlp import names
 from streamobs.probe.result import ProbeResult
 from streamobs.simulator import Simulator, SimulatorConfig
 from streamobs.traces.records import ServerTiming
 from tests.fixtures import free_port, wait_for
-from tests.otlp_receiver import black_hole
+from tests.otlp_receiver import black_hole, http_receiver
+from tests.test_otlp import decode
 from tests.test_traces_receiver import raw_http_receiver
 
 Joined = tuple[str, ProbeResult, ServerTiming, bool]
@@ -174,6 +177,51 @@ def test_each_probe_gets_its_own_server_timing_and_spans_go_on_unchanged(
         wanted = {(r.trace_id, r.span_id) for _, r, *_ in joined}
         wait_for(lambda: wanted <= set(probe_spans()), timeout=60)
         assert all(probe_spans()[key].startswith("chat ") for key in wanted)
+
+
+def test_each_probes_server_timing_goes_out_over_otlp_too() -> None:
+    port = free_port()
+    sim_config = SimulatorConfig(
+        model="sim",
+        ttft=0.03,
+        itl=0.003,
+        queue=0.01,
+        otlp_traces_endpoint=f"http://127.0.0.1:{port}/v1/traces",
+        otlp_traces_batch_delay=0.2,
+    )
+    with Simulator(sim_config) as sim, http_receiver() as (endpoint, received):
+        config = daemon_config(sim, port, endpoint, traces=False, export_interval="500ms")
+        with traced_daemon(config) as (daemon, joined):
+            wait_for(lambda: sum(1 for *_, observed in joined if observed) >= 3, timeout=60)
+            daemon.runtime.scheduler.stop(5.0)
+            traces, otlp = daemon.runtime.traces, daemon.runtime.otlp
+            assert traces is not None and otlp is not None
+            wait_for(lambda: traces.join.pending() == 0, timeout=60)
+            wait_for(lambda: len(joined) == traces.stats().join.joined, timeout=60)
+            assert otlp.force_flush(10)
+            metrics = daemon.runtime.render().decode()
+        observed_ones = [t for *_, t, o in joined if o]
+        _, found = decode(received.metrics[-1])  # cumulative: every probe so far
+        labels = '{model="sim",target="sim"}'
+        for name, prom_name, field in (
+            (names.PROBE_SERVER_TTFT, "server_ttft", "ttft_seconds"),
+            (names.PROBE_SERVER_QUEUE, "server_queue", "queue_seconds"),
+            (names.PROBE_SERVER_PREFILL, "server_prefill", "prefill_seconds"),
+            (names.PROBE_SERVER_DECODE, "server_decode", "decode_seconds"),
+            (names.PROBE_SERVER_E2E, "server_e2e", "e2e_seconds"),
+            (names.PROBE_PATH, "path", None),
+        ):
+            (series,) = found[name]
+            assert series.unit == "s"
+            assert series.attributes == {"streamobs.target": "sim", "gen_ai.request.model": "sim"}
+            point = series.point
+            count = sample(metrics, f"streamobs_probe_{prom_name}_seconds_count{labels}")
+            assert point.count == count == len(observed_ones)
+            if field is None:  # the path time, never below 0 over OTLP
+                values = [max(t.path_seconds or 0.0, 0.0) for t in observed_ones]
+            else:  # the simulator's own figures, exactly as on /metrics
+                values = [getattr(t.span, field) for t in observed_ones]
+            assert point.sum == pytest.approx(sum(values), rel=1e-9, abs=1e-12)
 
 
 def test_a_dead_downstream_leaves_probes_and_metrics_alone() -> None:

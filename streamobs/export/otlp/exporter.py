@@ -8,8 +8,9 @@ waits for the network; each export is bounded by the exporter timeout, the span 
 bounded, and attribute sets are capped per instrument. Failures are counted in
 ``streamobs_otlp_export_failures_total{signal}`` and logged once per change of state.
 
-Wiring: build one ``OtlpExporter`` per runtime, call ``record_probe`` for every result, hand
-it the collectors' snapshot sources with ``observe_*``, and ``shutdown`` it when done.
+Wiring: build one ``OtlpExporter`` per runtime, call ``record_probe`` for every result and
+``record_server_timing`` for every probe joined to its own server span, hand it the
+collectors' snapshot sources with ``observe_*``, and ``shutdown`` it when done.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from streamobs.export.otlp.health import (
 )
 from streamobs.export.otlp.pipeline import HealthMetricExporter, HealthSpanExporter
 from streamobs.export.otlp.probe import ProbeInstruments
+from streamobs.export.otlp.server_timing import ServerTimingInstruments, server_timing_boundaries
 from streamobs.export.otlp.settings import (
     OtlpSettings,
     OtlpSettingsError,
@@ -73,6 +75,7 @@ from streamobs.overhead import OverheadTracker
 from streamobs.probe.result import ProbeResult
 from streamobs.statelog import StateLog
 from streamobs.targets import TargetConfig
+from streamobs.traces.records import ServerTiming
 
 __all__ = ["OtlpExporter", "OtlpSettings", "OtlpSettingsError", "histogram_boundaries"]
 
@@ -100,7 +103,8 @@ def histogram_boundaries(
 ) -> dict[str, tuple[float, ...]]:
     """Bucket edges per histogram: the convention's for the GenAI names plus every SLO
     threshold that applies (so ``le=<threshold>`` exists), and for ``streamobs.*`` exactly
-    the edges of the matching Prometheus histogram (``buckets``, thresholds included)."""
+    the edges of the matching Prometheus histogram (``buckets``, thresholds included; the
+    per-probe server timing's as ``streamobs_probe_server_*_seconds`` has them)."""
     ttft = {t.slo.ttft_seconds for t in targets}
     tpot = {t.slo.tpot_seconds for t in targets}
     return {
@@ -111,6 +115,7 @@ def histogram_boundaries(
         n.TOKEN_USAGE: n.TOKEN_BOUNDARIES,
         n.PROBE_TPOT: buckets["tpot"],
         n.PROBE_HEADERS: buckets["headers"],
+        **server_timing_boundaries(buckets),
     }
 
 
@@ -160,6 +165,7 @@ class OtlpExporter:
         self._observed: ObservedSeries | None = None
         self._metric_exporter: HealthMetricExporter | None = None
         self._probes: ProbeInstruments | None = None
+        self._server_timing: ServerTimingInstruments | None = None
         self._tracer_provider: TracerProvider | None = None
         self._span_exporter: HealthSpanExporter | None = None
         self._tracer: Tracer | None = None
@@ -205,6 +211,8 @@ class OtlpExporter:
         self._probes = ProbeInstruments(
             meter, self._observed, self._guard, settings.provider_name, targets
         )
+        # Recorded only while the trace receiver joins probes to their spans.
+        self._server_timing = ServerTimingInstruments(meter, self._guard)
 
     def _start_traces(self, resource: Resource, health: ExportHealth) -> None:
         settings = self.settings
@@ -242,6 +250,20 @@ class OtlpExporter:
             if self._tracer is not None:
                 record_span(self._tracer, self.settings.provider_name, target, result)
         except Exception as exc:  # a bug here must not stop the probes
+            self._note_record_error(f"{type(exc).__name__}: {exc}")
+            return
+        self._note_record_error(None)
+
+    def record_server_timing(
+        self, target: TargetConfig, result: ProbeResult, timing: ServerTiming
+    ) -> None:
+        """Record one probe's own server timing (``result`` as given to ``record_probe``).
+        Never raises and never waits for the network."""
+        if not self.enabled or self._server_timing is None:
+            return
+        try:
+            self._server_timing.record(target, result, timing)
+        except Exception as exc:  # a bug here must not stop the trace receiver
             self._note_record_error(f"{type(exc).__name__}: {exc}")
             return
         self._note_record_error(None)

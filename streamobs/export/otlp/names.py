@@ -51,6 +51,15 @@ PROBE_SUCCESS: Final = "streamobs.probe.success"
 PROBE_BURST_SHARE: Final = "streamobs.probe.burst_share"
 PROBE_LAST_RUN: Final = "streamobs.probe.last_run"
 PROBE_TTFT_OVERHEAD: Final = "streamobs.probe.ttft_overhead"
+# Each probe's own server span (streamobs_probe_server_*_seconds and _path_seconds): the
+# conventions' gen_ai.server.* names mean the server's view of all its requests, so these
+# per-probe values are streamobs.*, named after vLLM's span attributes (gen_ai.latency.*).
+PROBE_SERVER_QUEUE: Final = "streamobs.probe.server.time_in_queue"
+PROBE_SERVER_TTFT: Final = "streamobs.probe.server.time_to_first_token"
+PROBE_SERVER_PREFILL: Final = "streamobs.probe.server.time_in_model_prefill"
+PROBE_SERVER_DECODE: Final = "streamobs.probe.server.time_in_model_decode"
+PROBE_SERVER_E2E: Final = "streamobs.probe.server.e2e"
+PROBE_PATH: Final = "streamobs.probe.path_time"  # client TTFT - server TTFT
 SLO_TTFT: Final = "streamobs.slo.ttft.threshold"
 SLO_TPOT: Final = "streamobs.slo.tpot.threshold"
 SLO_OBJECTIVE: Final = "streamobs.slo.objective"

@@ -66,8 +66,19 @@ SERIES = (
 )
 
 
+PATH = "path"  # the key of the path time's edges in ``bucket_edges``
+
+
 def _edges(buckets: Mapping[str, tuple[float, ...]], name: str | None) -> tuple[float, ...]:
     return tuple(sorted({*FINE_BUCKETS, *(buckets.get(name, ()) if name else ())}))
+
+
+def bucket_edges(buckets: Mapping[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+    """The edges of each histogram, by name suffix (``ttft``, ``queue``, ... and ``path``),
+    from the client histograms' ``buckets``: the same for Prometheus and OTLP."""
+    edges = {suffix: _edges(buckets, client) for suffix, _help, client, _field in SERIES}
+    edges[PATH] = _edges(buckets, "ttft")
+    return edges
 
 
 class ServerTimingMetrics:
@@ -78,14 +89,15 @@ class ServerTimingMetrics:
     ) -> None:
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str]] = set()
+        edges = bucket_edges(buckets)
         self.histograms: dict[str, Histogram] = {}
-        for suffix, help_text, client, _field in SERIES:
+        for suffix, help_text, _client, _field in SERIES:
             self.histograms[suffix] = Histogram(
                 f"streamobs_probe_server_{suffix}_seconds",
                 help_text,
                 LABELS,
                 registry=registry,
-                buckets=_edges(buckets, client),
+                buckets=edges[suffix],
             )
         self.path = Histogram(
             "streamobs_probe_path_seconds",
@@ -93,7 +105,7 @@ class ServerTimingMetrics:
             "request (network, proxies and gateways between streamobs and the server).",
             LABELS,
             registry=registry,
-            buckets=_edges(buckets, "ttft"),
+            buckets=edges[PATH],
         )
         self.output_tokens = Counter(
             "streamobs_probe_server_output_tokens",
@@ -132,9 +144,17 @@ class ServerTimingMetrics:
     def keep(self, targets: Iterable[str]) -> None:
         """Drop the series of every target but ``targets`` (after a reload)."""
         kept = set(targets)
+        self._drop(lambda labels: labels[0] not in kept)
+
+    def forget_models(self, target: str, kept: Iterable[str]) -> None:
+        """Drop the series of ``target``'s models but ``kept`` (labels)."""
+        models = set(kept)
+        self._drop(lambda labels: labels[0] == target and labels[1] not in models)
+
+    def _drop(self, gone: Callable[[tuple[str, str]], bool]) -> None:
         metrics = [*self.histograms.values(), self.path, self.output_tokens, self.prompt_tokens]
         with self._lock:
-            for labels in [labels for labels in self._seen if labels[0] not in kept]:
+            for labels in [labels for labels in self._seen if gone(labels)]:
                 self._seen.discard(labels)
                 for metric in metrics:
                     with contextlib.suppress(KeyError):
