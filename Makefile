@@ -92,7 +92,11 @@ pack: install
 	$(BIN)/streamobs pack --out .
 	$(BIN)/python -m streamobs.reference --write
 
-# Run by hand on a quiet machine; writes the results table into README.md.
+# Run by hand, on as quiet a machine as can be had; writes the tables into README.md. The
+# full matrix: timing truth over plain TCP and TLS, quiet and with a busy loop per core, at
+# 1, 16 and 64 streams, streamobs beside the OpenAI SDK and aiohttp; footprint; parse; scale
+# (about an hour on 2 cores). `python -m benchmarks --quick` is the smoke run, and
+# `pytest benchmarks/test_timing.py` checks the timing benchmark itself in a minute.
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks

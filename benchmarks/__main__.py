@@ -1,8 +1,9 @@
 """`make bench`: every benchmark, one table, written into the README with date and machine,
 then the scale table (``python -m benchmarks.scale`` runs that one alone).
 
-python -m benchmarks                      # full run (about 25 minutes)
-python -m benchmarks --quick              # shorter windows, same tables
+python -m benchmarks                      # full run (about 50 minutes on 2 cores)
+python -m benchmarks --quick              # shorter windows, same tables (a smoke run)
+python -m benchmarks.timing               # the timing table alone, printed
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import datetime
 import os
 import platform
 import re
+import ssl
+from importlib import metadata
 from pathlib import Path
 
 from prometheus_client import disable_created_metrics
@@ -19,7 +22,7 @@ from prometheus_client import disable_created_metrics
 from benchmarks import scale
 from benchmarks.expose import parse_and_expose, render_eight_targets
 from benchmarks.footprint import measure
-from benchmarks.timing import run_fidelity
+from benchmarks.timing import run_fidelity, timing_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -35,35 +38,35 @@ def machine() -> str:
     except OSError:
         pass
     system = f"Linux {platform.release()}, Python {platform.python_version()}"
-    return f"{cpu}, {os.cpu_count()} cores, {system}"
+    return f"{cpu}, nproc {len(os.sched_getaffinity(0))}, {system}"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def clients() -> str:
+    return (
+        f"openai {_version('openai')}, aiohttp {_version('aiohttp')}, "
+        f"requests {_version('requests')}, {ssl.OPENSSL_VERSION}"
+    )
 
 
 def table(quick: bool) -> str:
     rounds = 2 if quick else 8
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load = os.getloadavg()[0]
+    fidelity = run_fidelity((1, 16, 64), rounds=rounds)
     lines = [
-        f"Measured {datetime.date.today().isoformat()} on {machine()}; "
-        f"load average {os.getloadavg()[0]:.2f} when the run began (other work shared the "
-        "machine: *quiet* means no busy loops of our own).",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC{' (`--quick`)' if quick else ''} on "
+        f"{machine()}; clients {clients()}; load average {load:.2f} when the run began "
+        "(other work shares the machine: see *others* below).",
         "",
-        "Timing error against the simulator's kernel stamps (plain TCP; *busy*: as many "
-        "busy-looping processes as cores). streamobs' figures are over its exact probes; "
-        "*degraded* are the probes it kept out (it could not vouch for their stamps), "
-        "*unflagged* the probes whose real error passed 1 ms without being flagged, "
-        "*buffered* direct-path probes called buffered.",
-        "",
-        "| client | load | streams | TTFT err p50 | TTFT err p99 | arrival err p50 "
-        "| arrival err p99 | ITL err p99 | probes | degraded | unflagged | buffered |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        timing_table(fidelity),
     ]
-    for r in run_fidelity((1, 16, 64), rounds=rounds):
-        own = r.client == "streamobs"
-        lines.append(
-            f"| {r.client} | {'busy' if r.contention else 'quiet'} | {r.streams} "
-            f"| {r.ttft_p50_ms:.3f} ms | {r.ttft_p99_ms:.3f} ms "
-            f"| {r.arrival_p50_ms:.3f} ms | {r.arrival_p99_ms:.3f} ms | {r.itl_p99_ms:.3f} ms "
-            f"| {r.samples + r.degraded} | {r.degraded if own else '-'} "
-            f"| {r.unflagged if own else '-'} | {r.buffered if own else '-'} |"
-        )
     lines += [
         "",
         "| footprint: `streamobs run`, 15 s interval, vLLM scraped | window "
@@ -98,6 +101,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="streamobs benchmarks")
     parser.add_argument("--quick", action="store_true", help="shorter windows")
     parser.add_argument("--no-readme", action="store_true", help="print only")
+    parser.add_argument(
+        "--no-scale", action="store_true", help="leave out the scale table (its own run)"
+    )
     args = parser.parse_args()
     # As `streamobs run` does: /metrics is timed the way the daemon serves it.
     disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -112,6 +118,8 @@ def main() -> int:
         else:
             readme += f"\n## Benchmarks\n\n`make bench` writes the last run here.\n\n{block}\n"
         README.write_text(readme)
+    if args.no_scale:
+        return 0
     scaled = scale.table(scale.rows(scale.SIZES, args.quick))
     print(scaled)
     if not args.no_readme:
