@@ -81,7 +81,14 @@ def _from_metrics(metrics: Iterable[Metric]) -> list[Family]:
 def daemon_families() -> list[Family]:
     config = parse_config(
         {
-            "targets": [{"name": "t", "url": "http://127.0.0.1:8000", "model": "m"}],
+            # A second model with an SLO of its own: the streamobs_slo_* label model.
+            "targets": [
+                {
+                    "name": "t",
+                    "url": "http://127.0.0.1:8000",
+                    "model": ["m", {"name": "m2", "slo": {"ttft": "1s"}}],
+                }
+            ],
             "collectors": {"gpu": {"enabled": True}},
         }
     )
@@ -135,7 +142,10 @@ def _kind_table(kind: KindSpec) -> list[str]:
         names = ", then ".join(f"`{name}`" for name in source.names)
         if source.only:
             names += " " + ", ".join(f'`{k}="{v}"`' for k, v in source.only)
-        note = (source.note or "same meaning").replace("|", "\\|")
+        note = source.note or "same meaning"
+        if source.absent_when:
+            note += f" (absent {source.absent_when})"
+        note = note.replace("|", "\\|")
         lines.append(f"| `{spec.name}` | {names} | {note} |")
     return [*lines, ""]
 

@@ -28,16 +28,32 @@ def engine_families(exprs: Iterable[str]) -> frozenset[str]:
     return frozenset(found)
 
 
-def kinds_without(exprs: Iterable[str]) -> tuple[KindSpec, ...]:
-    """The kinds that lack a family the expressions need (so they return no data there)."""
-    needed = engine_families(exprs)
-    return tuple(kind for kind in KINDS if not needed <= set(kind.sources))
+def _having(needed: frozenset[str]) -> tuple[KindSpec, ...]:
+    return tuple(kind for kind in KINDS if needed <= set(kind.sources))
 
 
 def kinds_with(exprs: Iterable[str]) -> tuple[KindSpec, ...]:
     """The kinds that have every family the expressions read."""
-    lacking = kinds_without(exprs)
-    return tuple(kind for kind in KINDS if kind not in lacking)
+    return _having(engine_families(exprs))
+
+
+def kinds_without(exprs: Iterable[str]) -> tuple[KindSpec, ...]:
+    """The kinds that lack a family the expressions need (so they return no data there)."""
+    having = kinds_with(exprs)
+    return tuple(kind for kind in KINDS if kind not in having)
+
+
+def kinds_sometimes_absent(exprs: Iterable[str]) -> tuple[tuple[KindSpec, str], ...]:
+    """The kinds that have the families but may serve one of them not at all (SGLang's
+    retractions until the first one), each with when: no data there is no fault."""
+    needed = sorted(engine_families(exprs))
+    found = []
+    for kind in _having(frozenset(needed)):
+        when = [kind.sources[name].absent_when for name in needed]
+        when = [w for w in when if w]
+        if when:
+            found.append((kind, "; ".join(when)))
+    return tuple(found)
 
 
 def unavailable_kinds(exprs: Iterable[str]) -> str:
@@ -47,8 +63,12 @@ def unavailable_kinds(exprs: Iterable[str]) -> str:
 
 def unavailable_note(exprs: Iterable[str]) -> str:
     """ " Not available on ...", or "" when every kind has what the expressions read."""
+    exprs = list(exprs)
     lacking = kinds_without(exprs)
-    if not lacking:
-        return ""
-    names = ", ".join(kind.name for kind in lacking)
-    return f" Not available on engine kinds {names} (they expose no such metric)."
+    note = ""
+    if lacking:
+        names = ", ".join(kind.name for kind in lacking)
+        note += f" Not available on engine kinds {names} (they expose no such metric)."
+    for kind, when in kinds_sometimes_absent(exprs):
+        note += f" On {kind.name} absent {when}."
+    return note

@@ -27,6 +27,9 @@ class Source:
     # Series kept: those with every (label, value) of ``only`` and none of ``exclude``.
     only: tuple[tuple[str, str], ...] = ()
     exclude: tuple[tuple[str, str], ...] = ()
+    # When the engine may serve no such family although the kind has it ("until the
+    # first retraction"): no data is then no fault, and dashboards say so.
+    absent_when: str = ""
 
     def keeps(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.only) and not any(
@@ -59,8 +62,9 @@ def _s(
     histogram_sum: bool = False,
     only: tuple[tuple[str, str], ...] = (),
     exclude: tuple[tuple[str, str], ...] = (),
+    absent_when: str = "",
 ) -> Source:
-    return Source(tuple(names), note, histogram_sum, only, exclude)
+    return Source(tuple(names), note, histogram_sum, only, exclude, absent_when)
 
 
 VLLM = KindSpec(
@@ -159,8 +163,8 @@ _SGLANG = KindSpec(
         ),
         "streamobs_engine_preemptions_total": _s(
             "sglang:num_retracted_requests_total",
-            note="requests retracted from the running batch when the KV pool ran out; "
-            "absent until the first one",
+            note="requests retracted from the running batch when the KV pool ran out",
+            absent_when="until the first retraction",
         ),
         "streamobs_engine_time_to_first_token_seconds": _s(
             "sglang:time_to_first_token_seconds",
@@ -278,7 +282,8 @@ LLAMACPP = KindSpec(
         ),
         "streamobs_engine_kv_cache_usage_ratio": _s(
             "llamacpp:kv_cache_usage_ratio",
-            note="older servers only: current llama-server no longer exposes it",
+            note="share of the KV cache's cells in use",
+            absent_when="on current releases (older llama-server only)",
         ),
         "streamobs_engine_prompt_tokens_total": _s(
             "llamacpp:prompt_tokens_total", note="prompt tokens computed (cache reuse excluded)"

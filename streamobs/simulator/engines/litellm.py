@@ -31,6 +31,10 @@ _TOTAL_LATENCY = (
     "team_alias", "user", "model", "model_id", "api_provider", "service_tier", "org_id",
     "org_alias",
 )  # fmt: skip
+_QUEUE = (
+    "api_key_alias", "api_provider", "end_user", "hashed_api_key", "model", "model_id",
+    "org_alias", "org_id", "requested_model", "team", "team_alias", "user",
+)  # fmt: skip
 _TOKENS = (
     "end_user", "hashed_api_key", "api_key_alias", "model", "team", "team_alias", "user",
     "user_email", "requested_model", "model_id", "api_provider", "org_id", "org_alias",
@@ -114,6 +118,14 @@ class LitellmMetrics(EngineMetrics):
             "litellm_llm_api_latency_metric",
             "Total latency (seconds) for a models LLM API call",
             _LATENCY,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._queue = Histogram(
+            "litellm_request_queue_time_seconds",
+            "Time (seconds) from request arrival at the proxy to the start of pre-call "
+            "processing -- includes authentication and any ASGI-level queueing",
+            _QUEUE,
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -201,6 +213,8 @@ class LitellmMetrics(EngineMetrics):
         if reason == "error":
             return
         self._api_latency.labels(**_values(_LATENCY, model)).observe(e2e_s)
+        # The proxy's own queue; the simulated engine's stands in for it.
+        self._queue.labels(**_values(_QUEUE, model)).observe(request.queue_seconds)
         self._total_latency.labels(**_values(_TOTAL_LATENCY, model)).observe(e2e_s)
         tokens = _values(_TOKENS, model)
         self._input_tokens.labels(**tokens).inc(request.prompt_tokens)
