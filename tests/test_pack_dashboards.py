@@ -121,6 +121,41 @@ def test_job_target_and_model_variables_exist_and_every_variable_is_used(
     assert set(variables) <= used, f"unused variables: {set(variables) - used}"
 
 
+@pytest.mark.parametrize(("name", "dashboard"), ALL, ids=IDS)
+def test_repeated_panels_repeat_over_a_multi_value_variable_and_say_which(
+    name: str, dashboard: dict[str, Any]
+) -> None:
+    variables = {v["name"]: v for v in query_variables(dashboard)}
+    for panel in data_panels(dashboard):
+        repeat = panel.get("repeat")
+        if repeat is None:
+            continue
+        assert variables[repeat]["multi"], panel["title"]
+        assert f"${repeat}" in panel["title"], panel["title"]  # which copy is which
+        assert panel["repeatDirection"] == "h" and panel["gridPos"]["w"] == 24
+
+
+def test_the_probes_dashboard_shows_where_the_ttft_goes_per_target() -> None:
+    probes = dict(ALL)["streamobs-probes.json"]
+    (panel,) = [p for p in data_panels(probes) if p["title"].startswith("Where the time")]
+    assert panel["repeat"] == "target"
+    assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    exprs = {t["legendFormat"]: t["expr"] for t in panel["targets"]}
+    assert list(exprs) == ["{{phase}}", "path", "queue", "prefill", "server, other"]
+    text = "\n".join(exprs.values())
+    for series in (
+        "streamobs_probe_connection_seconds",
+        "streamobs_probe_path_seconds",
+        "streamobs_probe_server_queue_seconds",
+        "streamobs_probe_server_prefill_seconds",
+        "streamobs_probe_server_ttft_seconds",
+    ):  # means: rate of _sum over rate of _count, never a quantile
+        assert f"rate({series}_sum" in text and f"rate({series}_count" in text
+    assert "histogram_quantile" not in text
+    assert "traces_receiver" in panel["description"]
+    assert "--otlp-traces-endpoint" in panel["description"]
+
+
 @pytest.mark.parametrize("query", queries(), ids=str)
 def test_every_query_filters_on_job_and_rates_use_rate_interval(query: Any) -> None:
     assert 'job=~"$job"' in query.expr

@@ -5,7 +5,9 @@
    conditions are false on a healthy system, so for alerts each series the condition
    compares must return data. Series the simulator cannot make (NVML, the efficiency
    series derived from it, OTLP export health) come from a second scrape target that
-   serves ``tests/data/pack/gpu-host.prom``, as a streamobs on a GPU host would.
+   serves ``tests/data/pack/gpu-host.prom``, as a streamobs on a GPU host would. The
+   daemon runs its trace receiver and the simulator sends it each request's span, as vLLM
+   with ``--otlp-traces-endpoint`` does, so the per-probe server timing series exist.
 2. Degrading the simulator's TTFT makes Prometheus page through the example Alertmanager
    routing to a webhook, while the TTFT ticket is inhibited. The windows are shortened to
    seconds (the same generator, other numbers); the shipped windows are promtool-tested.
@@ -29,7 +31,7 @@ from streamobs.pack.alerts import alert_rules, error_ratio_record, render_rules,
 from streamobs.pack.command import RULES_FILE, write_files
 from streamobs.pack.config import DEFAULT, BurnWindow, Objectives, PackConfig, for_daemon_config
 from streamobs.simulator import Simulator, SimulatorConfig
-from tests.fixtures import require_binary
+from tests.fixtures import free_port, require_binary
 from tests.pack_helpers import (
     ALERTMANAGER_EXAMPLE,
     DASHBOARDS,
@@ -86,8 +88,18 @@ def healthy(
     binary = require_binary("prometheus")
     workdir = tmp_path_factory.mktemp("prometheus")
     own_slos = request.param == "two-targets-own-slos"
-    with Simulator(SimulatorConfig(model="sim", ttft=0.02, itl=0.005)) as sim:
+    traces_port = free_port()
+    simulator = SimulatorConfig(
+        model="sim",
+        ttft=0.02,
+        itl=0.005,
+        queue=0.002,
+        otlp_traces_endpoint=f"http://127.0.0.1:{traces_port}/v1/traces",
+        otlp_traces_batch_delay=0.2,
+    )
+    with Simulator(simulator) as sim:
         config = daemon_config(sim.url)
+        config["traces_receiver"] = {"http_listen_address": f"127.0.0.1:{traces_port}"}
         # A second target whose every stream ends in an error event, so the outcome
         # panels have failures to show.
         config["targets"].append(
@@ -179,6 +191,37 @@ def test_every_dashboard_query_returns_data(healthy: Stack) -> None:
         return found
 
     # Rates over a few seconds of data can be empty for a moment; errors never are.
+    assert eventually(problems, 15) == []
+
+
+def test_the_ttft_parts_are_the_simulators_own(healthy: Stack) -> None:
+    """The simulator's TTFT is its queue plus its prefill (no API server around it): the
+    panel's queue is at least the simulator's queue time and its "server, other" is 0."""
+    probes = dashboards(healthy.dashboards)["streamobs-probes.json"]
+    (panel,) = [p for p in data_panels(probes) if p.get("repeat") == "target"]
+    parts = {target["legendFormat"]: target["expr"] for target in panel["targets"]}
+    assert set(parts) == {"{{phase}}", "path", "queue", "prefill", "server, other"}
+    # One panel per target, as Grafana repeats it: this one for "sim".
+    values = {**BUILTINS, "job": "streamobs", "target": "sim", "model": ".*"}
+
+    def problems() -> list[str]:
+        found = {
+            legend: healthy.prometheus.query(substitute(expr, values))
+            for legend, expr in parts.items()
+            if legend != "{{phase}}"
+        }
+        if any(len(samples) != 1 for samples in found.values()):
+            return [f"not one series per part: {found}"]
+        mean = {legend: float(samples[0]["value"][1]) for legend, samples in found.items()}
+        wrong = []
+        if not mean["queue"] >= 0.002:
+            wrong.append(f"queue below the simulator's: {mean}")
+        if not abs(mean["server, other"]) < 1e-6:
+            wrong.append(f"server time outside queue and prefill: {mean}")
+        if not (mean["prefill"] > 0 and mean["path"] > 0):
+            wrong.append(f"no prefill or path time: {mean}")
+        return wrong
+
     assert eventually(problems, 15) == []
 
 

@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from streamobs.collectors.engines.names import NORMALISED
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
+from streamobs.export.prometheus.server_timing import ServerTimingMetrics
+from streamobs.probe.result import Outcome, ProbeResult
+from streamobs.traces.records import ServerSpan, server_timing
 from tests.pack_helpers import GOLDEN_METRICS, GPU_HOST_SERIES, RULES, dashboards, rules
 
 _NAME = re.compile(r"\b((?:streamobs|process)_[a-z0-9_]+)\b")
@@ -54,10 +58,29 @@ def _daemon_families() -> set[str]:
         daemon.web.server_close()
 
 
+def _server_timing_families() -> set[str]:
+    """Each probe's own server timing: registered only while the trace receiver is on."""
+    registry = CollectorRegistry()
+    timing = ServerTimingMetrics(registry, {})
+    result = ProbeResult(
+        url="http://127.0.0.1:9/v1/chat/completions",
+        endpoint="chat",
+        model="m",
+        outcome=Outcome.OK,
+        start_ns=0,
+        started_at=0.0,
+        first_token_ns=2_000_000,
+    )
+    span = ServerSpan("ab" * 16, "cd" * 8, None, 0, 1, ttft_seconds=0.001, queue_seconds=0.0)
+    timing.record("t", result, server_timing(result.first_token_ns, span))
+    return _families(generate_latest(registry).decode())
+
+
 def _from_code() -> set[str]:
     """Names the code says it exposes: the golden /metrics, a daemon's own /metrics and
     every name table."""
     names = _families(GOLDEN_METRICS.read_text(encoding="utf-8")) | _daemon_families()
+    names |= _server_timing_families()
     for spec in NORMALISED:
         names.add(spec.name)
         if spec.kind == "histogram":

@@ -100,6 +100,14 @@ def _rate(metric: str, matchers: str, by: str) -> str:
     return f"sum by ({by}) (rate({metric}{matchers}[{RATE}]))"
 
 
+def _observed_mean(histogram: str, matchers: str, by: str = "target") -> str:
+    """The mean per observation, absent (not NaN) while the window has none: a NaN in a
+    stacked panel would blank every series stacked above it."""
+    total = _rate(histogram + "_sum", matchers, by)
+    count = _rate(histogram + "_count", matchers, by)
+    return f"{total}\n/\n({count} > 0)"
+
+
 def _links(config: PackConfig) -> tuple[tuple[str, str], ...]:
     return (("Runbooks", config.runbook_url),)
 
@@ -328,7 +336,8 @@ def streaming_probes(config: PackConfig) -> Dashboard:
                 "TTFT outside the engine (approximation)",
                 "Mean client TTFT minus vLLM's mean TTFT over a scrape window, other users' "
                 "requests included: roughly the time in the network, TLS, proxies and the API "
-                "server. streamobs_probe_path_seconds (with traces_receiver) is exact per probe.",
+                "server. The path time (with traces_receiver, in the panels on where the "
+                "time to first token goes) is exact per probe.",
                 "s",
                 (Query(f"{s.TTFT_OVERHEAD}{PROBE}", "{{target}}"),),
             ),
@@ -376,6 +385,45 @@ def streaming_probes(config: PackConfig) -> Dashboard:
                 "a proxy.",
                 "s",
                 _quantiles(config, s.HEADERS, PROBE, "client"),
+            ),
+        ),
+    )
+    server_rest = (
+        f"{_observed_mean(s.SERVER_TTFT, PROBE)}\n- on (target)\n"
+        f"{_observed_mean(s.SERVER_QUEUE, PROBE)}\n- on (target)\n"
+        f"{_observed_mean(s.SERVER_PREFILL, PROBE)}"
+    )
+    ttft_parts = Row(
+        "Where the time to first token goes",
+        (
+            Panel(
+                "timeseries",
+                "Where the time to first token goes: $target",
+                "Each probe's time to first token taken apart, per target, as means over the "
+                "window (rate of _sum over rate of _count of the per-probe histograms). "
+                "dns, connect (TCP), tls: setting up the probe's connection, before the "
+                "request is sent (not part of TTFT; no tls on plain HTTP). path: client TTFT "
+                "minus the server's own TTFT of the same request, i.e. the network, proxies "
+                "and gateways in between. queue: waiting in the server's queue. prefill: "
+                "computing the prompt up to the first token. server, other: the rest of the "
+                "server's TTFT (handling the request before the queue and the first token "
+                "after prefill). path, queue, prefill and server, other add up to the mean "
+                "client TTFT of those probes. They come from vLLM's own llm_request span of "
+                "each probe, so they need streamobs' trace receiver (traces_receiver) and "
+                "vLLM started with --otlp-traces-endpoint pointing at it; without it only "
+                "the connection phases show. Successful probes with exact stamps only.",
+                "s",
+                (
+                    Query(_observed_mean(s.CONNECTION, PROBE, "target, phase"), "{{phase}}"),
+                    Query(_observed_mean(s.PATH, PROBE), "path"),
+                    Query(_observed_mean(s.SERVER_QUEUE, PROBE), "queue"),
+                    Query(_observed_mean(s.SERVER_PREFILL, PROBE), "prefill"),
+                    Query(server_rest, "server, other"),
+                ),
+                width=24,
+                min=0,
+                stack=True,
+                repeat="target",
             ),
         ),
     )
@@ -517,7 +565,7 @@ def streaming_probes(config: PackConfig) -> Dashboard:
         "What streaming clients feel: TTFT, TPOT, inter-token latency and end-to-end "
         "latency from streamobs' probes next to vLLM's own view, outcome classes and "
         "buffered streams.",
-        (latency, distributions, outcomes, delivery),
+        (latency, ttft_parts, distributions, outcomes, delivery),
         variables=_variables(ENGINE_VARIABLE),
     )
 

@@ -49,6 +49,8 @@ class Panel:
     # Draw the steps as dashed lines on a time series (e.g. burn factors, SLO threshold).
     threshold_lines: bool = False
     stack: bool = False
+    # One copy of the panel per value of this variable, side by side (two to a line).
+    repeat: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,9 @@ def _panel(spec: Panel, grid: dict[str, int]) -> dict[str, Any]:
         "transparent": False,
         "type": spec.kind,
     }
+    if spec.repeat is not None:
+        panel["repeat"] = spec.repeat
+        panel["maxPerRow"] = 2
     if spec.kind == "timeseries":
         custom: dict[str, Any] = {"fillOpacity": 10, "showPoints": "never"}
         if spec.threshold_lines:

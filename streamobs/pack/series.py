@@ -29,6 +29,12 @@ SUCCESS = "streamobs_probe_success"
 BURST_SHARE = "streamobs_probe_burst_share_ratio"
 LAST_RUN = "streamobs_probe_last_run_timestamp_seconds"
 TTFT_OVERHEAD = "streamobs_probe_ttft_overhead_seconds"
+# Each probe's own server span (streamobs/export/prometheus/server_timing.py), only while
+# the trace receiver is on; labels target, model.
+SERVER_TTFT = "streamobs_probe_server_ttft_seconds"
+SERVER_QUEUE = "streamobs_probe_server_queue_seconds"
+SERVER_PREFILL = "streamobs_probe_server_prefill_seconds"
+PATH = "streamobs_probe_path_seconds"  # client TTFT - server TTFT of the same request
 SLO_TTFT_THRESHOLD = "streamobs_slo_ttft_threshold_seconds"  # label target only
 SLO_TPOT_THRESHOLD = "streamobs_slo_tpot_threshold_seconds"
 SLO_OBJECTIVE = "streamobs_slo_objective_ratio"
