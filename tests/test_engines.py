@@ -72,7 +72,7 @@ def test_two_targets_on_one_engine_export_its_series_once(simulator: Simulator) 
 
 
 def _tokens_per_second_query() -> str:
-    dashboard = dashboards()["streamobs-vllm.json"]
+    dashboard = dashboards()["streamobs-engines.json"]
     panel = next(p for p in data_panels(dashboard) if p["title"] == "Tokens per second")
     return next(t["expr"] for t in panel["targets"] if "generation" in t["legendFormat"])
 

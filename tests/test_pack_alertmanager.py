@@ -78,8 +78,8 @@ def test_a_page_inhibits_the_same_slos_ticket_only(tmp_path: Path) -> None:
                     _alert(burn, "critical", "a", slo="ttft", long="1h", short="5m"),
                     _alert(burn, "warning", "a", slo="ttft", long="1d", short="2h"),  # held
                     _alert(burn, "warning", "b", slo="ttft", long="1d", short="2h"),
-                    _alert("StreamobsVllmDown", "critical", "a"),
-                    _alert("StreamobsVllmKvCacheNearFull", "warning", "a", model="m"),
+                    _alert("StreamobsEngineDown", "critical", "a"),
+                    _alert("StreamobsEngineKvCacheNearFull", "warning", "a", model="m"),
                 ]
             )
 
@@ -93,9 +93,9 @@ def test_a_page_inhibits_the_same_slos_ticket_only(tmp_path: Path) -> None:
             tickets = {
                 (a["labels"]["alertname"], a["labels"]["target"]) for a in webhook.alerts("/ticket")
             }
-            assert pages == {(burn, "a"), ("StreamobsVllmDown", "a")}
+            assert pages == {(burn, "a"), ("StreamobsEngineDown", "a")}
             # The other target's ticket and the non-SLO ticket still go out.
-            assert tickets == {(burn, "b"), ("StreamobsVllmKvCacheNearFull", "a")}
+            assert tickets == {(burn, "b"), ("StreamobsEngineKvCacheNearFull", "a")}
             inhibited = [a for a in alertmanager.alerts() if a["status"]["inhibitedBy"]]
             assert [(a["labels"]["alertname"], a["labels"]["target"]) for a in inhibited] == [
                 (burn, "a")

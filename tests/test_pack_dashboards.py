@@ -30,7 +30,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 UIDS = {
     "streamobs-slo.json": "streamobs-slo",
     "streamobs-probes.json": "streamobs-probes",
-    "streamobs-vllm.json": "streamobs-vllm",
+    "streamobs-engines.json": "streamobs-engines",
     "streamobs-gpu.json": "streamobs-gpu",
 }
 ALL = sorted(dashboards().items())

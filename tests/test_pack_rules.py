@@ -260,9 +260,9 @@ def test_generated_files_are_the_rules_alertmanager_four_dashboards_and_the_prom
     assert sorted(str(p) for p in generated_files()) == [
         "alerts/alertmanager.example.yml",
         "alerts/streamobs.rules.yml",
+        "dashboards/streamobs-engines.json",
         "dashboards/streamobs-gpu.json",
         "dashboards/streamobs-probes.json",
         "dashboards/streamobs-slo.json",
-        "dashboards/streamobs-vllm.json",
         "deploy/kubernetes/prometheusrule.yaml",
     ]

@@ -446,7 +446,7 @@ def _probe_group(config: PackConfig) -> RuleGroup:
     return RuleGroup("streamobs-probes", tuple(rules))
 
 
-def _vllm_group(config: PackConfig) -> RuleGroup:
+def _engine_group(config: PackConfig) -> RuleGroup:
     c, sel = config, config.selector
     by = "job, engine, model"
     vllm_up = selector(sel, s.ENGINE_COLLECTORS)
@@ -460,32 +460,32 @@ def _vllm_group(config: PackConfig) -> RuleGroup:
         f"max by (job, engine) ({s.SUCCESS}{selector(sel)}\n"
         f"* on (job, target) group_left (engine) {s.TARGET_INFO}{selector(sel)})"
     )
-    queue = c.vllm_queue_growing
+    queue = c.engine_queue_growing
     waiting = f"sum by ({by}) ({s.VLLM_WAITING}{selector(sel)})"
     growth = f"sum by ({by}) (deriv({s.VLLM_WAITING}{selector(sel)}[{queue.window}]))"
     kv = f"max by ({by}, engine_index) ({s.VLLM_KV_CACHE}{selector(sel)})"
-    pre = c.vllm_preemptions
+    pre = c.engine_preemptions
     preempted = f"sum by ({by}) (increase({s.VLLM_PREEMPTIONS}{selector(sel)}[{pre.window}]))"
     return RuleGroup(
-        "streamobs-vllm",
+        "streamobs-engines",
         (
             _alert(
                 c,
-                "StreamobsVllmDown",
-                c.vllm_down,
+                "StreamobsEngineDown",
+                c.engine_down,
                 f"{up} == 0\nand on (job, engine)\n{success} == 0",
                 [up, success],
-                "vLLM is down: its /metrics does not answer and every probe fails.",
+                "An engine is down: its /metrics does not answer and every probe fails.",
                 "streamobs cannot scrape the /metrics of engine {{ $labels.engine }} "
                 "({{ $labels.job }}) and the last probe of every target reaching it failed.",
             ),
             _alert(
                 c,
-                "StreamobsVllmQueueGrowing",
+                "StreamobsEngineQueueGrowing",
                 queue,
                 f"{waiting} > {number(queue.threshold)}\nand on ({by})\n{growth} > 0",
                 [waiting, growth],
-                "Requests are piling up in vLLM's queue.",
+                "Requests are piling up in an engine's queue.",
                 "{{ $value }} requests wait in the queue of {{ $labels.engine }} "
                 f"(model {{{{ $labels.model }}}}) and the queue grew over the last "
                 f"{queue.window}: demand exceeds what the engine can schedule, and TTFT "
@@ -493,22 +493,22 @@ def _vllm_group(config: PackConfig) -> RuleGroup:
             ),
             _alert(
                 c,
-                "StreamobsVllmKvCacheNearFull",
-                c.vllm_kv_cache_near_full,
-                f"{kv} > {number(c.vllm_kv_cache_near_full.threshold)}",
+                "StreamobsEngineKvCacheNearFull",
+                c.engine_kv_cache_near_full,
+                f"{kv} > {number(c.engine_kv_cache_near_full.threshold)}",
                 [kv],
-                "vLLM's KV cache is nearly full.",
+                "An engine's KV cache is nearly full.",
                 "The KV cache of {{ $labels.engine }} (model {{ $labels.model }}, engine core "
                 "{{ $labels.engine_index }}) is {{ $value | humanizePercentage }} used: new "
                 "requests wait and running ones get preempted.",
             ),
             _alert(
                 c,
-                "StreamobsVllmPreemptions",
+                "StreamobsEnginePreemptions",
                 pre,
                 f"{preempted} > {number(pre.threshold)}",
                 [preempted],
-                "vLLM is preempting requests.",
+                "An engine is preempting requests.",
                 "{{ $value }} requests of {{ $labels.engine }} (model {{ $labels.model }}) "
                 f"were preempted in the last {pre.window}: the KV cache cannot hold the "
                 "running batch, and preempted requests are recomputed, which stalls their "
@@ -633,7 +633,7 @@ def rule_groups(config: PackConfig) -> tuple[RuleGroup, ...]:
     return (
         *(_slo_group(config, slo) for slo in slos(config)),
         _probe_group(config),
-        _vllm_group(config),
+        _engine_group(config),
         _gpu_group(config),
         _self_group(config),
     )

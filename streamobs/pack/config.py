@@ -127,13 +127,13 @@ class PackConfig:
     probe_timing_degraded: AlertSettings = AlertSettings("warning", "15m", 0.2, "15m")
     threshold_not_bucket_edge: AlertSettings = AlertSettings("warning", "15m")
     slo_config_mismatch: AlertSettings = AlertSettings("warning", "15m")
-    # vLLM's /metrics unreachable while every probe fails.
-    vllm_down: AlertSettings = AlertSettings("critical", "5m")
+    # An engine's /metrics unreachable while every probe fails.
+    engine_down: AlertSettings = AlertSettings("critical", "5m")
     # Requests waiting, and still growing over the window.
-    vllm_queue_growing: AlertSettings = AlertSettings("warning", "15m", 10.0, "15m")
-    vllm_kv_cache_near_full: AlertSettings = AlertSettings("warning", "15m", 0.95)
+    engine_queue_growing: AlertSettings = AlertSettings("warning", "15m", 10.0, "15m")
+    engine_kv_cache_near_full: AlertSettings = AlertSettings("warning", "15m", 0.95)
     # Preempted requests within the window.
-    vllm_preemptions: AlertSettings = AlertSettings("warning", "5m", 10.0, "15m")
+    engine_preemptions: AlertSettings = AlertSettings("warning", "5m", 10.0, "15m")
     gpu_hot: AlertSettings = AlertSettings("warning", "10m", 85.0)
     gpu_throttled: AlertSettings = AlertSettings("warning", "15m")
     gpu_throttle_reasons: tuple[str, ...] = GPU_THROTTLE_REASONS

@@ -570,10 +570,10 @@ def streaming_probes(config: PackConfig) -> Dashboard:
     )
 
 
-# -- vLLM engine ----------------------------------------------------------------------
+# -- engines --------------------------------------------------------------------------
 
 
-def vllm_engine(config: PackConfig) -> Dashboard:
+def engine_dashboard(config: PackConfig) -> Dashboard:
     v = ENGINE
     by = "engine, model"
     load = Row(
@@ -582,23 +582,24 @@ def vllm_engine(config: PackConfig) -> Dashboard:
             Panel(
                 "timeseries",
                 "Requests running and waiting",
-                "Requests in the running batch and in the queue (vllm:num_requests_running "
-                "and vllm:num_requests_waiting, the same in V0 and V1). Dashed: the queue "
-                "length StreamobsVllmQueueGrowing watches.",
+                "Requests in the engine's running batch and in its queue (vLLM "
+                "num_requests_running/waiting, SGLang num_running_reqs/num_queue_reqs, ...: "
+                "the README's metric reference says which per kind). Dashed: the queue "
+                "length StreamobsEngineQueueGrowing watches.",
                 "short",
                 (
                     Query(f"sum by ({by}) ({s.VLLM_RUNNING}{v})", "running {{engine}}"),
                     Query(f"sum by ({by}) ({s.VLLM_WAITING}{v})", "waiting {{engine}}"),
                 ),
-                steps=((None, GREEN), (config.vllm_queue_growing.threshold, RED)),
+                steps=((None, GREEN), (config.engine_queue_growing.threshold, RED)),
                 threshold_lines=True,
             ),
             Panel(
                 "timeseries",
                 "KV cache usage",
-                "Share of KV-cache blocks in use (V0 vllm:gpu_cache_usage_perc, V1 "
-                "vllm:kv_cache_usage_perc). Near full, new requests wait and running ones "
-                "are preempted.",
+                "Share of the KV cache in use, 0 to 1 (vLLM V0 gpu_cache_usage_perc, V1 "
+                "kv_cache_usage_perc; SGLang full_token_usage; ...). Near full, new requests "
+                "wait and running ones are preempted.",
                 "percentunit",
                 (
                     Query(
@@ -608,21 +609,22 @@ def vllm_engine(config: PackConfig) -> Dashboard:
                 ),
                 min=0,
                 max=1,
-                steps=((None, GREEN), (config.vllm_kv_cache_near_full.threshold, RED)),
+                steps=((None, GREEN), (config.engine_kv_cache_near_full.threshold, RED)),
                 threshold_lines=True,
             ),
             Panel(
                 "timeseries",
                 "Preemptions",
-                "Requests preempted per second (vllm:num_preemptions_total): the KV cache "
-                "could not hold the batch; preempted requests are recomputed.",
+                "Requests preempted (SGLang: retracted) per second: the KV cache could not "
+                "hold the batch; preempted requests are recomputed.",
                 "reqps",
                 (Query(_rate(s.VLLM_PREEMPTIONS, v, by), "{{engine}}"),),
             ),
             Panel(
                 "timeseries",
                 "Finished requests",
-                "Requests vLLM finished per second, by finished_reason (stop, length, abort, ...).",
+                "Requests the engine finished per second, by finished_reason (stop, length, "
+                "abort, ...).",
                 "reqps",
                 (
                     Query(
@@ -671,47 +673,50 @@ def vllm_engine(config: PackConfig) -> Dashboard:
             Panel(
                 "timeseries",
                 "Queue time",
-                "Time requests waited in vLLM's queue before being scheduled. vLLM's "
-                "buckets start at 0.3 s here: a quantile only names the bucket, the mean "
-                "(rate of _sum over rate of _count) is exact.",
+                "Time requests waited in the engine's queue before being scheduled (LiteLLM: "
+                "the proxy's own queue). vLLM's buckets start at 0.3 s: a quantile only "
+                "names the bucket, the mean (rate of _sum over rate of _count) is exact.",
                 "s",
                 _server(config, s.VLLM_QUEUE_TIME, v, "queue"),
             ),
             Panel(
                 "timeseries",
                 "Time to first token (server)",
-                "vLLM's own TTFT: queueing plus prefill, without the network. Quantiles "
-                "within vLLM's buckets, and the exact mean.",
+                "The engine's own TTFT: queueing plus prefill, without the network (LiteLLM: "
+                "its backend call's). Quantiles within the engine's buckets, and the exact "
+                "mean.",
                 "s",
                 _server(config, s.VLLM_TTFT, v, "server"),
             ),
             Panel(
                 "timeseries",
                 "Inter-token latency (server)",
-                "vLLM's own gaps between tokens (V0 time_per_output_token_seconds, V1 "
-                "inter_token_latency_seconds). Its first bucket ends at 10 ms: the mean "
-                "is exact where the quantiles are not.",
+                "The engine's own gaps between tokens: per engine step on vLLM (V0 "
+                "time_per_output_token_seconds, V1 inter_token_latency_seconds), per token on "
+                "SGLang. vLLM's first bucket ends at 10 ms: the mean is exact where the "
+                "quantiles are not.",
                 "s",
                 _server(config, s.VLLM_ITL, v, "server"),
             ),
             Panel(
                 "timeseries",
                 "End to end (server)",
-                "vLLM's own request latency, arrival to last token.",
+                "The engine's own request latency, arrival to last token.",
                 "s",
                 _server(config, s.VLLM_E2E, v, "server"),
             ),
         ),
     )
-    # The vLLM collector's health names the engine it scraped in its target label.
+    # An engine collector's health names the engine it scraped in its target label.
     collector = selector(s.ENGINE_COLLECTORS, 'job=~"$job"', 'target=~"$engine"')
     scrape = Row(
         "Collector",
         (
             Panel(
                 "timeseries",
-                "vLLM /metrics scrape",
-                "Whether streamobs' last scrape of each vLLM /metrics worked (1) or not (0).",
+                "Engine /metrics scrape",
+                "Whether streamobs' last scrape of each engine's /metrics worked (1) or not "
+                "(0); collector is the engine's kind (engine while it is not known).",
                 "bool",
                 (Query(f"{s.COLLECTOR_UP}{collector}", "{{target}}"),),
                 min=0,
@@ -719,8 +724,8 @@ def vllm_engine(config: PackConfig) -> Dashboard:
             ),
             Panel(
                 "timeseries",
-                "vLLM /metrics scrape duration",
-                "How long streamobs' last scrape of each vLLM /metrics took.",
+                "Engine /metrics scrape duration",
+                "How long streamobs' last scrape of each engine's /metrics took.",
                 "s",
                 (Query(f"{s.COLLECTOR_DURATION}{collector}", "{{target}}"),),
             ),
@@ -728,10 +733,11 @@ def vllm_engine(config: PackConfig) -> Dashboard:
     )
     return _dashboard(
         config,
-        "vllm",
-        "streamobs / vLLM engine",
-        "vLLM's own metrics as streamobs normalises them (streamobs_engine_*), so one "
-        "dashboard works for V0 and V1 engines and across vLLM's renames.",
+        "engines",
+        "streamobs / Engines",
+        "The engines' own metrics as streamobs normalises them (streamobs_engine_*): one "
+        "dashboard for vLLM (V0, V1 and its renames), SGLang, TensorRT-LLM, llama.cpp, TGI "
+        "and LiteLLM; a panel says on which kinds it has no data.",
         (load, throughput, latency, scrape),
         variables=_variables(ENGINE_VARIABLE),
     )
@@ -955,7 +961,7 @@ def dashboards(config: PackConfig) -> dict[str, Dashboard]:
     return {
         "streamobs-slo.json": slo_overview(config),
         "streamobs-probes.json": streaming_probes(config),
-        "streamobs-vllm.json": vllm_engine(config),
+        "streamobs-engines.json": engine_dashboard(config),
         "streamobs-gpu.json": gpu_efficiency(config),
     }
 

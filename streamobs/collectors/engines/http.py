@@ -15,7 +15,7 @@ from streamobs.http.errors import HTTPFailure, Kind, Phase
 _REQUEST_HEADERS = {
     "Accept": "text/plain;version=0.0.4;q=1.0,*/*;q=0.1",
     "Accept-Encoding": "identity",
-    "User-Agent": "streamobs-vllm-collector",
+    "User-Agent": "streamobs-engine-collector",
 }
 
 
