@@ -21,6 +21,8 @@ from streamobs.config import ConfigError, parse_config
 from streamobs.daemon import Daemon
 from streamobs.report import ms
 from streamobs.simulator import FAULTS, Simulator, SimulatorConfig
+from streamobs.simulator.engines import ENGINE_KINDS
+from streamobs.simulator.engines import KINDS as ENGINE_METRICS
 from streamobs.stats import quantile
 from streamobs.status import TargetStatus
 
@@ -92,7 +94,13 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         changes = fault_changes(args)
         simulator = Simulator(
-            SimulatorConfig(model="demo-model", ttft=args.ttft, itl=args.itl, stall_seconds=30)
+            SimulatorConfig(
+                model="demo-model",
+                engine=args.engine,
+                ttft=args.ttft,
+                itl=args.itl,
+                stall_seconds=30,
+            )
         )
     except ValueError as exc:
         print(f"streamobs demo: error: {exc}", file=sys.stderr)
@@ -104,6 +112,8 @@ def run_demo(args: argparse.Namespace) -> int:
             {
                 "name": "demo",
                 "url": simulator.url,
+                # The simulated engine's /metrics, where that kind serves it.
+                "metrics_url": simulator.url + ENGINE_METRICS[args.engine].metrics_path,
                 "interval": f"{args.interval}s",
                 "max_tokens": args.max_tokens,
                 "timeouts": {"headers": "5s", "first_token": "10s", "total": "20s"},
@@ -174,6 +184,12 @@ def add_arguments(demo: argparse.ArgumentParser, positive_seconds: Callable[[str
         default=[],
         metavar="NAME=P",
         help=f"inject a fault with probability P ({', '.join(FAULTS)}; repeatable)",
+    )
+    demo.add_argument(
+        "--engine",
+        choices=ENGINE_KINDS,
+        default="vllm",
+        help="whose /metrics the simulated server serves (default vllm)",
     )
     demo.add_argument("--slow-ttft", type=seconds, help="degrade TTFT to this many seconds")
     demo.add_argument("--buffered", action="store_true", help="deliver streams buffered")

@@ -87,3 +87,31 @@ def test_the_readme_says_how_many_probes_the_view_shows() -> None:
     section = readme.split("## `streamobs demo`", 1)[1].split("\n## ", 1)[0]
     assert re.findall(r"last (\d+) probes", section) == [str(RECENT)]
     assert 'make demo ARGS="' in section
+
+
+def test_demo_shows_any_engine_kind() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamobs", "demo", "--duration", "30", "--interval", "0.3",
+         "--ttft", "0.05", "--itl", "0.005", "--max-tokens", "8", "--engine", "trtllm",
+         "--listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def generated() -> float:
+        try:
+            text = requests.get(url, timeout=2).text
+        except requests.ConnectionError:
+            return 0.0
+        name = "streamobs_engine_generation_tokens_total"
+        return sample(text, name, engine="demo", kind="trtllm", model="demo-model") or 0.0
+
+    try:
+        # TensorRT-LLM's text is at /prometheus/metrics, recognised as trtllm.
+        wait_for(lambda: generated() > 0, timeout=20)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err

@@ -144,3 +144,17 @@ def test_sglang_underscore_names_of_older_releases_give_the_same_series() -> Non
     old = text.replace("sglang:", "sglang_")
     assert normalised_text(old) == normalised_text(text)
     assert snapshot_from_text(old).kind == "sglang"
+
+
+def test_llamacpp_kv_usage_of_older_servers_is_read() -> None:
+    # llama-server exposed kv_cache_usage_ratio before it was dropped; a current one has none.
+    text = (DATA / "llamacpp" / "metrics.txt").read_text()
+    older = text + (
+        "# HELP llamacpp:kv_cache_usage_ratio KV-cache usage. 1 means 100 percent usage.\n"
+        "# TYPE llamacpp:kv_cache_usage_ratio gauge\nllamacpp:kv_cache_usage_ratio 0.25\n"
+    )
+    ratio = "streamobs_engine_kv_cache_usage_ratio"
+    assert f'{ratio}{{engine="e",engine_index="0",kind="llamacpp",model=""}} 0.25' in (
+        normalised_text(older)
+    )
+    assert ratio + "{" not in normalised_text(text)
