@@ -182,7 +182,7 @@ class Runtime:
         # OTLP carries the same results and snapshots; it never measures on its own.
         engines = self.engines
         if engines is not None:
-            otlp.observe_vllm(engines.latest, engines.target_names)
+            otlp.observe_vllm(engines.latest, engines.configured_kinds())
             otlp.observe_overhead(self.overhead)
         gpu = self.gpu
         if gpu is not None:

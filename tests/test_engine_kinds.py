@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from streamobs.collectors.engines import EngineExporter, snapshot_from_text
 from streamobs.collectors.engines.kinds import KIND_NAMES, KINDS, detect, kind_spec
 from streamobs.collectors.engines.names import NORMALISED_BY_NAME
+from streamobs.collectors.engines.normalise import MAX_MODELS_PER_ENGINE
+from streamobs.labels import MAX_LABEL_CHARS, OVERFLOW
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden" / "engines"
@@ -158,3 +160,20 @@ def test_llamacpp_kv_usage_of_older_servers_is_read() -> None:
         normalised_text(older)
     )
     assert ratio + "{" not in normalised_text(text)
+
+
+def test_model_names_from_an_engine_are_bounded_labels() -> None:
+    # A hostile or odd engine: a huge model name, odd characters, and 200 models.
+    lines = ["# TYPE vllm:num_requests_running gauge"]
+    lines.append(f'vllm:num_requests_running{{model_name="{"x" * 100_000}"}} 1.0')
+    lines.append('vllm:num_requests_running{model_name="bad name\\n{}"} 1.0')
+    lines += [f'vllm:num_requests_running{{model_name="m{i}"}} 1.0' for i in range(200)]
+    snapshot = snapshot_from_text("\n".join(lines) + "\n")
+    family = snapshot.normalised_family("streamobs_engine_requests_running")
+    assert family is not None
+    models = {s.labels[0]: s.value for s in family.scalars}
+    assert len(models) == MAX_MODELS_PER_ENGINE + 1
+    assert all(len(m) <= MAX_LABEL_CHARS and "\n" not in m and " " not in m for m in models)
+    # Nothing lost: the models past the cap are summed under "(other)".
+    assert sum(models.values()) == 202.0
+    assert models[OVERFLOW] == 202.0 - MAX_MODELS_PER_ENGINE

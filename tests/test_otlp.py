@@ -681,7 +681,7 @@ def test_gpu_series_match_prometheus(clean_env: None) -> None:
     prometheus.register(GpuCollector(lambda: snapshot))
     with receiver("http/protobuf") as (endpoint, received):
         exporter, _ = exporter_for(endpoint, "http/protobuf")
-        exporter.observe_vllm(lambda: {}, ["chat-a"])  # scraped never: reported down
+        exporter.observe_vllm(lambda: {}, {"chat-a": "vllm"})  # scraped never: reported down
         exporter.observe_gpu(lambda: snapshot)
         try:
             assert exporter.force_flush(5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client.samples import Sample
 
@@ -17,6 +17,10 @@ from streamobs.collectors.engines.names import (
     NormalisedSpec,
 )
 from streamobs.collectors.engines.parse import ParsedFamily
+from streamobs.labels import OVERFLOW, model_label
+
+# Distinct model names one engine's normalised series carry; the rest are "(other)".
+MAX_MODELS_PER_ENGINE = 64
 
 # Label values in the order of ``SERIES_LABELS`` followed by the spec's extra labels.
 LabelValues = tuple[str, ...]
@@ -57,10 +61,63 @@ class NormalisedFamily:
 
 
 def normalise(families: Iterable[ParsedFamily], kind: KindSpec) -> tuple[NormalisedFamily, ...]:
-    """Every family that one of ``kind``'s sources feeds; the others are absent."""
+    """Every family that one of ``kind``'s sources feeds; the others are absent. Model
+    names are bounded label values, and past ``MAX_MODELS_PER_ENGINE`` distinct ones the
+    rest are merged under ``model="(other)"`` (totals stay right, series stay bounded)."""
     by_name = _by_exposed_name(families)
-    found = (_normalise_spec(spec, kind, by_name) for spec in NORMALISED)
-    return tuple(f for f in found if f is not None)
+    found = [_normalise_spec(spec, kind, by_name) for spec in NORMALISED]
+    return _bounded_models([f for f in found if f is not None])
+
+
+def _bounded_models(families: list[NormalisedFamily]) -> tuple[NormalisedFamily, ...]:
+    seen: dict[str, str] = {}  # engine's model name -> its label
+    for family in families:
+        models = [s.labels[0] for s in family.scalars] + [h.labels[0] for h in family.histograms]
+        for model in models:
+            if model not in seen:
+                bounded = model_label(model) if model else ""
+                seen[model] = bounded if len(seen) < MAX_MODELS_PER_ENGINE else OVERFLOW
+    if all(model == label for model, label in seen.items()):
+        return tuple(families)
+    return tuple(_relabelled(family, seen) for family in families)
+
+
+def _relabelled(family: NormalisedFamily, labels: Mapping[str, str]) -> NormalisedFamily:
+    def key(values: LabelValues) -> LabelValues:
+        return (labels[values[0]], *values[1:])
+
+    scalars: dict[LabelValues, float] = {}
+    for scalar in family.scalars:
+        k = key(scalar.labels)
+        merged = scalars.get(k)
+        if merged is None:
+            scalars[k] = scalar.value
+        elif family.spec.merge == "max":
+            scalars[k] = max(merged, scalar.value)
+        else:
+            scalars[k] = merged + scalar.value
+    histograms: dict[LabelValues, HistogramSeries] = {}
+    for histogram in family.histograms:
+        k = key(histogram.labels)
+        kept = histograms.get(k)
+        if kept is None or kept.bounds() != histogram.bounds():
+            # Buckets that do not line up are not added: the first one is kept.
+            histograms.setdefault(k, replace(histogram, labels=k))
+            continue
+        histograms[k] = HistogramSeries(
+            k,
+            tuple(
+                (b, c + o) for (b, c), (_, o) in zip(kept.buckets, histogram.buckets, strict=True)
+            ),
+            kept.count + histogram.count,
+            kept.sum + histogram.sum,
+        )
+    return NormalisedFamily(
+        family.spec,
+        family.source,
+        tuple(ScalarSeries(k, v) for k, v in scalars.items()),
+        tuple(histograms.values()),
+    )
 
 
 def _by_exposed_name(families: Iterable[ParsedFamily]) -> dict[str, ParsedFamily]:

@@ -139,6 +139,11 @@ class EnginePoller:
     def _configured_kinds(self) -> dict[str, str | None]:
         return {t.name: t.kind for t in self._targets}
 
+    def configured_kinds(self) -> dict[str, str | None]:
+        """Every engine by name, with its configured kind (None: recognised)."""
+        with self._lock:
+            return self._configured_kinds()
+
     def exported_kinds(self) -> tuple[str | None, ...]:
         """The kinds whose collector is on, and None: an engine of unknown kind is still
         re-exposed (and reported)."""

@@ -279,8 +279,11 @@ class OtlpExporter:
         if self._meter_provider is not None:
             self._histograms.add(source)
 
-    def observe_vllm(self, latest: SnapshotSource, targets: Sequence[str]) -> None:
-        """vLLM's normalised series from ``latest()`` (e.g. ``EnginePoller.latest``)."""
+    def observe_vllm(
+        self, latest: SnapshotSource, targets: Sequence[str] | Mapping[str, str | None]
+    ) -> None:
+        """The engines' normalised series from ``latest()`` (e.g. ``EnginePoller.latest``);
+        ``targets``: the configured engines, with their configured kinds where known."""
         self.observe_series(VLLM_SERIES, vllm_series(latest, targets))
         self.observe_histograms(vllm_histograms(latest))
 

@@ -70,15 +70,19 @@ VLLM_SERIES: tuple[SeriesSpec, ...] = (
 )
 
 
-def vllm_series(latest: SnapshotSource, targets: Sequence[str]) -> SeriesSource:
-    """Scalars and collector health of every target; configured targets not scraped yet
-    report down, as on ``/metrics``."""
+def vllm_series(
+    latest: SnapshotSource, targets: Sequence[str] | Mapping[str, str | None]
+) -> SeriesSource:
+    """Scalars and collector health of every engine (``targets``: the configured ones, with
+    their configured kind where known); engines not scraped yet report down, as on
+    ``/metrics``."""
+    kinds = targets if isinstance(targets, Mapping) else dict.fromkeys(targets)
 
     def read() -> Iterator[SeriesValue]:
         snapshots = latest()
-        for target in [*targets, *(t for t in snapshots if t not in targets)]:
+        for target in [*kinds, *(t for t in snapshots if t not in kinds)]:
             snapshot = snapshots.get(target)
-            kind = snapshot.kind if snapshot is not None else None
+            kind = kinds.get(target) or (snapshot.kind if snapshot is not None else None)
             # As on /metrics: the kind's collector, "engine" while the kind is unknown.
             health: dict[str, AttributeValue] = {_COLLECTOR: kind or "engine", TARGET: target}
             up = snapshot is not None and snapshot.up
