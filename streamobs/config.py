@@ -23,6 +23,7 @@ from streamobs.collectors.gpu.settings import GpuCollectorConfig
 from streamobs.credential_hosts import CredentialHostError, HostPattern, parse_host_pattern
 from streamobs.export.otlp.names import DEFAULT_PROVIDER
 from streamobs.export.otlp.settings import OtlpSettings, OtlpSettingsError
+from streamobs.export.prometheus.model_labels import model_label
 from streamobs.files import KIB, MIB, FileRefused, read_limited
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,
@@ -33,9 +34,11 @@ from streamobs.probe.spec import (
 )
 from streamobs.secret import SecretError, is_credential_header, load_api_key, load_secret
 from streamobs.targets import (
+    ALL_MODELS,
     DEFAULT_BUCKETS,
     SLO,
     EngineConfig,
+    ModelConfig,
     TargetConfig,
     latency_buckets,
 )
@@ -53,6 +56,7 @@ MAX_COUNT = 1_000_000
 MAX_TARGETS = 10_000
 MAX_MODULES = 1_000
 MAX_HEADERS = 64
+MAX_MODELS = 1_000  # listed per target; max_models_per_target bounds them too
 MAX_BUCKETS = 100
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -373,10 +377,13 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
             f"{merged.at('tool_call')}: the {target.endpoint} endpoint has no tool calls "
             "(chat, responses or messages have)"
         )
+    slo = _slo(merged.section("slo"))
+    models, all_models = _models(merged, slo)
     config = TargetConfig(
         name=name,
         target=target,
-        model=merged.text("model") or None,
+        models=models,
+        all_models=all_models,
         prompt=merged.text("prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
         max_tokens=merged.integer("max_tokens", 64, maximum=1_000_000),
         ignore_eos=merged.boolean("ignore_eos", True),
@@ -392,10 +399,67 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
         tool_call=tool_call,
         # Resolved against the engines by _engines(): the named one, else one at metrics_url.
         engine=engine if engine is not None else metrics_url,
-        slo=_slo(merged.section("slo")),
+        slo=slo,
     )
     merged.done()
     return config
+
+
+def _models(section: Section, slo: SLO) -> tuple[tuple[ModelConfig, ...], bool]:
+    """``model``: one name, ``all`` (every model /v1/models lists), or a list of names
+    and ``{name: NAME, slo: {...}}`` (its own SLO, merged over the target's key by key);
+    unset: the first model /v1/models lists. Models and their SLOs, and whether all."""
+    path = section.at("model")
+    raw = section.raw("model")
+    if raw is None or raw == "":
+        return (), False
+    if raw == ALL_MODELS:
+        return (), True
+    if isinstance(raw, str):
+        return (ModelConfig(raw),), False
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(
+            f"{path}: expected a model name, {ALL_MODELS}, or a non-empty list of models"
+        )
+    if len(raw) > MAX_MODELS:
+        raise ConfigError(f"{path}: at most {MAX_MODELS} models")
+    models: list[ModelConfig] = []
+    labels: dict[str, int] = {}  # label -> index of the model that has it
+    for i, item in enumerate(raw):
+        at = f"{path}[{i}]"
+        if item == ALL_MODELS:
+            raise ConfigError(
+                f"{at}: {ALL_MODELS} stands alone (model: {ALL_MODELS}, every model the server "
+                f"lists); a model named {ALL_MODELS} is {{name: {ALL_MODELS}}}"
+            )
+        if isinstance(item, dict):
+            entry = Section(item, at)
+            entry.expect(("name", "slo"))
+            name = entry.text("name")
+            own = entry.raw("slo")
+            if own is not None and not isinstance(own, dict):
+                raise ConfigError(f"{entry.at('slo')}: expected a mapping")
+            model_slo = None
+            if own is not None:
+                base = {"ttft": slo.ttft_seconds, "tpot": slo.tpot_seconds}
+                merged = {**base, "objective": slo.objective, **own}
+                model_slo = _slo(Section(merged, entry.at("slo")))
+            entry.done()
+        else:
+            name, model_slo = item, None
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{at}: expected a model name or {{name: NAME, slo: {{...}}}}")
+        label = model_label(name)
+        if label in labels:
+            j = labels[label]
+            if models[j].name == name:
+                raise ConfigError(f"{at}: duplicate model {name[:64]!r} (also {path}[{j}])")
+            raise ConfigError(
+                f"{at}: {name[:64]!r} and {path}[{j}] would share the model label {label!r}"
+            )
+        labels[label] = i
+        models.append(ModelConfig(name, model_slo))
+    return tuple(models), False
 
 
 def _metrics_url(value: object, path: str) -> str:
@@ -706,13 +770,20 @@ def parse_config(data: object) -> Config:
     scrape.done()
     gpu_config = _gpu(collectors.section("gpu"))
     collectors.done()
+    max_models = root.integer("max_models_per_target", 10, maximum=1000)
+    for i, target in enumerate(targets):
+        if len(target.models) > max_models:
+            raise ConfigError(
+                f"targets[{i}].model: {len(target.models)} models, more than "
+                f"max_models_per_target ({max_models})"
+            )
     config = Config(
         targets=targets,
         engines=engines,
         listen_address=listen,
         web_config_file=web_config_file,
         max_concurrency=root.integer("max_concurrency", 4, maximum=1024),
-        max_models_per_target=root.integer("max_models_per_target", 10, maximum=1000),
+        max_models_per_target=max_models,
         shutdown_grace=root.duration("shutdown_grace", 10.0, maximum=MAX_TIMEOUT),
         buckets=_buckets(root.section("histogram_buckets")),
         engine_scrape=engine_scrape,

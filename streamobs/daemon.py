@@ -119,7 +119,15 @@ class Runtime:
         self._targets: dict[str, TargetConfig] = {}
         self._efficiency_engine: str | None = None
         self._started = False
-        self.scheduler = Scheduler((), config.max_concurrency, self._on_result, probe, discover)
+        self.scheduler = Scheduler(
+            (),
+            config.max_concurrency,
+            self._on_result,
+            probe,
+            discover,
+            max_models=config.max_models_per_target,
+            on_models=self._on_models,
+        )
         self.config = config
         self.otlp: OtlpExporter | None = None
         self.configure(config, self.prepare(config))  # a bad OTLP setting raises here
@@ -152,7 +160,7 @@ class Runtime:
                 self._observe(otlp)
                 if old_otlp is not None:
                     threading.Thread(target=old_otlp.shutdown, args=(5.0,), daemon=True).start()
-            self.scheduler.update(targets, config.max_concurrency)
+            self.scheduler.update(targets, config.max_concurrency, config.max_models_per_target)
 
     def _otlp_for(self, config: Config) -> OtlpExporter:
         buckets = config.latency_buckets()
@@ -251,6 +259,18 @@ class Runtime:
             self.traces.expect(
                 result.trace_id, lambda span: self._on_server_span(target, result, span)
             )
+
+    def _on_models(self, target: TargetConfig, models: tuple[str, ...]) -> None:
+        """``model: all`` lists other models now: those it no longer lists lose their
+        series and history, as a removed target does (so adapters that come and go never
+        fill the model label cap)."""
+        if self._targets.get(target.name) != target:
+            return
+        labels = self.model_labels.retain(target.name, models)
+        self.metrics.forget_models(target.name, labels)
+        self.status.forget_models(target.name, labels)
+        if self.server_timing is not None:
+            self.server_timing.forget_models(target.name, labels)
 
     def _on_server_span(
         self, target: TargetConfig, result: ProbeResult, span: ServerSpan | None

@@ -7,6 +7,10 @@ that has been due longest, so when probes run long every target still gets its t
 order instead of a few winning every race for a slot. A target is back in the timer queue
 only once its probe has ended, so it never overlaps itself. A reload updates the schedule
 in place: unchanged targets keep their next due time and their probe in flight.
+
+A target with several models (``model: [a, b]`` or ``model: all``) probes them in turn,
+one probe at a time: each model is probed once per interval, the target's probes spread
+evenly over it.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from streamobs.probe.models import ModelDiscoveryError, discover_model
+from streamobs.export.prometheus.model_labels import model_label
+from streamobs.probe.models import ModelDiscoveryError, discover_model, list_models
 from streamobs.probe.prober import run_probe
 from streamobs.probe.result import Outcome, ProbeResult
-from streamobs.probe.spec import ProbeSpec
+from streamobs.probe.spec import ProbeSpec, Target
 from streamobs.report import redact_result
-from streamobs.secret import redact
+from streamobs.secret import Secret, redact
 from streamobs.statelog import StateLog
 from streamobs.targets import UNKNOWN_MODEL, TargetConfig
 
@@ -32,6 +37,10 @@ log = logging.getLogger(__name__)
 
 
 ResultCallback = Callable[[TargetConfig, ProbeResult], None]
+# model: all: the models a target probes from now on.
+ModelsCallback = Callable[[TargetConfig, tuple[str, ...]], None]
+# model: all lists /v1/models again at most this often (and after a 404 of a listed model).
+MODEL_LIST_INTERVAL = 60.0
 
 
 def build_spec(target: TargetConfig, model: str) -> ProbeSpec:
@@ -50,34 +59,122 @@ def build_spec(target: TargetConfig, model: str) -> ProbeSpec:
     )
 
 
-class ModelResolver:
-    """The configured model, or the one ``/v1/models`` names (asked again after a 404)."""
+def model_ids(
+    target: Target, api_key: Secret | None, timeout: float, verify_tls: bool
+) -> list[str]:
+    """The ids ``/v1/models`` lists, in its order."""
+    return [str(m["id"]) for m in list_models(target, api_key, timeout, verify_tls)]
 
-    def __init__(self, target: TargetConfig, discover: Callable[..., str] = discover_model) -> None:
+
+class ModelResolver:
+    """The models a target probes, in turn: the configured ones; else the first model
+    ``/v1/models`` lists (asked again after a 404); or, with ``model: all``, every model it
+    lists, the first ``max_models`` of them, listed again every ``MODEL_LIST_INTERVAL``
+    seconds and after a 404 (an adapter unloaded?). Used by one thread at a time: a
+    target's probes never overlap."""
+
+    def __init__(
+        self,
+        target: TargetConfig,
+        discover: Callable[..., str] = discover_model,
+        list_ids: Callable[..., list[str]] = model_ids,
+        max_models: int = 10,
+        on_change: Callable[[tuple[str, ...]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._target = target
+        self._on_change = on_change  # model: all, when the list of models changed
         self._discover = discover
-        self._model = target.model
+        self._list_ids = list_ids
+        self.max_models = max_models
+        self._clock = clock
+        self._models: tuple[str, ...] = tuple(m.name for m in target.models)
+        self._listed_at: float | None = None  # model: all: when the list was last asked
+        self._turn = 0
         self._states = StateLog(log)
 
+    def models(self) -> tuple[str, ...]:
+        """The models in turn now, discovered or listed first when that is due."""
+        t = self._target
+        if t.all_models:
+            if self._listed_at is None or self._clock() - self._listed_at >= MODEL_LIST_INTERVAL:
+                self._list()
+        elif not self._models:
+            self._discover_one()
+        return self._models or (UNKNOWN_MODEL,)
+
+    def next_model(self) -> str:
+        """The model whose turn it is."""
+        models = self.models()
+        model = models[self._turn % len(models)]
+        self._turn = (self._turn + 1) % len(models)
+        return model
+
+    def count(self) -> int:
+        """How many models take turns (as known now: nothing is asked)."""
+        return max(1, len(self._models))
+
     def model(self) -> str:
-        if self._model:
-            return self._model
+        """The first model (a one-off probe probes that one)."""
+        return self.models()[0]
+
+    def after(self, result: ProbeResult) -> None:
+        if self._target.models or result.http_status != 404:
+            return  # a configured model that 404s fails its own series, nothing more
+        if self._target.all_models:
+            self._listed_at = None  # list again before the next probe
+        else:
+            self._models = ()  # redeployed with another model? ask again next time
+
+    def _timeout(self) -> float:
+        return self._target.timeouts.connect + self._target.timeouts.headers
+
+    def _discover_one(self) -> None:
         t = self._target
         try:
-            self._model = self._discover(
-                t.target, t.api_key, t.timeouts.connect + t.timeouts.headers, t.verify_tls
-            )
-            self._states.changed("discovery", "")
-            log.info("target %s: serving model %s", t.name, self._model)
-            return self._model
+            self._models = (self._discover(t.target, t.api_key, self._timeout(), t.verify_tls),)
         except ModelDiscoveryError as exc:
             if self._states.changed("discovery", "failing"):
                 log.warning("target %s: %s", t.name, redact(str(exc), t.secrets(), 500))
-            return UNKNOWN_MODEL
+            return
+        self._states.changed("discovery", "")
+        log.info("target %s: serving model %s", t.name, self._models[0])
 
-    def after(self, result: ProbeResult) -> None:
-        if self._target.model is None and result.http_status == 404:
-            self._model = None  # redeployed with another model? ask again next time
+    def _list(self) -> None:
+        t = self._target
+        try:
+            listed = self._list_ids(t.target, t.api_key, self._timeout(), t.verify_tls)
+        except ModelDiscoveryError as exc:
+            if self._states.changed("discovery", "failing"):
+                log.warning("target %s: %s", t.name, redact(str(exc), t.secrets(), 500))
+            if self._models:  # keep probing the models listed before; ask again later
+                self._listed_at = self._clock()
+            return
+        self._states.changed("discovery", "")
+        self._listed_at = self._clock()
+        # One model per label, so two names cannot share (and mix) one set of series.
+        labels: set[str] = set()
+        unique = []
+        for model in listed:
+            if model_label(model) not in labels:
+                labels.add(model_label(model))
+                unique.append(model)
+        models = tuple(unique[: self.max_models])
+        cut = len(unique) > len(models)
+        if self._states.changed("cut", "cut" if cut else "") and cut:
+            log.warning(
+                "target %s: the server lists %d models; probing the first %d "
+                "(max_models_per_target)",
+                t.name,
+                len(unique),
+                len(models),
+            )
+        if models != self._models:
+            shown = ", ".join(model_label(m) for m in models)  # bounded, like the labels
+            log.info("target %s: probing models %s", t.name, shown)
+            self._models = models
+            if self._on_change is not None:
+                self._on_change(models)
 
 
 class _Entry:
@@ -104,12 +201,18 @@ class Scheduler:
         probe: Callable[[ProbeSpec], ProbeResult] = run_probe,
         discover: Callable[..., str] = discover_model,
         rng: random.Random | None = None,
+        max_models: int = 10,
+        on_models: ModelsCallback | None = None,
+        list_ids: Callable[..., list[str]] = model_ids,
     ) -> None:
         self._targets = tuple(targets)
         self._size = max_concurrency
+        self._max_models = max_models
         self._on_result = on_result
+        self._on_models = on_models
         self._probe = probe
         self._discover = discover
+        self._list_ids = list_ids
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._timer_wake = threading.Condition(self._lock)  # the timer: an earlier due time
@@ -138,12 +241,18 @@ class Scheduler:
             self._timer = threading.Thread(target=self._run_timer, name="probe-timer", daemon=True)
             self._timer.start()
 
-    def update(self, targets: Sequence[TargetConfig], max_concurrency: int) -> None:
+    def update(
+        self, targets: Sequence[TargetConfig], max_concurrency: int, max_models: int | None = None
+    ) -> None:
         """Take a reloaded target list: an unchanged target keeps its schedule (and its
         probe in flight), a changed one starts over, a removed one stops."""
         with self._lock:
             self._targets = tuple(targets)
             self._size = max_concurrency
+            if max_models is not None:
+                self._max_models = max_models
+                for entry in self._entries.values():
+                    entry.resolver.max_models = max_models  # from its next listing on
             wanted = {t.name: t for t in targets}
             for name, entry in list(self._entries.items()):
                 if wanted.get(name) != entry.target:
@@ -185,7 +294,14 @@ class Scheduler:
     def _add(self, target: TargetConfig) -> None:
         # Spread the first probes of many targets instead of firing them all at once.
         delay = self._rng.uniform(0, min(target.interval, 1.0)) * 0.1
-        entry = _Entry(target, ModelResolver(target, self._discover), time.monotonic() + delay)
+        resolver = ModelResolver(
+            target,
+            self._discover,
+            self._list_ids,
+            self._max_models,
+            on_change=lambda models: self._models_changed(target, models),
+        )
+        entry = _Entry(target, resolver, time.monotonic() + delay)
         self._entries[target.name] = entry
         self._push_timer(entry)
 
@@ -195,8 +311,10 @@ class Scheduler:
         if earliest is None or entry.due < earliest:
             self._timer_wake.notify()
 
-    def _next_wait(self, target: TargetConfig) -> float:
-        return target.interval + self._rng.uniform(-target.jitter, target.jitter)
+    def _next_wait(self, target: TargetConfig, models: int) -> float:
+        """Until the target's next probe: each of its ``models`` once per interval."""
+        wait = target.interval + self._rng.uniform(-target.jitter, target.jitter)
+        return wait / max(1, models)
 
     # -- threads -----------------------------------------------------------------------
     def _run_timer(self) -> None:
@@ -277,7 +395,7 @@ class Scheduler:
         started = time.monotonic()
         result: ProbeResult | None = None
         try:
-            result = self._probe(build_spec(target, entry.resolver.model()))
+            result = self._probe(build_spec(target, entry.resolver.next_model()))
             entry.resolver.after(result)
             # Server text in the result is redacted once, before anything shows it.
             result = redact_result(result, target.secrets())
@@ -287,8 +405,18 @@ class Scheduler:
             result = None
         # Fixed rate from the start of the probe; a probe longer than the interval
         # delays the next one rather than overlapping it.
-        entry.due = max(started + self._next_wait(target), time.monotonic())
+        turns = entry.resolver.count()
+        entry.due = max(started + self._next_wait(target, turns), time.monotonic())
         return result
+
+    def _models_changed(self, target: TargetConfig, models: tuple[str, ...]) -> None:
+        # On the worker about to probe the target: none of its probes is in flight.
+        if self._on_models is None:
+            return
+        try:
+            self._on_models(target, models)
+        except Exception:
+            log.exception("target %s: taking its new list of models failed", target.name)
 
     def _deliver(self, target: TargetConfig, result: ProbeResult) -> None:
         try:
@@ -298,11 +426,15 @@ class Scheduler:
             log.exception("target %s: recording a probe result failed", target.name)
         # A line when a target starts failing (or fails differently) and when it recovers;
         # every probe's outcome is on /metrics and, at debug level, here.
+        # Per model when the target has several, so one failing model does not make the
+        # target's state flap with every turn.
+        several = len(target.models) > 1 or target.all_models
+        who = f"target {target.name}" + (f" model {model_label(result.model)}" if several else "")
         self._states.report(
-            target.name,
+            (target.name, result.model) if several else target.name,
             None if result.outcome is Outcome.OK else result.outcome.value,
-            f"target {target.name}: probes failing",
-            f"target {target.name}: probes succeed again",
+            f"{who}: probes failing",
+            f"{who}: probes succeed again",
         )
         if result.outcome is not Outcome.OK:
-            log.debug("target %s: probe %s: %s", target.name, result.outcome.value, result.error)
+            log.debug("%s: probe %s: %s", who, result.outcome.value, result.error)

@@ -15,6 +15,8 @@ from streamobs.secret import Secret
 # Model label (and request model) while /v1/models has not answered: the probe still runs,
 # so an unreachable server is counted as a failed probe, not silently skipped.
 UNKNOWN_MODEL = "unknown"
+# ``model: all``: every model /v1/models lists (up to max_models_per_target).
+ALL_MODELS = "all"
 
 # Default histogram edges (seconds). SLO thresholds are always added to them.
 DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
@@ -34,10 +36,22 @@ class SLO:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """One model a target probes (a LoRA adapter, an alias), with its own SLO or None
+    (the target's)."""
+
+    name: str
+    slo: SLO | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TargetConfig:
     name: str
     target: Target
-    model: str | None  # None: discovered from /v1/models before the first probe
+    # Probed in turn, each under its own model label. None of them and not all_models:
+    # the first model /v1/models lists, discovered before the first probe.
+    models: tuple[ModelConfig, ...] = ()
+    all_models: bool = False  # every model /v1/models lists, re-listed as it changes
     prompt: str = DEFAULT_PROMPT
     max_tokens: int = 64
     ignore_eos: bool = True
@@ -52,6 +66,28 @@ class TargetConfig:
     tool_call: bool = False  # ask for a call of the fixed probe function (tool-call path)
     engine: str | None = None  # the engine (model server) behind this path; None: none scraped
     slo: SLO = field(default_factory=SLO)
+
+    @property
+    def model(self) -> str | None:
+        """The one configured model; None when it is discovered or there are several."""
+        return self.models[0].name if len(self.models) == 1 else None
+
+    def slo_for(self, model: str) -> SLO:
+        """The SLO a probe of ``model`` is judged by: the model's own, else the target's."""
+        for configured in self.models:
+            if configured.name == model and configured.slo is not None:
+                return configured.slo
+        return self.slo
+
+    def model_slos(self) -> tuple[tuple[str, SLO], ...]:
+        """The configured models whose SLO differs from the target's, with it."""
+        return tuple(
+            (m.name, m.slo) for m in self.models if m.slo is not None and m.slo != self.slo
+        )
+
+    def slos(self) -> tuple[SLO, ...]:
+        """Every SLO this target's probes are judged by: the target's, then its models'."""
+        return (self.slo, *dict.fromkeys(slo for _, slo in self.model_slos()))
 
     def secrets(self) -> tuple[Secret | str, ...]:
         """Every credential this target sends, for ``secret.redact``."""
@@ -80,8 +116,8 @@ def latency_buckets(
     for name, edges in configured.items():
         extra = set()
         if name == "ttft":
-            extra = {t.slo.ttft_seconds for t in targets}
+            extra = {slo.ttft_seconds for t in targets for slo in t.slos()}
         elif name == "tpot":
-            extra = {t.slo.tpot_seconds for t in targets}
+            extra = {slo.tpot_seconds for t in targets for slo in t.slos()}
         out[name] = tuple(sorted({*edges, *extra}))
     return out

@@ -151,9 +151,10 @@ class SimulatorApp:
             config = self.config
             permission_id = "modelperm-" + self._hex16()
             created = int(time.time())
-            exchange.reply_json(
-                200, models_body(config.model, config.max_model_len, created, permission_id)
+            body = models_body(
+                config.model, config.max_model_len, created, permission_id, config.adapter_names
             )
+            exchange.reply_json(200, body)
         elif path == "/health":
             exchange.reply(200, b"", "application/json")
         elif path == self.metrics.metrics_path:
@@ -215,7 +216,7 @@ class SimulatorApp:
             if fault in ("http_500", "http_429"):
                 reusable = _send_http_fault(conn, trace, fault, endpoint)
             elif fault == "hang":
-                self._hang(conn, trace, plan.model, config.stall_seconds)
+                self._hang(conn, trace, plan.engine_model, config.stall_seconds)
             else:
                 generation = Generation(
                     conn=conn,

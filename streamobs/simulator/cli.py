@@ -58,6 +58,11 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("port", "int", "port to listen on; 0 picks a free one (default 8000)"),
     _Option("model", "str", f"served model name (default {_DEFAULTS.model})"),
     _Option(
+        "adapters",
+        "str",
+        "LoRA adapters served beside the model, comma-separated (listed in /v1/models)",
+    ),
+    _Option(
         "engine",
         "str",
         f"whose /metrics to serve: {', '.join(ENGINE_KINDS)} (default {_DEFAULTS.engine})",

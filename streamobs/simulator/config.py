@@ -35,6 +35,10 @@ class SimulatorConfig:
     """How the simulated server behaves. Times are in seconds, probabilities in [0, 1]."""
 
     model: str = "sim-model"
+    # LoRA adapters served beside the model, comma-separated: listed in /v1/models with
+    # the model as their parent and accepted as a request's model; as in vLLM, the
+    # engine's /metrics count their requests under the model's name.
+    adapters: str = ""
     # Whose /metrics the simulator serves (names, labels, path): one of ENGINE_KINDS.
     engine: str = "vllm"
     ttft: float = 0.2
@@ -94,6 +98,15 @@ class SimulatorConfig:
             object.__setattr__(self, name, _coerce(name, kind, getattr(self, name)))
         self._check_ranges()
 
+    @property
+    def adapter_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.adapters.split(",") if name.strip())
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        """Every name a request may give as its model: the model, then its adapters."""
+        return (self.model, *self.adapter_names)
+
     def fault_probability(self, fault: str) -> float:
         value: float = getattr(self, f"p_{fault}")
         return value
@@ -114,6 +127,9 @@ class SimulatorConfig:
     def _check_ranges(self) -> None:
         if not self.model.strip():
             raise ValueError("model must be a non-empty name")
+        served = self.served_models
+        if len(set(served)) != len(served):
+            raise ValueError(f"adapters must be distinct names other than the model, got {served}")
         for name in ("ttft", "itl", "keepalive", "stall_seconds", "queue", "metrics_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")

@@ -90,7 +90,7 @@ class Generation:
         self._admitted_ns = admitted_ns
         trace.admitted(admitted_ns)
         queue_s = (admitted_ns - trace.received_ns) / 1e9
-        self._metrics.admitted(plan.model, trace.response_id, plan.prompt_tokens, queue_s)
+        self._metrics.admitted(plan.engine_model, trace.response_id, plan.prompt_tokens, queue_s)
         try:
             try:
                 if plan.stream and self._fault != "not_sse":
@@ -106,14 +106,16 @@ class Generation:
         finally:
             finished_ns = time.perf_counter_ns()
             e2e_s = (finished_ns - trace.received_ns) / 1e9
-            self._metrics.finished(plan.model, trace.response_id, self._finished_reason, e2e_s)
+            self._metrics.finished(
+                plan.engine_model, trace.response_id, self._finished_reason, e2e_s
+            )
             self._send_span(finished_ns)
 
     def _wait_in_queue(self) -> None:
         queue_ns = round(self._config.queue * 1e9)
         if queue_ns <= 0:
             return
-        model = self._plan.model
+        model = self._plan.engine_model
         self._metrics.waiting_started(model)
         try:
             self._conn.sleep_until(self._trace.received_ns + queue_ns)
@@ -171,12 +173,12 @@ class Generation:
             self._first_token_ns = generated_ns
             ttft_s = (generated_ns - self._trace.received_ns) / 1e9
             self._metrics.first_token(
-                plan.model, self._trace.response_id, plan.prompt_tokens, ttft_s
+                plan.engine_model, self._trace.response_id, plan.prompt_tokens, ttft_s
             )
             itl_s = None
         else:
             itl_s = (generated_ns - self._last_token_ns) / 1e9
-        self._metrics.token(plan.model, self._trace.response_id, itl_s)
+        self._metrics.token(plan.engine_model, self._trace.response_id, itl_s)
         self._last_token_ns = generated_ns
 
     def _whole_body(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -209,36 +210,43 @@ def completion_body(
     )
 
 
-def models_body(model: str, max_model_len: int, created: int, permission_id: str) -> bytes:
-    return dumps(
-        {
-            "object": "list",
-            "data": [
+def models_body(
+    model: str,
+    max_model_len: int,
+    created: int,
+    permission_id: str,
+    adapters: Sequence[str] = (),
+) -> bytes:
+    """vLLM's model list: the model, then each LoRA adapter (root: its path, parent: the
+    model, no max_model_len of its own)."""
+
+    def card(name: str, root: str, parent: str | None, length: int | None) -> dict[str, Any]:
+        return {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "vllm",
+            "root": root,
+            "parent": parent,
+            "max_model_len": length,
+            "permission": [
                 {
-                    "id": model,
-                    "object": "model",
+                    "id": permission_id,
+                    "object": "model_permission",
                     "created": created,
-                    "owned_by": "vllm",
-                    "root": model,
-                    "parent": None,
-                    "max_model_len": max_model_len,
-                    "permission": [
-                        {
-                            "id": permission_id,
-                            "object": "model_permission",
-                            "created": created,
-                            "allow_create_engine": False,
-                            "allow_sampling": True,
-                            "allow_logprobs": True,
-                            "allow_search_indices": False,
-                            "allow_view": True,
-                            "allow_fine_tuning": False,
-                            "organization": "*",
-                            "group": None,
-                            "is_blocking": False,
-                        }
-                    ],
+                    "allow_create_engine": False,
+                    "allow_sampling": True,
+                    "allow_logprobs": True,
+                    "allow_search_indices": False,
+                    "allow_view": True,
+                    "allow_fine_tuning": False,
+                    "organization": "*",
+                    "group": None,
+                    "is_blocking": False,
                 }
             ],
         }
-    )
+
+    cards = [card(model, model, None, max_model_len)]
+    cards += [card(name, f"/adapters/{name}", model, None) for name in adapters]
+    return dumps({"object": "list", "data": cards})

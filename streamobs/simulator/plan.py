@@ -35,7 +35,7 @@ class ApiError(Exception):
 @dataclass(frozen=True)
 class GenerationPlan:
     endpoint: str
-    model: str
+    model: str  # as requested (an adapter's name for a LoRA request), as the reply says
     stream: bool
     include_usage: bool
     prompt_tokens: int
@@ -49,6 +49,12 @@ class GenerationPlan:
     temperature: float | None = None
     tools: tuple[Any, ...] = ()
     tool_choice: Any = None
+    # What the engine's /metrics count the request under: the model, for its adapters too.
+    engine_model: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.engine_model:
+            object.__setattr__(self, "engine_model", self.model)
 
 
 def plan_request(endpoint: str, body: bytes, config: SimulatorConfig) -> GenerationPlan:
@@ -68,10 +74,11 @@ def plan_request(endpoint: str, body: bytes, config: SimulatorConfig) -> Generat
     model = request.get("model", config.model)
     if not isinstance(model, str):
         raise _bad_request("model must be a string", "model")
-    if model != config.model:
+    if model not in config.served_models:
         raise ApiError(
             404,
-            f"The model `{model}` does not exist. Valid aliases: {config.model}.",
+            f"The model `{model}` does not exist. Valid aliases: "
+            f"{', '.join(config.served_models)}.",
             "NotFoundError",
             "model",
         )
@@ -140,6 +147,7 @@ def plan_request(endpoint: str, body: bytes, config: SimulatorConfig) -> Generat
         temperature=float(temperature) if isinstance(temperature, int | float) else None,
         tools=tuple(tools),
         tool_choice=tool_choice,
+        engine_model=config.model,
     )
 
 

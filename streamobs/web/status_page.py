@@ -25,16 +25,18 @@ def _row(status: TargetStatus) -> str:
         html.escape(t.name),
         html.escape(t.target.request_url),
         html.escape(_model(status)),
-        f"{t.slo.ttft_seconds:g} s @ {t.slo.objective:.2%}",
+        f"{status.slo.ttft_seconds:g} s @ {status.slo.objective:.2%}",
         sli,
     ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
 def _model(status: TargetStatus) -> str:
-    """The configured model, or the one the last probe discovered (and said so)."""
-    if status.target.model:
-        return status.target.model
+    """The configured model, the listed one, or the one the last probe discovered."""
+    if status.model is not None:
+        if status.target.models:
+            return status.model
+        return "(not listed yet)" if status.model == UNKNOWN_MODEL else f"{status.model} (listed)"
     if status.recent and status.recent[0].model != UNKNOWN_MODEL:
         return f"{status.recent[0].model} (discovered)"
     return "(not discovered yet)"
@@ -65,7 +67,8 @@ def _recent(status: TargetStatus) -> str:
         if last is not None
         else "<p>No failures seen.</p>"
     )
-    return f"<h2>{html.escape(status.target.name)}</h2>{error}<table>{head}{''.join(rows)}</table>"
+    title = status.target.name + (f" · {status.model}" if status.model is not None else "")
+    return f"<h2>{html.escape(title)}</h2>{error}<table>{head}{''.join(rows)}</table>"
 
 
 def render_status_page(statuses: Sequence[TargetStatus], reload_ok: bool) -> str:

@@ -25,7 +25,7 @@ from streamobs.export.otlp.snapshots import (
 )
 from streamobs.export.prometheus.model_labels import model_label
 from streamobs.probe.result import Outcome, ProbeResult
-from streamobs.targets import TargetConfig
+from streamobs.targets import SLO, TargetConfig
 
 Attributes = dict[str, AttributeValue]
 FAILURE_OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.OK)
@@ -119,8 +119,8 @@ class ProbeInstruments:
         observed.add(_LAST_PROBE, self._last_probe_values)
         observed.add(_SLO, _slo_source(targets))
         for target in targets:
-            if target.model:  # a discovered model's series appear with its first probe
-                self.prepare(target, model_label(target.model))
+            for model in target.models:  # a discovered model's appear with its first probe
+                self.prepare(target, model_label(model.name))
 
     def attributes(self, target: TargetConfig, model: str) -> Attributes:
         return {
@@ -223,13 +223,21 @@ class ProbeInstruments:
 
 
 def _slo_source(targets: Sequence[TargetConfig]) -> SeriesSource:
+    """Per target, and per target and model for a model with an SLO of its own."""
+    owners: list[tuple[dict[str, str], SLO]] = []
+    for t in targets:
+        owners.append(({n.TARGET: t.name}, t.slo))
+        owners += [
+            ({n.TARGET: t.name, n.REQUEST_MODEL: model_label(model)}, slo)
+            for model, slo in t.model_slos()
+        ]
     values = [
-        SeriesValue(name, {n.TARGET: t.name}, value)
-        for t in targets
+        SeriesValue(name, attributes, value)
+        for attributes, slo in owners
         for name, value in (
-            (n.SLO_TTFT, t.slo.ttft_seconds),
-            (n.SLO_TPOT, t.slo.tpot_seconds),
-            (n.SLO_OBJECTIVE, t.slo.objective),
+            (n.SLO_TTFT, slo.ttft_seconds),
+            (n.SLO_TPOT, slo.tpot_seconds),
+            (n.SLO_OBJECTIVE, slo.objective),
         )
     ]
     return lambda: values

@@ -55,7 +55,8 @@ class ModelLabels:
         )
 
     def configure(self, targets: Iterable[TargetConfig], max_models: int) -> None:
-        """Targets of a (re)loaded config: labels seen for a kept target stay its own."""
+        """Targets of a (re)loaded config: labels seen for a kept target stay its own,
+        except that a target listing its models has those and no others."""
         targets = tuple(targets)
         names = {t.name for t in targets}
         with self._lock:
@@ -64,11 +65,19 @@ class ModelLabels:
                 del self._seen[gone]
                 self._overflow.remove(gone)
             for target in targets:
+                if target.models:
+                    self._seen[target.name] = {model_label(m.name) for m in target.models}
                 self._seen.setdefault(target.name, set())
                 self._overflow.labels(target.name)
-        for target in targets:
-            if target.model:
-                self.label(target.name, target.model)
+
+    def retain(self, target: str, models: Iterable[str]) -> tuple[str, ...]:
+        """``target`` now probes ``models`` (``model: all``): their labels (the first
+        ``max_models``) are its own, and no others; returns them."""
+        labels = tuple(dict.fromkeys(model_label(m) for m in models))[: self._max]
+        with self._lock:
+            if target in self._seen:
+                self._seen[target] = set(labels)
+        return labels
 
     def label(self, target: str, model: str) -> str:
         """The label value to record ``model`` under for ``target``."""

@@ -22,7 +22,7 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -36,6 +36,7 @@ from prometheus_client.samples import Sample
 
 from streamobs import __version__
 from streamobs.export.prometheus.model_labels import model_label
+from streamobs.export.prometheus.slo import SloGauges
 from streamobs.export.prometheus.text import (
     created_series_enabled,
     header,
@@ -254,24 +255,8 @@ class ProbeMetrics:
         self.renders = 0  # series (re)rendered as text, ever: the work /metrics does
         registry.register(_Families(self, "counting"))
         self._latency: _Families | None = None
-        self.slo_ttft = Gauge(
-            "streamobs_slo_ttft_threshold_seconds",
-            "Configured TTFT SLO threshold.",
-            ("target",),
-            registry=registry,
-        )
-        self.slo_tpot = Gauge(
-            "streamobs_slo_tpot_threshold_seconds",
-            "Configured TPOT SLO threshold.",
-            ("target",),
-            registry=registry,
-        )
-        self.slo_objective = Gauge(
-            "streamobs_slo_objective_ratio",
-            "Configured SLO objective (share of good probes).",
-            ("target",),
-            registry=registry,
-        )
+        self.slos = SloGauges()  # streamobs_slo_*, per target (and model with its own)
+        registry.register(self.slos)
         Gauge("streamobs_build_info", "streamobs version.", ("version",), registry=registry).labels(
             __version__
         ).set(1)
@@ -289,16 +274,30 @@ class ProbeMetrics:
             self._targets = names
             if dict(buckets) != self._buckets:
                 self._build_histograms(buckets)
-            for gauge in (self.slo_ttft, self.slo_tpot, self.slo_objective):
-                gauge.clear()
+            self.slos.configure(targets)
+            listed = {
+                t.name: frozenset(model_label(m.name) for m in t.models)
+                for t in targets
+                if t.models
+            }
+            # A model taken out of a target's list goes like a removed target.
+            for key in [k for k in self._series if k[1] not in listed.get(k[0], (k[1],))]:
+                del self._series[key]
+                self._with_last.pop(key, None)
             for target in targets:
-                self.slo_ttft.labels(target.name).set(target.slo.ttft_seconds)
-                self.slo_tpot.labels(target.name).set(target.slo.tpot_seconds)
-                self.slo_objective.labels(target.name).set(target.slo.objective)
-                if target.model:
-                    # A discovered model's children appear with its first probe (or as
-                    # model="unknown" when discovery fails, so failures are still counted).
-                    self._prepare(target.name, model_label(target.model))
+                # A discovered model's children appear with its first probe (or as
+                # model="unknown" when discovery fails, so failures are still counted).
+                for model in target.models:
+                    self._prepare(target.name, model_label(model.name))
+
+    def forget_models(self, target: str, kept: Iterable[str]) -> None:
+        """Remove the series of ``target``'s models but ``kept`` (labels): those the
+        server no longer lists (``model: all``)."""
+        kept = frozenset(kept)
+        with self._lock:
+            for key in [k for k in self._series if k[0] == target and k[1] not in kept]:
+                del self._series[key]
+                self._with_last.pop(key, None)
 
     def _build_histograms(self, buckets: Mapping[str, tuple[float, ...]]) -> None:
         # Edges cannot change under a running histogram: new edges start new histograms.

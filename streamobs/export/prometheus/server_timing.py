@@ -144,9 +144,17 @@ class ServerTimingMetrics:
     def keep(self, targets: Iterable[str]) -> None:
         """Drop the series of every target but ``targets`` (after a reload)."""
         kept = set(targets)
+        self._drop(lambda labels: labels[0] not in kept)
+
+    def forget_models(self, target: str, kept: Iterable[str]) -> None:
+        """Drop the series of ``target``'s models but ``kept`` (labels)."""
+        models = set(kept)
+        self._drop(lambda labels: labels[0] == target and labels[1] not in models)
+
+    def _drop(self, gone: Callable[[tuple[str, str]], bool]) -> None:
         metrics = [*self.histograms.values(), self.path, self.output_tokens, self.prompt_tokens]
         with self._lock:
-            for labels in [labels for labels in self._seen if labels[0] not in kept]:
+            for labels in [labels for labels in self._seen if gone(labels)]:
                 self._seen.discard(labels)
                 for metric in metrics:
                     with contextlib.suppress(KeyError):
