@@ -119,6 +119,22 @@ def _has_data(prometheus: Prometheus, expr: str, engine: str) -> bool:
     return any(series["metric"].get("engine", engine) == engine for series in result)
 
 
+def _broken(prometheus: Prometheus, checks: list[tuple[str, str, bool]], engine: str) -> list[str]:
+    """Each (where, expression, available) whose data for ``engine`` is not as promised:
+    none where available, or some where marked not available."""
+    found = []
+    for where, expr, available in checks:
+        try:
+            data = _has_data(prometheus, expr, engine)
+        except QueryError as exc:
+            found.append(f"{where}: {exc}")
+            continue
+        if data != available:
+            said = "no data" if available else "data although marked not available"
+            found.append(f"{where}: {said} for {engine}: {expr}")
+    return found
+
+
 @pytest.mark.parametrize("kind", KIND_NAMES)
 def test_every_engine_panel_has_data_or_says_it_cannot(fleet: Fleet, kind: str) -> None:
     prometheus = fleet.prometheus
@@ -141,21 +157,7 @@ def test_every_engine_panel_has_data_or_says_it_cannot(fleet: Fleet, kind: str) 
                     assert marked, f"{where}: no data on {kind} and not marked so"
                 checks.append((where, substitute(target["expr"], values), available))
     assert checks
-
-    def problems() -> list[str]:
-        found = []
-        for where, expr, available in checks:
-            try:
-                data = _has_data(prometheus, expr, engine_name(kind))
-            except QueryError as exc:
-                found.append(f"{where}: {exc}")
-                continue
-            if data != available:
-                said = "no data" if available else "data although marked not available"
-                found.append(f"{where}: {said}: {expr}")
-        return found
-
-    assert eventually(problems, 20) == []
+    assert eventually(lambda: _broken(prometheus, checks, engine_name(kind)), 20) == []
 
 
 @pytest.mark.parametrize("kind", KIND_NAMES)
@@ -177,16 +179,4 @@ def test_every_engine_alert_signal_has_data_or_says_it_cannot(fleet: Fleet, kind
             block = rendered.split(f"alert: {alert}\n", 1)[1].split("- alert:", 1)[0]
             assert "not_available_on_engine_kinds:" in block and kind in block, alert
 
-    def problems() -> list[str]:
-        found = []
-        for alert, signal, available in checks:
-            try:
-                data = _has_data(prometheus, signal, engine_name(kind))
-            except QueryError as exc:
-                found.append(f"{alert}: {exc}")
-                continue
-            if available and not data:
-                found.append(f"{alert}: no data for {engine_name(kind)}: {signal}")
-        return found
-
-    assert eventually(problems, 20) == []
+    assert eventually(lambda: _broken(prometheus, checks, engine_name(kind)), 20) == []
