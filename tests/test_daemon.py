@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamobs.config import parse_config
 from streamobs.daemon import Daemon
 from streamobs.simulator import Simulator, SimulatorConfig
-from tests.fixtures import free_port
+from tests.fixtures import free_port, require_binary
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -209,9 +209,7 @@ def test_sighup_reload_and_sigterm_during_a_probe(tmp_path: Path) -> None:
 
 
 def test_basic_auth_and_tls(simulator: Simulator, tmp_path: Path) -> None:
-    openssl = "/usr/bin/openssl"
-    if not os.path.exists(openssl):
-        pytest.skip("openssl missing")
+    openssl = require_binary("openssl")
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
          "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",

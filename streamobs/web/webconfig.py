@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from streamobs.config import ConfigError, read_config_text
+from streamobs.config import ConfigError, Section, read_config_text
 from streamobs.web.basic_auth import BasicAuth
 
 _CLIENT_AUTH = {
@@ -44,61 +44,71 @@ def load_web_config(path: str | None) -> WebConfig:
         return WebConfig()
     text = read_config_text(path, "web config file")
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"web config {path}: invalid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"web config {path}: expected a mapping")
-    unknown = sorted(set(data) - {"tls_server_config", "basic_auth_users", "http_server_config"})
-    if unknown:
-        raise ConfigError(f"web config {path}: {unknown[0]}: unknown key")
-    base = Path(path).parent
-    users = _users(data.get("basic_auth_users"), path)
-    return WebConfig(
-        tls=_tls(data.get("tls_server_config"), base, path),
-        auth=BasicAuth(users) if users else None,
-    )
-
-
-def _tls(raw: object, base: Path, path: str) -> ssl.SSLContext | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"web config {path}: tls_server_config: expected a mapping")
-    known = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"web config {path}: tls_server_config.{unknown[0]}: unknown key")
-    cert, key = raw.get("cert_file"), raw.get("key_file")
-    if not cert or not key:
-        raise ConfigError(f"web config {path}: tls_server_config needs both cert_file and key_file")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(base / str(cert), base / str(key))
+        # The daemon config's strict reader: unknown keys are named, with a suggestion.
+        root = Section(data, "")
+        root.expect(("tls_server_config", "basic_auth_users", "http_server_config"))
+        root.raw("http_server_config")  # accepted as the exporter toolkit has it; unused
+        users = _users(root.raw("basic_auth_users"))
+        tls = _tls(root.section("tls_server_config"), Path(path).parent)
+        root.done()
+    except ConfigError as exc:
+        raise ConfigError(f"web config {path}: {exc}") from None
+    return WebConfig(tls=tls, auth=BasicAuth(users) if users else None)
+
+
+def _tls(section: Section, base: Path) -> ssl.SSLContext | None:
+    if not section.data:
+        return None
+    section.expect(("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version"))
+    cert, key = section.text("cert_file"), section.text("key_file")
+    if not cert or not key:
+        raise ConfigError("tls_server_config needs both cert_file and key_file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _min_version(section)
+    try:
+        context.load_cert_chain(base / cert, base / key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"web config {path}: cannot load certificate/key: {exc}") from None
-    auth = raw.get("client_auth_type", "NoClientCert")
+        raise ConfigError(f"cannot load certificate/key: {exc}") from None
+    auth = section.text("client_auth_type", "NoClientCert") or "NoClientCert"
     if auth not in _CLIENT_AUTH:
-        raise ConfigError(f"web config {path}: client_auth_type {auth!r} is not supported")
+        known = ", ".join(_CLIENT_AUTH)
+        raise ConfigError(f"{section.at('client_auth_type')}: one of {known}, got {auth!r}")
     context.verify_mode = _CLIENT_AUTH[auth]
-    if raw.get("client_ca_file"):
+    ca = section.text("client_ca_file")
+    if ca:
         try:
-            context.load_verify_locations(base / str(raw["client_ca_file"]))
+            context.load_verify_locations(base / ca)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"web config {path}: cannot load client_ca_file: {exc}") from None
+            raise ConfigError(f"cannot load client_ca_file: {exc}") from None
+    section.done()
     return context
 
 
-def _users(raw: object, path: str) -> dict[str, bytes]:
+_MIN_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+
+def _min_version(section: Section) -> ssl.TLSVersion:
+    # The exporter toolkit's names; TLS 1.0 and 1.1 are not offered.
+    name = section.text("min_version", "TLS12") or "TLS12"
+    if name not in _MIN_VERSIONS:
+        known = ", ".join(_MIN_VERSIONS)
+        raise ConfigError(f"{section.at('min_version')}: one of {known}, got {name!r}")
+    return _MIN_VERSIONS[name]
+
+
+def _users(raw: object) -> dict[str, bytes]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"web config {path}: basic_auth_users: expected user: bcrypt-hash")
+        raise ConfigError("basic_auth_users: expected user: bcrypt-hash")
     users = {}
     for user, hashed in raw.items():
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             # Never echo the value: it might be a plain password put there by mistake.
-            raise ConfigError(f"web config {path}: basic_auth_users.{user}: expected a bcrypt hash")
+            raise ConfigError(f"basic_auth_users.{user}: expected a bcrypt hash")
         users[str(user)] = hashed.encode()
     return users
