@@ -15,30 +15,19 @@ new model on every probe and grow a target to any number of series.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter
 
+from streamobs.labels import MAX_LABEL_CHARS, OVERFLOW, model_label
 from streamobs.targets import TargetConfig
 
 log = logging.getLogger(__name__)
 
-MAX_LABEL_CHARS = 128
-OVERFLOW = "(other)"  # parentheses are replaced in real names: this can never clash
-_ODD = re.compile(r"[^A-Za-z0-9._:/@+=-]")
-
-
-def model_label(name: str) -> str:
-    """A safe, bounded label value for a model name (unchanged for ordinary names)."""
-    label = _ODD.sub("_", name[: MAX_LABEL_CHARS * 4])
-    if len(name) > MAX_LABEL_CHARS or len(label) > MAX_LABEL_CHARS:
-        digest = hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:12]
-        label = label[: MAX_LABEL_CHARS - 13] + "~" + digest
-    return label or "_"
+# One bound for every model name that becomes a label, the engines' own included.
+__all__ = ["MAX_LABEL_CHARS", "OVERFLOW", "ModelLabels", "model_label"]
 
 
 class ModelLabels:
