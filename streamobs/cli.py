@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -17,6 +18,7 @@ from streamobs.config import (
     ConfigError,
     Overrides,
     load_config,
+    probe_target,
     single_target_config,
     target_names,
 )
@@ -25,13 +27,8 @@ from streamobs.probe.models import ModelDiscoveryError, api_path_problem, discov
 from streamobs.probe.result import ProbeResult
 from streamobs.probe.spec import (
     DEFAULT_ACCEPT_ENCODING,
-    DEFAULT_PROMPT,
     ENDPOINTS,
-    ProbeSpec,
-    TargetError,
-    Timeouts,
 )
-from streamobs.probe.spec import parse_target as parse_target_url
 from streamobs.report import (
     ERROR_CHARS,
     ServerSpans,
@@ -42,7 +39,7 @@ from streamobs.report import (
     redact_result,
     to_json,
 )
-from streamobs.secret import SecretError, is_credential_header, load_api_key, redact
+from streamobs.secret import redact
 from streamobs.traces.service import TracesService
 from streamobs.traces.settings import one_shot_settings
 from streamobs.web.webconfig import load_web_config
@@ -318,22 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_headers(values: Sequence[str]) -> dict[str, str]:
+    """``--header 'Name: value'`` flags as a mapping; the values are checked where every
+    target's headers are (the config's target parser)."""
     headers: dict[str, str] = {}
     for value in values:
         name, sep, content = value.partition(":")
         if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
             # Never echo the value: headers often carry credentials.
             raise ValueError(f"bad --header {name.strip()[:40]!r}: expected 'Name: value'")
-        value = content.strip()
-        if any(c in value for c in "\r\n\0") or len(value) > 8192:
-            raise ValueError(f"bad --header {name.strip()[:40]!r}: the value must be one line")
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"bad --header {name.strip()[:40]!r}: holds characters a header cannot carry"
-            ) from None
-        headers[name.strip()] = value
+        headers[name.strip()] = content.strip()
     return headers
 
 
@@ -342,49 +332,102 @@ def _fail(code: int, message: str, command: str = "probe") -> int:
     return code
 
 
+# Where each setting of a probe comes from on the command line, for error messages.
+_PROBE_FLAGS = {
+    "url": "URL",
+    "endpoint": "--endpoint",
+    "model": "--model",
+    "prompt": "--prompt",
+    "max_tokens": "--max-tokens",
+    "ignore_eos": "--no-ignore-eos",
+    "tool_call": "--tool-call",
+    "api_key_env": "--api-key-env",
+    "api_key_file": "--api-key-file",
+    "headers": "--header",
+    "accept_encoding": "--accept-encoding",
+    "timeouts.connect": "--connect-timeout",
+    "timeouts.headers": "--headers-timeout",
+    "timeouts.first_token": "--first-token-timeout",
+    "timeouts.total": "--timeout",
+}
+
+
+def probe_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags as a target's settings, for the config's own target parser."""
+    settings: dict[str, Any] = {
+        "name": "probe",
+        "url": args.url,
+        "max_tokens": args.max_tokens,
+        "ignore_eos": args.ignore_eos,
+        "tool_call": args.tool_call,
+        "headers": parse_headers(args.header),
+        "accept_encoding": args.accept_encoding,
+        "tls_insecure_skip_verify": args.insecure,
+        "metrics_url": False,
+        "timeouts": {
+            "connect": args.connect_timeout,
+            "headers": args.headers_timeout,
+            "first_token": args.first_token_timeout,
+            "total": args.timeout,
+        },
+    }
+    optional = {
+        "endpoint": args.endpoint,
+        "model": args.model,
+        "prompt": args.prompt,
+        "api_key_env": args.api_key_env,
+        "api_key_file": args.api_key_file,
+    }
+    settings.update({key: value for key, value in optional.items() if value})
+    return settings
+
+
+def _flag_message(error: ConfigError) -> str:
+    """A config error about a probe setting, naming the flags it came from: the setting
+    it starts with, and any other dotted setting it names (``timeouts.total``)."""
+    message = str(error)
+    for key in sorted(_PROBE_FLAGS, key=len, reverse=True):
+        flag = _PROBE_FLAGS[key]
+        if message.startswith(f"{key}."):
+            message = flag + " " + message[len(key) + 1 :]  # --header NAME: ...
+            break
+        if message.startswith(f"{key}: "):
+            message = flag + message[len(key) :]
+            break
+    # Settings named further on; plain words (url, model) are left alone, being prose too.
+    for key, flag in _PROBE_FLAGS.items():
+        if "." in key or "_" in key:
+            message = re.sub(rf"(?<![\w.-]){re.escape(key)}\b", flag, message)
+    return message
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     try:
-        target = parse_target_url(args.url, args.endpoint)
-        api_key = load_api_key(args.api_key_env, args.api_key_file)
-        headers = parse_headers(args.header)
-        timeouts = Timeouts(
-            connect=args.connect_timeout,
-            headers=args.headers_timeout,
-            first_token=args.first_token_timeout,
-            total=args.timeout,
-        )
-    except (TargetError, SecretError, ValueError) as exc:
+        config = probe_target(probe_settings(args))
+    except ConfigError as exc:  # before ValueError, which it is
+        return _fail(EXIT_USAGE, _flag_message(exc))
+    except ValueError as exc:
         return _fail(EXIT_USAGE, str(exc))
+    target = config.target
     problem = api_path_problem(target)
     if problem is not None:
         return _fail(EXIT_USAGE, problem)
-    secrets = [v for k, v in headers.items() if is_credential_header(k)]
-    if api_key is not None:
-        secrets.append(api_key.reveal())
-    model = args.model
-    if not model:
+    secrets = list(config.secrets())
+    timeouts = config.timeouts
+    models = [m.name for m in config.models]
+    if models:
+        model = models[0]
+    else:
         try:
             model = discover_model(
-                target, api_key, args.connect_timeout + args.headers_timeout, not args.insecure
+                target,
+                config.api_key,
+                timeouts.connect + timeouts.headers,
+                config.verify_tls,
             )
         except ModelDiscoveryError as exc:
             return _fail(EXIT_FAILED, redact(str(exc), secrets, max_length=ERROR_CHARS))
-    try:
-        spec = ProbeSpec(
-            target=target,
-            model=model,
-            max_tokens=args.max_tokens,
-            ignore_eos=args.ignore_eos,
-            tool_call=args.tool_call,
-            timeouts=timeouts,
-            api_key=api_key,
-            headers=headers,
-            accept_encoding=args.accept_encoding,
-            verify_tls=not args.insecure,
-            prompt=args.prompt or DEFAULT_PROMPT,
-        )
-    except TargetError as exc:
-        return _fail(EXIT_USAGE, str(exc))
+    spec = config.probe_spec(model)
     traces: TracesService | None = None
     if args.traces_receiver:
         try:

@@ -355,7 +355,8 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
     try:
         api_key = load_api_key(env_var, key_file)
     except SecretError as exc:
-        raise ConfigError(f"{merged.path}: {exc}") from None
+        where = merged.at("api_key_env" if env_var and not key_file else "api_key_file")
+        raise ConfigError(f"{where}: {exc}") from None
     engine = merged.text("engine")
     metrics_url = merged.raw("metrics_url")
     if engine is not None and metrics_url is not None:
@@ -819,6 +820,13 @@ def load_config(path: str | Path) -> Config:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}: {problem}{where}") from None
     return parse_config(data)
+
+
+def probe_target(settings: Mapping[str, Any]) -> TargetConfig:
+    """One target from settings given some other way than a file (``streamobs probe``'s
+    flags): the same parser, defaults and checks as a config file's targets, so a probe
+    from the command line is the probe the daemon would run."""
+    return _target(Section(dict(settings), ""), {})
 
 
 def single_target_config(

@@ -31,7 +31,7 @@ from streamobs.export.prometheus.blackbox import probe_registry
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec, Timeouts
 from streamobs.report import redact_result
-from streamobs.scheduler import ModelResolver, build_spec
+from streamobs.scheduler import ModelResolver
 from streamobs.statelog import StateLog
 from streamobs.targets import TargetConfig
 from streamobs.web.server import Reply
@@ -182,7 +182,7 @@ class OnDemandProbes:
         def work() -> None:
             try:
                 model = ModelResolver(target, self._discover).model()
-                box.append(self._probe(build_spec(target, model)))
+                box.append(self._probe(target.probe_spec(model)))
             except Exception:
                 log.exception("/probe of %s: the probe itself failed", target.target.host)
             finally:

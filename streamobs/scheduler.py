@@ -43,22 +43,6 @@ ModelsCallback = Callable[[TargetConfig, tuple[str, ...]], None]
 MODEL_LIST_INTERVAL = 60.0
 
 
-def build_spec(target: TargetConfig, model: str) -> ProbeSpec:
-    return ProbeSpec(
-        target=target.target,
-        model=model,
-        prompt=target.prompt,
-        max_tokens=target.max_tokens,
-        ignore_eos=target.ignore_eos,
-        timeouts=target.timeouts,
-        api_key=target.api_key,
-        headers=target.headers,
-        accept_encoding=target.accept_encoding,
-        verify_tls=target.verify_tls,
-        tool_call=target.tool_call,
-    )
-
-
 def model_ids(
     target: Target, api_key: Secret | None, timeout: float, verify_tls: bool
 ) -> list[str]:
@@ -395,7 +379,7 @@ class Scheduler:
         started = time.monotonic()
         result: ProbeResult | None = None
         try:
-            result = self._probe(build_spec(target, entry.resolver.next_model()))
+            result = self._probe(target.probe_spec(entry.resolver.next_model()))
             entry.resolver.after(result)
             # Server text in the result is redacted once, before anything shows it.
             result = redact_result(result, target.secrets())

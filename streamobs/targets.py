@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from streamobs.probe.spec import DEFAULT_ACCEPT_ENCODING, DEFAULT_PROMPT, Target, Timeouts
+from streamobs.probe.spec import (
+    DEFAULT_ACCEPT_ENCODING,
+    DEFAULT_PROMPT,
+    ProbeSpec,
+    Target,
+    Timeouts,
+)
 from streamobs.secret import Secret
 
 # Model label (and request model) while /v1/models has not answered: the probe still runs,
@@ -88,6 +94,23 @@ class TargetConfig:
     def slos(self) -> tuple[SLO, ...]:
         """Every SLO this target's probes are judged by: the target's, then its models'."""
         return (self.slo, *dict.fromkeys(slo for _, slo in self.model_slos()))
+
+    def probe_spec(self, model: str) -> ProbeSpec:
+        """One probe of this target and ``model``: what the scheduler, ``/probe`` and
+        ``streamobs probe`` all run."""
+        return ProbeSpec(
+            target=self.target,
+            model=model,
+            prompt=self.prompt,
+            max_tokens=self.max_tokens,
+            ignore_eos=self.ignore_eos,
+            timeouts=self.timeouts,
+            api_key=self.api_key,
+            headers=self.headers,
+            accept_encoding=self.accept_encoding,
+            verify_tls=self.verify_tls,
+            tool_call=self.tool_call,
+        )
 
     def secrets(self) -> tuple[Secret | str, ...]:
         """Every credential this target sends, for ``secret.redact``."""

@@ -259,3 +259,23 @@ def test_api_key_never_leaks(
     assert KEY not in repr(Secret(KEY)) and KEY not in f"{Secret(KEY)}"
     with pytest.raises(TypeError):
         pickle.dumps(Secret(KEY))
+
+
+@pytest.mark.parametrize(
+    "flags,fragment",
+    [
+        (
+            ["--timeout", "1", "--first-token-timeout", "5"],
+            "--first-token-timeout: longer than --timeout",
+        ),
+        (["--max-tokens", "2000000"], "--max-tokens: expected an integer from 1 to 1000000"),
+        (["--header", "Authorization: x"], "--header Authorization: use --api-key-file or"),
+        (["--api-key-env", "STREAMOBS_TEST_UNSET_VAR"], "--api-key-env: API key environment"),
+        (["--endpoint", "messages"], "URL: the URL names the completions endpoint but --endpoint"),
+    ],
+)
+def test_probe_flags_go_through_the_config_target_parser(flags: list[str], fragment: str) -> None:
+    # The same checks as a config file's targets, named by the flag they came from.
+    url = "http://127.0.0.1:1/v1/completions"
+    line = assert_one_line_error(run_cli("probe", url, "--model", "m", *flags), 2)
+    assert fragment in line

@@ -97,7 +97,7 @@ def test_module_credential_hosts_load(tmp_path: Path) -> None:
         ),
         (
             "targets: [{name: a, url: http://h, api_key_file: /nonexistent/key}]",
-            "targets[0]: cannot read API key file /nonexistent/key",
+            "targets[0].api_key_file: cannot read API key file /nonexistent/key",
         ),
         (
             "targets: [{name: a, url: http://h, api_key_env: STREAMOBS_TEST_UNSET_VAR}]",

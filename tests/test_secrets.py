@@ -129,7 +129,9 @@ def test_daemon_refuses_a_bad_key_in_one_line(tmp_path: Path) -> None:
     )
     proc = run_cli("run", "--config", str(config), env={"K": f"{KEY}\nx"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "targets[0]: API key environment variable K holds a line break" in proc.stderr
+    assert (
+        "targets[0].api_key_env: API key environment variable K holds a line break" in proc.stderr
+    )
     assert_no_leak(proc.stderr)
 
 
