@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from streamobs.config import ConfigError, parse_config
+from streamobs.export.otlp import names
+from streamobs.export.otlp.exporter import histogram_boundaries
 from streamobs.targets import SLO, ModelConfig
 
 
@@ -48,9 +50,12 @@ def test_a_list_of_models_each_with_its_own_slo_over_the_targets() -> None:
     assert t.slo_for("lora-fast") == SLO(0.25, 0.1, 0.995)
     assert t.slo_for("lora-big") == SLO(1.0, 0.2, 0.95)
     assert [name for name, _ in t.model_slos()] == ["lora-fast", "lora-big"]
-    # Every threshold is a bucket edge.
+    # Every threshold is a bucket edge, in Prometheus and in OTLP.
     assert {0.25, 1.0} <= set(config.latency_buckets()["ttft"])
     assert 0.2 in config.latency_buckets()["tpot"]
+    otlp = histogram_boundaries(config.targets, config.latency_buckets())
+    assert {0.25, 1.0} <= set(otlp[names.TIME_TO_FIRST_CHUNK])
+    assert 0.2 in otlp[names.TIME_PER_OUTPUT_CHUNK]
 
 
 def test_a_model_slo_equal_to_the_targets_is_not_one_of_its_own() -> None:

@@ -105,8 +105,8 @@ def histogram_boundaries(
     threshold that applies (so ``le=<threshold>`` exists), and for ``streamobs.*`` exactly
     the edges of the matching Prometheus histogram (``buckets``, thresholds included; the
     per-probe server timing's as ``streamobs_probe_server_*_seconds`` has them)."""
-    ttft = {t.slo.ttft_seconds for t in targets}
-    tpot = {t.slo.tpot_seconds for t in targets}
+    ttft = {slo.ttft_seconds for t in targets for slo in t.slos()}
+    tpot = {slo.tpot_seconds for t in targets for slo in t.slos()}
     return {
         n.OPERATION_DURATION: n.DURATION_BOUNDARIES,
         n.TIME_TO_FIRST_CHUNK: tuple(sorted({*n.DURATION_BOUNDARIES, *ttft})),
