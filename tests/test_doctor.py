@@ -557,9 +557,15 @@ def test_text_output_shows_each_verdict_and_a_summary(
     sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = [sim.url, "--model", "sim-model", "--skip", "disconnect", "--skip", "long-stream"]
-    code = cli.run(parser().parse_args(argv))
-    out = capsys.readouterr().out
-    assert code == 0
+    # Late to read on a loaded machine, the doctor says inconclusive rather than guess: asked
+    # again it must pass, and it never fails.
+    for _ in range(3):
+        code = cli.run(parser().parse_args(argv))
+        out = capsys.readouterr().out
+        assert "FAIL" not in out, out
+        if code == 0:
+            break
+    assert code == 0, out
     assert "model   sim-model (context 4096 tokens)" in out
     for name in ("buffering", "compression", "headers", "errors"):
         assert f"PASS          {name}" in out

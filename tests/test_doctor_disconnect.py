@@ -77,10 +77,13 @@ def test_disconnect_check_with_slow_metrics(
         records = sim.records()
     details = "\n".join(check["details"])
     mid = check["evidence"]["mid_stream"]
-    assert mid["content_events_before_close"] == 3
+    # It closes after its third content event; a loaded machine may read a few more in the
+    # same read before it gets to close.
+    read = mid["content_events_before_close"]
+    assert read >= 3
     if keeps_generating:
         assert code == 1 and check["verdict"] == "fail", details
-        assert check["evidence"]["mid_stream"]["tokens_generated_in_all"] > 3
+        assert check["evidence"]["mid_stream"]["tokens_generated_in_all"] > read
         assert "for nobody" in details
     else:
         assert code == 0 and check["verdict"] == "pass", details

@@ -75,11 +75,18 @@ def test_reference_config_works_as_a_server_level_snippet(
     sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with Nginx(sim.url, "", server_config=include(REFERENCE_CONFIG)) as nginx:
-        code, document = doctor(
-            nginx.url, capsys, only=("buffering", "compression", "headers", "errors")
-        )
+        # Inconclusive when the doctor itself read late (a loaded machine): asked again it
+        # must pass, and it never fails.
+        for _ in range(3):
+            code, document = doctor(
+                nginx.url, capsys, only=("buffering", "compression", "headers", "errors")
+            )
+            verdicts = set(document["verdicts"].values())
+            assert "fail" not in verdicts, json.dumps(document, indent=1)
+            if verdicts == {"pass", "skipped"}:
+                break
     assert code == 0, json.dumps(document, indent=1)
-    assert set(document["verdicts"].values()) == {"pass", "skipped"}
+    assert verdicts == {"pass", "skipped"}
 
 
 def test_gzip_on_event_streams_fails_buffering_and_compression(
