@@ -14,6 +14,9 @@ import os
 import platform
 import re
 import ssl
+import sys
+import traceback
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -55,20 +58,12 @@ def clients() -> str:
     )
 
 
-def table(quick: bool) -> str:
-    rounds = 2 if quick else 8
-    started = datetime.datetime.now(datetime.timezone.utc)
-    load = os.getloadavg()[0]
-    fidelity = run_fidelity((1, 16, 64), rounds=rounds)
+def timing_section(quick: bool) -> str:
+    return timing_table(run_fidelity((1, 16, 64), rounds=2 if quick else 8))
+
+
+def footprint_section(quick: bool) -> str:
     lines = [
-        f"Measured {started:%Y-%m-%d %H:%M} UTC{' (`--quick`)' if quick else ''} on "
-        f"{machine()}; clients {clients()}; load average {load:.2f} when the run began "
-        "(other work shares the machine: see *others* below).",
-        "",
-        timing_table(fidelity),
-    ]
-    lines += [
-        "",
         "| footprint: `streamobs run`, 15 s interval, vLLM scraped | window "
         "| CPU (one core) | peak RSS | probes |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -80,8 +75,11 @@ def table(quick: bool) -> str:
             f"| {targets} target(s) | {f.seconds:.0f} s | {f.cpu_percent:.2f} % "
             f"| {f.peak_rss_mb:.1f} MB | {f.probes} |"
         )
-    lines += [
-        "",
+    return "\n".join(lines)
+
+
+def parse_section(quick: bool) -> str:
+    lines = [
         "| parse and expose | median | baseline | ratio |",
         "| --- | ---: | ---: | ---: |",
     ]
@@ -97,6 +95,36 @@ def table(quick: bool) -> str:
     return "\n".join(lines)
 
 
+SECTIONS: dict[str, Callable[[bool], str]] = {
+    "timing": timing_section,
+    "footprint": footprint_section,
+    "parse and expose": parse_section,
+}
+
+
+def table(quick: bool) -> tuple[str, list[str]]:
+    """The README block, and the sections that failed (each still says so in the block).
+    Every section is printed as soon as it is done, so a later failure loses nothing."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    head = (
+        f"Measured {started:%Y-%m-%d %H:%M} UTC{' (`--quick`)' if quick else ''} on "
+        f"{machine()}; clients {clients()}; load average {os.getloadavg()[0]:.2f} when the "
+        "run began (other work shares the machine: see *others* below)."
+    )
+    print(head, flush=True)
+    parts, failed = [head], []
+    for name, section in SECTIONS.items():
+        try:
+            text = section(quick)
+        except Exception as exc:  # said in the block and on stderr; the run goes on
+            failed.append(name)
+            text = f"*{name}: not measured in this run ({type(exc).__name__}: {exc}).*"
+            traceback.print_exc()
+        print(f"\n{text}", flush=True)
+        parts.append(text)
+    return "\n\n".join(parts), failed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="streamobs benchmarks")
     parser.add_argument("--quick", action="store_true", help="shorter windows")
@@ -107,8 +135,7 @@ def main() -> int:
     args = parser.parse_args()
     # As `streamobs run` does: /metrics is timed the way the daemon serves it.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    text = table(args.quick)
-    print(text)
+    text, failed = table(args.quick)
     if not args.no_readme:
         readme = README.read_text()
         block = f"{START}\n{text}\n{END}"
@@ -118,12 +145,14 @@ def main() -> int:
         else:
             readme += f"\n## Benchmarks\n\n`make bench` writes the last run here.\n\n{block}\n"
         README.write_text(readme)
-    if args.no_scale:
-        return 0
-    scaled = scale.table(scale.rows(scale.SIZES, args.quick))
-    print(scaled)
-    if not args.no_readme:
-        scale.write_readme(scaled, README)
+    if not args.no_scale:
+        scaled = scale.table(scale.rows(scale.SIZES, args.quick))
+        print(scaled)
+        if not args.no_readme:
+            scale.write_readme(scaled, README)
+    if failed:
+        print(f"benchmarks: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
