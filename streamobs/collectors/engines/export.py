@@ -46,7 +46,7 @@ UNRESOLVED = "engine"
 
 SnapshotSource = Callable[[], Mapping[str, EngineSnapshot]]
 
-# The ``le`` spelling prometheus_client (and so vLLM) uses; the library leaves it untyped.
+# The ``le`` spelling prometheus_client (and so vLLM, SGLang, ...) uses; untyped there.
 _format_bound: Callable[[float], str] = floatToGoString
 
 
@@ -80,7 +80,7 @@ class EngineExporter:
         self._targets = tuple(kinds)
 
     def describe(self) -> list[Metric]:
-        """The families known in advance (vLLM's own are not), so registering does no I/O."""
+        """The families known in advance (the engines' own are not), so registering does no I/O."""
         families = [_normalised_metric(spec) for spec in NORMALISED]
         return [*families, *health_families(())]
 
@@ -233,7 +233,7 @@ def _histogram_samples(
 
 
 class _Reexposed:
-    """vLLM's families from all targets, merged by name so each is announced once."""
+    """The engines' own families, merged by name so each is announced once."""
 
     def __init__(self, label_engine: bool) -> None:
         self._label_engine = label_engine

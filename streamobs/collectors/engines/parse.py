@@ -1,12 +1,12 @@
-"""vLLM's ``/metrics`` text into immutable families that re-expose exactly as served.
+"""An engine's ``/metrics`` text into immutable families that re-expose exactly as served.
 
 prometheus_client's text parser renames things its exposition later renames back, except
-in two cases this module repairs so a parse-then-expose round trip gives vLLM's own
+in two cases this module repairs so a parse-then-expose round trip gives the engine's own
 sample names:
 
 - ``# TYPE x_created gauge`` families, which prometheus_client writes after every counter
   and histogram in the text format, are folded back into their parent as ``_created``
-  samples. The text exposition splits them out again exactly as vLLM wrote them, and the
+  samples. The text exposition splits them out again exactly as the engine wrote them, and the
   OpenMetrics exposition (which Prometheus negotiates) does not see two clashing families.
 - a counter declared without ``_total`` (``# TYPE foo counter`` / ``foo 1``) gets
   ``_total`` appended to its samples by the parser; the original name is restored and the

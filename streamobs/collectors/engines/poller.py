@@ -106,7 +106,7 @@ class EnginePoller:
         self._on_snapshot = on_snapshot
         self._latest: dict[str, EngineSnapshot] = {}
         self._lock = threading.Lock()
-        # vLLM's own families, rendered once per new snapshot, not per scrape: the
+        # The engines' own families, rendered once per new snapshot, not per scrape: the
         # generation tells a render that raced with a new snapshot not to keep its text.
         self._generation = 0
         self._reexposed: bytes | None = None
