@@ -233,10 +233,10 @@ class EnginePoller:
             if self._started:
                 return
             self._started = True
-            self._pool = ThreadPoolExecutor(SCRAPE_WORKERS, thread_name_prefix="vllm-scrape")
+            self._pool = ThreadPoolExecutor(SCRAPE_WORKERS, thread_name_prefix="engine-scrape")
             for target in self._targets:
                 self._begin(target)
-            self._timer = threading.Thread(target=self._run_timer, name="vllm-timer", daemon=True)
+            self._timer = threading.Thread(target=self._run_timer, name="engine-timer", daemon=True)
             self._timer.start()
 
     def update(self, targets: Sequence[ScrapeTarget], config: EngineCollectorConfig) -> None:
