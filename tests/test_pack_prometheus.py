@@ -71,6 +71,9 @@ OWN_SLOS = {
     "sim": {"ttft": "1s", "tpot": "50ms", "objective": 0.995},
     "sim-errors": {"ttft": "3s", "objective": 0.98},
 }
+# The third: target sim probes two models, the simulator's model and an adapter of it with
+# an SLO of its own, so the pack judges them apart.
+MODELS = ["sim", {"name": "sim-lora", "slo": {"ttft": "250ms", "objective": 0.995}}]
 
 
 @dataclass
@@ -81,13 +84,14 @@ class Stack:
     dashboards: Path
 
 
-@pytest.fixture(scope="module", params=["default-pack", "two-targets-own-slos"])
+@pytest.fixture(scope="module", params=["default-pack", "two-targets-own-slos", "per-model-slos"])
 def healthy(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     binary = require_binary("prometheus")
     workdir = tmp_path_factory.mktemp("prometheus")
     own_slos = request.param == "two-targets-own-slos"
+    per_model = request.param == "per-model-slos"
     traces_port = free_port()
     simulator = SimulatorConfig(
         model="sim",
@@ -96,6 +100,7 @@ def healthy(
         queue=0.002,
         otlp_traces_endpoint=f"http://127.0.0.1:{traces_port}/v1/traces",
         otlp_traces_batch_delay=0.2,
+        adapters="sim-lora" if per_model else "",
     )
     with Simulator(simulator) as sim:
         config = daemon_config(sim.url)
@@ -114,6 +119,9 @@ def healthy(
         if own_slos:
             for target in config["targets"]:
                 target["slo"] = OWN_SLOS[target["name"]]
+        if per_model:
+            config["targets"][0]["model"] = MODELS
+        if own_slos or per_model:
             pack = for_daemon_config(parse_config(config), source="streamobs.yml")
             write_files(workdir / "pack", pack)
             rules, folder = workdir / "pack" / RULES_FILE, workdir / "pack" / "dashboards"
@@ -155,6 +163,15 @@ def test_the_own_slos_pack_judges_each_target_by_its_own_slo() -> None:
     assert pack.objectives == (
         Objectives(("sim",), 1.0, 0.05, 0.995),
         Objectives(("sim-errors",), 3.0, 0.1, 0.98),
+    )
+
+
+def test_the_per_model_pack_judges_the_adapter_apart() -> None:
+    target = {"name": "sim", "url": "http://127.0.0.1:8000", "model": MODELS}
+    pack = for_daemon_config(parse_config({"targets": [target]}))
+    assert pack.objectives == (
+        Objectives(("sim",), 2.0, 0.1, 0.99, excluded_models=("sim-lora",)),
+        Objectives(("sim",), 0.25, 0.1, 0.995, models=("sim-lora",)),
     )
 
 
@@ -231,11 +248,15 @@ def test_every_rule_expression_runs_and_every_alert_signal_has_data(healthy: Sta
     groups = rule_groups(pack)
     exprs = [rule.expr for group in groups for rule in group.rules]
     signals = [signal for alert in alert_rules(groups) for signal in alert.signals]
+    # Each target's error ratios, and those of each model judged apart.
+    scopes = ['target="sim"', 'target="sim-errors"'] + [
+        f'target="{o.targets[0]}", model="{model}"' for o in pack.objectives for model in o.models
+    ]
     recorded = [
-        f'{error_ratio_record(pack, window)}{{slo="{slo}", target="{target}"}}'
+        f'{error_ratio_record(pack, window)}{{slo="{slo}", {scope}}}'
         for window in pack.slo_windows
         for slo in ("ttft", "tpot", "availability")
-        for target in ("sim", "sim-errors")
+        for scope in scopes
     ]
 
     def problems() -> list[str]:
@@ -261,6 +282,17 @@ def test_every_rule_expression_runs_and_every_alert_signal_has_data(healthy: Sta
     assert {r["name"] for r in prometheus.rules()} >= {a.alert for a in alert_rules(groups)}
 
 
+def test_streamobs_and_the_rules_agree_about_every_slo(healthy: Stack) -> None:
+    """The rules' SLOs are those streamobs exports, for every target and model."""
+    (mismatch,) = [
+        a for a in alert_rules(rule_groups(healthy.pack)) if a.alert == "StreamobsSLOConfigMismatch"
+    ]
+    assert healthy.prometheus.query(mismatch.expr) == []
+    # ... and each setting it compares exists: the target's, and the adapter's own.
+    for signal in mismatch.signals:
+        assert healthy.prometheus.query(signal), signal
+
+
 def _fast_rules(threshold: float) -> str:
     """The TTFT SLO group from the same generator, with windows of seconds."""
     config = dataclasses.replace(
@@ -276,6 +308,47 @@ def _fast_rules(threshold: float) -> str:
     )
     groups = [g for g in rule_groups(config) if g.name == "streamobs-slo-ttft"]
     return render_rules(config, groups)
+
+
+def test_the_model_with_the_stricter_slo_pages_alone(tmp_path: Path) -> None:
+    """One target, two models: the simulator's (the target's 2 s TTFT SLO) and an adapter
+    with 250 ms of its own. Slowing every stream to 600 ms pages the adapter only, through
+    the rules generated for that config, and streamobs and the rules agree throughout."""
+    binary = require_binary("prometheus")
+    simulator = SimulatorConfig(model="sim", adapters="sim-lora", ttft=0.02, itl=0.005)
+    with Simulator(simulator) as sim:
+        config = daemon_config(
+            sim.url, interval="100ms", max_tokens=4, slo={"ttft": "2s"}, model=MODELS
+        )
+        pack = dataclasses.replace(
+            for_daemon_config(parse_config(config), source="streamobs.yml"),
+            burn_windows=(
+                BurnWindow("20s", "5s", 14.4, "critical", "0s"),
+                BurnWindow("40s", "10s", 6.0, "critical", "0s"),
+            ),
+        )
+        rules = tmp_path / "per-model.rules.yml"
+        rules.write_text(render_rules(pack))
+        daemon = Daemon(parse_config(config))
+        daemon.start()
+        instance = f"127.0.0.1:{daemon.web.port}"
+        try:
+            with Prometheus(binary, tmp_path / "prom", {"streamobs": [instance]}, [rules]) as prom:
+                ratio = 'job_target:streamobs_slo_errors:ratio_rate20s{slo="ttft", target="sim"'
+                lora, others = f'{ratio}, model="sim-lora"}}', f'{ratio}, model=""}}'
+                healthy = f"{lora} < 0.01 and on () {others} < 0.01"
+                wait_until(lambda: bool(prom.query(healthy)), 60, "healthy TTFT SLIs")
+
+                sim.reconfigure(ttft=0.6)
+                page = 'ALERTS{alertname="StreamobsTTFTBudgetBurn", alertstate="firing"'
+                pairs = f'count({page}, model="sim-lora"}}) == 2'
+                wait_until(lambda: bool(prom.query(pairs)), 60, "both pairs paging for sim-lora")
+                # The simulator's model is within its target's 2 s: no page, not even pending.
+                assert prom.query('ALERTS{alertname="StreamobsTTFTBudgetBurn", model=""}') == []
+                assert prom.query(f"{others} < 0.01"), "the simulator's model is judged good"
+                assert prom.query('ALERTS{alertname="StreamobsSLOConfigMismatch"}') == []
+        finally:
+            daemon.stop()
 
 
 def _alertmanager_config(webhook: WebhookReceiver) -> dict[str, Any]:

@@ -3,7 +3,9 @@ the generator (one config, checked-in output that is never stale)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +14,11 @@ import pytest
 import yaml
 
 from streamobs.config import ConfigError
+from streamobs.pack.alerts import Scope
 from streamobs.pack.command import generated_files, main
-from streamobs.pack.config import DEFAULT, parse_options
+from streamobs.pack.config import DEFAULT, Objectives, PackConfig, parse_options
 from tests.fixtures import ROOT, require_binary
-from tests.pack_helpers import RULE_TESTS, RULES, RUNBOOKS, rule_groups, rules
+from tests.pack_helpers import RULE_TESTS, RULES, RUNBOOKS, data_panels, rule_groups, rules
 
 SEVERITIES = {"critical", "warning"}
 
@@ -226,6 +229,118 @@ def test_two_targets_with_their_own_objectives(tmp_path: Path) -> None:
     slo = (out / "dashboards" / "streamobs-slo.json").read_text()
     assert "99.5% for chat.a; 98% for b" in slo
     _promtool_check(rules_file)
+
+
+def test_promtool_unit_tests_of_a_pack_that_judges_models_apart(tmp_path: Path) -> None:
+    """The pack for alerts/tests/per_model/streamobs.yml (a target with two models, one
+    with a stricter TTFT SLO): the slow model pages, the other does not, no
+    StreamobsSLOConfigMismatch fires, and it does name a model streamobs judges otherwise."""
+    promtool = require_binary("promtool")
+    tests = RULE_TESTS / "per_model"
+    out = tmp_path / "pack"
+    assert main(["--config", str(tests / "streamobs.yml"), "--out", str(out)]) == 0
+    _promtool_check(out / "alerts" / "streamobs.rules.yml")
+    shutil.copy(tests / "slo_ttft.yaml", out / "alerts")
+    result = subprocess.run(
+        [promtool, "test", "rules", "slo_ttft.yaml"],
+        cwd=out / "alerts",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_model_with_its_own_slo_is_judged_apart_from_its_targets_others(
+    tmp_path: Path,
+) -> None:
+    """Matchers by target and model in every SLI, alert, config check and SLO panel; the
+    target's other models keep its SLO; a target whose listed models all have their own
+    has no "other models" part (it would watch series that never exist)."""
+    config = tmp_path / "streamobs.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [
+                    {
+                        "name": "chat.a",
+                        "url": "http://127.0.0.1:8000",
+                        "model": ["base", {"name": "sql.lora", "slo": {"objective": 0.995}}],
+                    },
+                    {
+                        "name": "b",
+                        "url": "http://127.0.0.1:8001",
+                        "model": [
+                            {"name": "x", "slo": {"ttft": "1s"}},
+                            {"name": "y", "slo": {"ttft": "1s"}},
+                        ],
+                    },
+                ]
+            }
+        )
+    )
+    out = tmp_path / "pack"
+    assert main(["--config", str(config), "--out", str(out)]) == 0
+    rules_file = out / "alerts" / "streamobs.rules.yml"
+    text = rules_file.read_text()
+    _promtool_check(rules_file)
+    others = 'target="chat.a", model!="sql.lora"'
+    assert f'streamobs_probe_failures_total{{job="streamobs", {others}}}' in text
+    assert (
+        'sum by (job, target, model) (rate(streamobs_probe_failures_total{job="streamobs", '
+        'target="chat.a", model="sql.lora"}[5m]))' in text
+    )
+    # One objective per part: the model's own 99.5%, the target's 99% for the rest.
+    assert f'ratio_rate1h{{slo="ttft", {others}}} > (14.4 * 0.01)' in text
+    assert 'ratio_rate1h{slo="ttft", target="chat.a", model="sql.lora"} > (14.4 * 0.005)' in text
+    # b: both models share one SLO; nothing is left for the target's.
+    assert 'target="b", model=~"x|y", le=~"1|1\\\\.0"' in text
+    assert 'target="b", model!' not in text and 'target="b"}' not in text
+    # The config check reads a model's own setting, else its target's.
+    mismatch = next(
+        r["expr"]
+        for g in yaml.safe_load(text)["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "StreamobsSLOConfigMismatch"
+    )
+    assert (
+        '  streamobs_slo_objective_ratio{job="streamobs", target="chat.a", model="sql.lora"}\n'
+        "or on (job, instance, target)\n"
+        '  label_replace(streamobs_slo_objective_ratio{job="streamobs", target="chat.a", '
+        'model=""}, "model", "sql.lora", "", "")\n) != 0.995' in mismatch
+    )
+    assert f'streamobs_slo_objective_ratio{{job="streamobs", {others}}} != 0.99' in mismatch
+    slo = json.loads((out / "dashboards" / "streamobs-slo.json").read_text())
+    exprs = {
+        target["legendFormat"]: target["expr"]
+        for panel in data_panels(slo)
+        for target in panel["targets"]
+        if panel["title"] == "Availability error budget left (28d)"
+    }
+    assert list(exprs) == ["{{target}} {{model}}"]
+    assert 'target="chat.a", model="sql.lora"}[28d]) / 0.005' in exprs["{{target}} {{model}}"]
+    objectives = (
+        "99% for chat.a's other models, b model x, b model y; 99.5% for chat.a model sql.lora"
+    )
+    assert f"Availability SLO: {objectives}" in json.dumps(slo)
+
+
+def test_objectives_by_model_judge_each_model_once() -> None:
+    others = Objectives(("t",), 2.0, 0.1, 0.99, excluded_models=("b",))
+    own = Objectives(("t",), 1.0, 0.1, 0.99, models=("b",))
+    assert PackConfig(objectives=(others, own)).per_model
+    assert not DEFAULT.per_model
+    with pytest.raises(ValueError, match="judged whole and by model"):
+        PackConfig(objectives=(Objectives(("t",), 2.0, 0.1, 0.99), own))
+    with pytest.raises(ValueError, match="must exclude exactly the models"):
+        PackConfig(objectives=(others,))
+    with pytest.raises(ValueError, match="objectives by model are for one target"):
+        PackConfig(objectives=(Objectives(("t", "u"), 1.0, 0.1, 0.99, models=("b",)),))
+    with pytest.raises(ValueError, match=r"model\(s\) \['b'\] twice"):
+        PackConfig(objectives=(others, own, own))
+    # Model labels may hold . and +, which a regular expression must escape.
+    assert Scope(("t",), ("a.b", "c+d")).matcher == 'target="t", model=~"a\\\\.b|c\\\\+d"'
+    assert Scope(("t",), excluded=("a.b",)).matcher == 'target="t", model!="a.b"'
 
 
 def test_options_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ the alert is watching a series that does not exist.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -66,27 +67,74 @@ class RuleGroup:
 
 
 @dataclass(frozen=True)
-class Ratio:
-    """The error ratio of one SLO for some targets: ``matcher`` selects them ("" all)."""
+class Scope:
+    """The probes one part of an SLO is about: every model of ``targets`` (() for every
+    target), or of one target only ``models``, or all its models but ``excluded`` (those
+    with an SLO of their own)."""
 
-    matcher: str
+    targets: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def per_model(self) -> bool:
+        return bool(self.models or self.excluded)
+
+    @property
+    def matcher(self) -> str:
+        """Selects these probes (and their SLO series); "" for every probe."""
+        matchers = (
+            target_matcher(self.targets),
+            model_matcher(self.models, "="),
+            model_matcher(self.excluded, "!"),
+        )
+        return ", ".join(m for m in matchers if m)
+
+    def by(self, labels: str) -> str:
+        """``labels`` to aggregate over, with ``model`` where models are judged apart."""
+        if self.models and "model" not in labels.split(", "):
+            return f"{labels}, model"
+        return labels
+
+    def __str__(self) -> str:
+        if self.models:
+            return ", ".join(f"{self.targets[0]} model {model}" for model in self.models)
+        if self.excluded:
+            return f"{self.targets[0]}'s other models"
+        return ", ".join(self.targets)
+
+
+def scope_of(objectives: Objectives) -> Scope:
+    return Scope(objectives.targets, objectives.models, objectives.excluded_models)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """The error ratio of one SLO for some probes, aggregated ``by`` these labels."""
+
     numerator: str
     denominator: str
+    by: str
 
 
 @dataclass(frozen=True)
 class Objective:
-    """The objective of one SLO for some targets."""
+    """The objective of one SLO for some probes."""
 
-    matcher: str
+    scope: Scope
     objective: float
-    targets: tuple[str, ...]
+
+    @property
+    def matcher(self) -> str:
+        return self.scope.matcher
 
 
 @dataclass(frozen=True)
 class SLO:
-    """What one SLO is made of, for the generic burn-rate machinery below. Targets with
-    other thresholds or objectives get parts of their own, joined with ``or``."""
+    """What one SLO is made of, for the generic burn-rate machinery below. Targets (and
+    models) with other thresholds or objectives get parts of their own, joined with ``or``;
+    a model judged apart keeps its ``model`` label in the recorded ratios, the rest of its
+    target has none."""
 
     name: str  # the ``slo`` label value
     alert: str
@@ -95,13 +143,12 @@ class SLO:
     counts: Literal["bad", "good"]  # what ``numerator`` counts
     ratios: tuple[Ratio, ...]
     objectives: tuple[Objective, ...]
-    by: str
 
     def error_ratio(self, window: str) -> str:
         parts = []
         for ratio in self.ratios:
-            num = f"sum by ({self.by}) (rate({ratio.numerator}[{window}]))"
-            den = f"sum by ({self.by}) (rate({ratio.denominator}[{window}]))"
+            num = f"sum by ({ratio.by}) (rate({ratio.numerator}[{window}]))"
+            den = f"sum by ({ratio.by}) (rate({ratio.denominator}[{window}]))"
             if self.counts == "bad":
                 parts.append(f"{num}\n/\n{den}")
             else:
@@ -130,21 +177,41 @@ def target_matcher(targets: Sequence[str]) -> str:
     return 'target=~"' + "|".join(t.replace(".", "\\\\.") for t in targets) + '"'
 
 
+def model_matcher(models: Sequence[str], op: Literal["=", "!"]) -> str:
+    """Selects (``=``) or excludes (``!``) these model labels; "" for none."""
+    if not models:
+        return ""
+    if len(models) == 1:
+        return f'model{"!=" if op == "!" else "="}"{models[0]}"'
+    # Model labels are letters, digits and ._:/@+=-~ (streamobs.labels): . and + are special.
+    escaped = (re.sub(r"([.+])", r"\\\\\1", model) for model in models)
+    return f'model{op}~"' + "|".join(escaped) + '"'
+
+
 def grouped(
     objectives: Iterable[Objectives], key: Callable[[Objectives], float]
-) -> list[tuple[float, tuple[str, ...]]]:
-    """Targets grouped by one setting of their SLO, in the order they come."""
-    groups: dict[float, list[str]] = {}
+) -> list[tuple[float, tuple[Scope, ...]]]:
+    """The probes of each value of one setting of the SLOs, in the order they come: the
+    targets judged whole share one scope (one matcher), models judged apart have their own."""
+    groups: dict[float, list[Scope]] = {}
     for item in objectives:
-        groups.setdefault(key(item), []).extend(item.targets)
-    return [(value, tuple(targets)) for value, targets in groups.items()]
+        scopes = groups.setdefault(key(item), [])
+        whole = next((i for i, scope in enumerate(scopes) if not scope.per_model), None)
+        if item.per_model or whole is None:
+            scopes.append(scope_of(item))
+        else:
+            scopes[whole] = Scope((*scopes[whole].targets, *item.targets))
+    return [(value, tuple(scopes)) for value, scopes in groups.items()]
 
 
-def per_target(values: Sequence[tuple[str, tuple[str, ...]]]) -> str:
-    """``2s``, or ``1s for a, b; 3s for c`` when targets differ."""
-    if len(values) == 1:
-        return values[0][0]
-    return "; ".join(f"{text} for {', '.join(targets)}" for text, targets in values)
+def per_target(values: Sequence[tuple[str, Sequence[Scope]]]) -> str:
+    """``2s``, or ``1s for a, b; 3s for c`` when targets (or models) differ."""
+    merged: dict[str, list[Scope]] = {}
+    for text, scopes in values:
+        merged.setdefault(text, []).extend(scopes)
+    if len(merged) == 1:
+        return next(iter(merged))
+    return "; ".join(f"{text} for {', '.join(map(str, scopes))}" for text, scopes in merged.items())
 
 
 def slo_summary(config: PackConfig) -> str:
@@ -154,7 +221,7 @@ def slo_summary(config: PackConfig) -> str:
             (
                 f"TTFT {human_seconds(o.ttft_seconds)}, TPOT {human_seconds(o.tpot_seconds)} "
                 f"and objective {percent(o.objective)}",
-                o.targets,
+                (scope_of(o),),
             )
             for o in config.objectives
         ]
@@ -167,13 +234,15 @@ def slos(config: PackConfig) -> tuple[SLO, ...]:
     by = ", ".join(config.slo_labels)
     ttft = grouped(config.objectives, lambda o: o.ttft_seconds)
     tpot = grouped(config.objectives, lambda o: o.tpot_seconds)
-    every = tuple(t for o in config.objectives for t in o.targets)
+    # One availability SLI for every target judged whole; models judged apart have theirs.
+    (every,) = grouped(config.objectives, lambda o: 0.0)
     objectives = tuple(
-        Objective(target_matcher(targets), objective, targets)
-        for objective, targets in grouped(config.objectives, lambda o: o.objective)
+        Objective(scope, objective)
+        for objective, scopes in grouped(config.objectives, lambda o: o.objective)
+        for scope in scopes
     )
-    ttft_limits = per_target([(human_seconds(v), t) for v, t in ttft])
-    tpot_limits = per_target([(human_seconds(v), t) for v, t in tpot])
+    ttft_limits = per_target([(human_seconds(v), scopes) for v, scopes in ttft])
+    tpot_limits = per_target([(human_seconds(v), scopes) for v, scopes in tpot])
     return (
         SLO(
             name="ttft",
@@ -186,16 +255,14 @@ def slos(config: PackConfig) -> tuple[SLO, ...]:
             # probe streamobs itself was too late to time counts as neither.
             ratios=tuple(
                 Ratio(
-                    target_matcher(targets),
-                    s.TTFT
-                    + "_bucket"
-                    + selector(sel, target_matcher(targets), le_matcher(threshold)),
-                    s.LATENCY_ELIGIBLE + selector(sel, target_matcher(targets)),
+                    s.TTFT + "_bucket" + selector(sel, scope.matcher, le_matcher(threshold)),
+                    s.LATENCY_ELIGIBLE + selector(sel, scope.matcher),
+                    scope.by(by),
                 )
-                for threshold, targets in ttft
+                for threshold, scopes in ttft
+                for scope in scopes
             ),
             objectives=objectives,
-            by=by,
         ),
         SLO(
             name="tpot",
@@ -206,16 +273,14 @@ def slos(config: PackConfig) -> tuple[SLO, ...]:
             # Failures are the availability SLO's; counting them here too would page twice.
             ratios=tuple(
                 Ratio(
-                    target_matcher(targets),
-                    s.TPOT
-                    + "_bucket"
-                    + selector(sel, target_matcher(targets), le_matcher(threshold)),
-                    s.TPOT + "_count" + selector(sel, target_matcher(targets)),
+                    s.TPOT + "_bucket" + selector(sel, scope.matcher, le_matcher(threshold)),
+                    s.TPOT + "_count" + selector(sel, scope.matcher),
+                    scope.by(by),
                 )
-                for threshold, targets in tpot
+                for threshold, scopes in tpot
+                for scope in scopes
             ),
             objectives=objectives,
-            by=by,
         ),
         SLO(
             name="availability",
@@ -223,15 +288,15 @@ def slos(config: PackConfig) -> tuple[SLO, ...]:
             title="Availability",
             what="failed probes (any outcome but ok)",
             counts="bad",
-            ratios=(
+            ratios=tuple(
                 Ratio(
-                    target_matcher(every),
-                    s.FAILURES + selector(sel, target_matcher(every)),
-                    s.ATTEMPTS + selector(sel, target_matcher(every)),
-                ),
+                    s.FAILURES + selector(sel, scope.matcher),
+                    s.ATTEMPTS + selector(sel, scope.matcher),
+                    scope.by(by),
+                )
+                for scope in every[1]
             ),
             objectives=objectives,
-            by=by,
         ),
     )
 
@@ -247,6 +312,12 @@ def budget(objective: float) -> str:
     return number(round(1 - objective, 12))
 
 
+def _model_text(config: PackConfig, text: str = ", model {{ . }}") -> str:
+    """``text`` (about ``.``) with the alert's model, in the rules of a pack that judges
+    some models apart (their alerts have a ``model`` label)."""
+    return f"{{{{ with $labels.model }}}}{text}{{{{ end }}}}" if config.per_model else ""
+
+
 def _runbook(config: PackConfig, alert: str) -> str:
     return f"{config.runbook_url}#{alert.lower()}"
 
@@ -258,7 +329,7 @@ def _slo_group(config: PackConfig, slo: SLO) -> RuleGroup:
         )
         for window in config.slo_windows
     ]
-    objective_text = per_target([(percent(o.objective), o.targets) for o in slo.objectives])
+    objective_text = per_target([(percent(o.objective), (o.scope,)) for o in slo.objectives])
     for pair in config.burn_windows:
         record_long = error_ratio_record(config, pair.long)
         record_short = error_ratio_record(config, pair.short)
@@ -272,7 +343,7 @@ def _slo_group(config: PackConfig, slo: SLO) -> RuleGroup:
         speed = "fast" if pair.severity == "critical" else "steadily"
         objective = (
             f"the {objective_text} objective"
-            if len(slo.objectives) == 1
+            if len({o.objective for o in slo.objectives}) == 1
             else f"its objective ({objective_text})"
         )
         rules.append(
@@ -283,7 +354,8 @@ def _slo_group(config: PackConfig, slo: SLO) -> RuleGroup:
                 severity=pair.severity,
                 summary=f"{slo.title} SLO error budget is burning {speed}.",
                 description=(
-                    "Target {{ $labels.target }} ({{ $labels.job }}): "
+                    f"Target {{{{ $labels.target }}}}{_model_text(config)} "
+                    "({{ $labels.job }}): "
                     f"{slo.what} are spending the {config.slo_period} error budget of "
                     f"{objective} {number(pair.factor)} times faster "
                     f"than sustainable, over both the last {pair.long} and {pair.short}."
@@ -390,14 +462,15 @@ def _probe_group(config: PackConfig) -> RuleGroup:
     tpot = grouped(c.objectives, lambda o: o.tpot_seconds)
     for name, thresholds, histogram in (("ttft", ttft, s.TTFT), ("tpot", tpot, s.TPOT)):
         conditions, signals = [], []
-        for threshold, targets in thresholds:
-            matcher = target_matcher(targets)
-            edge = le_matcher(threshold)
-            with_attempts = f"sum by (job, target) ({s.ATTEMPTS}{selector(sel, matcher)})"
-            bucket = f"sum by (job, target) ({histogram}_bucket{selector(sel, matcher, edge)})"
-            conditions.append(f"{with_attempts}\nunless on (job, target)\n{bucket}")
-            signals += [with_attempts, bucket]
-        generated = per_target([(number(v), t) for v, t in thresholds])
+        for threshold, scopes in thresholds:
+            for scope in scopes:
+                matcher, by = scope.matcher, scope.by("job, target")
+                edge = le_matcher(threshold)
+                with_attempts = f"sum by ({by}) ({s.ATTEMPTS}{selector(sel, matcher)})"
+                bucket = f"sum by ({by}) ({histogram}_bucket{selector(sel, matcher, edge)})"
+                conditions.append(f"{with_attempts}\nunless on ({by})\n{bucket}")
+                signals += [with_attempts, bucket]
+        generated = per_target([(number(v), scopes) for v, scopes in thresholds])
         rules.append(
             _alert(
                 c,
@@ -406,7 +479,8 @@ def _probe_group(config: PackConfig) -> RuleGroup:
                 either(conditions),
                 signals,
                 f"The {name.upper()} SLO threshold is not a histogram bucket edge.",
-                f"{histogram} of target {{{{ $labels.target }}}} has no bucket "
+                f"{histogram} of target {{{{ $labels.target }}}}"
+                f"{_model_text(config, ' (model {{ . }})')} has no bucket "
                 f"le={generated}, the threshold these rules were "
                 f"generated with, so the {name.upper()} SLO reads no good probes at all. "
                 "Set the target's slo in streamobs' config to the same threshold (it always "
@@ -419,11 +493,16 @@ def _probe_group(config: PackConfig) -> RuleGroup:
         (s.SLO_TPOT_THRESHOLD, tpot, "tpot_threshold_seconds"),
         (s.SLO_OBJECTIVE, grouped(c.objectives, lambda o: o.objective), "objective_ratio"),
     ]
-    mismatch = "\nor\n".join(
-        f"label_replace({metric}{selector(sel, target_matcher(targets))} != {number(value)}, "
-        f'"setting", "{setting}", "", "")'
+    configured = [
+        (_configured(metric, sel, scope), setting, value)
         for metric, values, setting in mismatch_parts
-        for value, targets in values
+        for value, scopes in values
+        for scope in scopes
+    ]
+    mismatch = "\nor\n".join(
+        f'label_replace({expr} != {number(value)}, "setting", "{setting}", "", "")'
+        for exprs, setting, value in configured
+        for expr in exprs
     )
     rules.append(
         _alert(
@@ -431,19 +510,32 @@ def _probe_group(config: PackConfig) -> RuleGroup:
             "StreamobsSLOConfigMismatch",
             c.slo_config_mismatch,
             mismatch,
-            [
-                metric + selector(sel, target_matcher(targets))
-                for metric, values, _ in mismatch_parts
-                for _, targets in values
-            ],
+            [expr for exprs, _, _ in configured for expr in exprs],
             "streamobs and these alert rules disagree about an SLO.",
-            "Target {{ $labels.target }} is configured in streamobs with "
+            f"Target {{{{ $labels.target }}}}{_model_text(config, ' (model {{ . }})')} is "
+            "configured in streamobs with "
             "{{ $labels.setting }} = {{ $value }}, but the rules and dashboards were "
             f"generated for {slo_summary(c)}: its status page and its alerts judge "
             "different SLOs; regenerate them with streamobs pack --config.",
         )
     )
     return RuleGroup("streamobs-probes", tuple(rules))
+
+
+def _configured(metric: str, sel: str, scope: Scope) -> list[str]:
+    """The SLO setting ``metric`` streamobs has for ``scope``'s probes. A target's own
+    (no ``model`` label) holds for its models but those with their own (``model="m"``),
+    so a model judged apart is configured with its own, else with its target's."""
+    if not scope.models:
+        return [metric + selector(sel, scope.matcher)]
+    target = target_matcher(scope.targets)
+    targets_own = metric + selector(sel, target, 'model=""')
+    return [
+        f"(\n  {metric}{selector(sel, target, model_matcher((model,), '='))}\n"
+        "or on (job, instance, target)\n"
+        f'  label_replace({targets_own}, "model", "{model}", "", "")\n)'
+        for model in scope.models
+    ]
 
 
 def _engine_group(config: PackConfig) -> RuleGroup:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from streamobs.config import Config, ConfigError, Section, parse_config, parse_duration
+from streamobs.labels import model_label
 
 Severity = Literal["critical", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
@@ -46,13 +47,23 @@ class Objectives:
     """The SLOs of some targets, as streamobs is configured with them (``slo:``).
 
     ``objective`` holds for the TTFT, TPOT and availability SLOs alike; ``targets`` empty
-    means every target (the pack written without a config).
+    means every target (the pack written without a config). A target some of whose models
+    have an SLO of their own is judged by model: one set for those models (``models``,
+    their labels), one for its other models (``excluded_models`` names those judged apart);
+    either is for one target.
     """
 
     targets: tuple[str, ...]
     ttft_seconds: float
     tpot_seconds: float
     objective: float
+    models: tuple[str, ...] = ()
+    excluded_models: tuple[str, ...] = ()
+
+    @property
+    def per_model(self) -> bool:
+        """Whether these objectives are for some of one target's models, not all of them."""
+        return bool(self.models or self.excluded_models)
 
 
 @dataclass(frozen=True)
@@ -170,9 +181,12 @@ class PackConfig:
                 raise ValueError("SLO thresholds must be positive")
             if not objectives.targets and len(self.objectives) > 1:
                 raise ValueError("objectives for every target exclude any others")
+            if objectives.per_model:
+                continue
             if seen & set(objectives.targets):
                 raise ValueError(f"target(s) {sorted(seen & set(objectives.targets))} twice")
             seen.update(objectives.targets)
+        _check_models(self.objectives, seen)
         for window in self.burn_windows:
             if window.severity not in SEVERITIES:
                 raise ValueError(f"burn window severity {window.severity!r} is not one of "
@@ -189,6 +203,42 @@ class PackConfig:
         """Every window an error ratio is recorded for, shortest first."""
         windows = {w for pair in self.burn_windows for w in (pair.long, pair.short)}
         return tuple(sorted(windows, key=duration_seconds))
+
+    @property
+    def per_model(self) -> bool:
+        """Whether some target's models are judged apart (the rules then keep ``model``)."""
+        return any(o.per_model for o in self.objectives)
+
+
+def _check_models(objectives: Iterable[Objectives], whole: set[str]) -> None:
+    """Each model of a target judged by model falls under exactly one set of objectives:
+    its own, or the target's other models'; such a target is judged whole nowhere."""
+    judged: dict[str, set[str]] = {}  # target -> models with objectives of their own
+    others: dict[str, set[str]] = {}  # target -> the models its other models' exclude
+    for item in (o for o in objectives if o.per_model):
+        if item.models and item.excluded_models:
+            raise ValueError("objectives are for some models or for all but some, not both")
+        if len(item.targets) != 1:
+            raise ValueError("objectives by model are for one target")
+        (target,) = item.targets
+        if target in whole:
+            raise ValueError(f"target {target!r} judged whole and by model")
+        if item.excluded_models:
+            if target in others:
+                raise ValueError(f"target {target!r}: other models' objectives twice")
+            others[target] = set(item.excluded_models)
+            continue
+        models = judged.setdefault(target, set())
+        twice = models & set(item.models)
+        if twice:
+            raise ValueError(f"target {target!r}: model(s) {sorted(twice)} twice")
+        models.update(item.models)
+    for target, excluded in others.items():
+        if excluded != judged.get(target, set()):
+            raise ValueError(
+                f"target {target!r}: its other models' objectives must exclude exactly the "
+                "models with objectives of their own"
+            )
 
 
 DEFAULT = PackConfig()
@@ -216,15 +266,35 @@ def prometheus_duration(seconds: float, path: str = "duration") -> str:
     return "".join(parts)
 
 
+def _settings(slo: _SLO) -> tuple[float, float, float]:
+    return slo.ttft_seconds, slo.tpot_seconds, slo.objective
+
+
 def objectives_from(config: Config) -> tuple[Objectives, ...]:
-    """streamobs' targets grouped by their SLO, in the order the config names them."""
-    groups: dict[tuple[float, float, float], list[str]] = {}
+    """streamobs' targets grouped by their SLO, in the order the config names them. A
+    target with models whose SLO differs from its own is judged by model: those models
+    grouped by their SLO, and its other models (if any) by the target's."""
+    found: list[Objectives] = []
+    whole: dict[tuple[float, float, float], int] = {}  # an SLO -> its targets in found
     for target in config.targets:
-        slo = target.slo
-        groups.setdefault((slo.ttft_seconds, slo.tpot_seconds, slo.objective), []).append(
-            target.name
-        )
-    return tuple(Objectives(tuple(names), *key) for key, names in groups.items())
+        own = target.model_slos()
+        if not own:
+            key = _settings(target.slo)
+            if key in whole:
+                item = found[whole[key]]
+                found[whole[key]] = dataclasses.replace(item, targets=(*item.targets, target.name))
+            else:
+                whole[key] = len(found)
+                found.append(Objectives((target.name,), *key))
+            continue
+        labels = tuple(model_label(model) for model, _ in own)
+        if len(own) < len(target.models):  # some listed models are judged by the target's
+            found.append(Objectives((target.name,), *_settings(target.slo), excluded_models=labels))
+        by_slo: dict[tuple[float, float, float], list[str]] = {}
+        for model, slo in own:
+            by_slo.setdefault(_settings(slo), []).append(model_label(model))
+        found += [Objectives((target.name,), *k, models=tuple(m)) for k, m in by_slo.items()]
+    return tuple(found)
 
 
 def for_daemon_config(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from streamobs.pack import series as s
 from streamobs.pack.alerts import (
     SLO,
+    Scope,
     budget,
     either,
     error_ratio_record,
@@ -133,17 +134,17 @@ def _dashboard(
     )
 
 
-def _threshold_values(config: PackConfig, slo: str) -> list[tuple[float, tuple[str, ...]]]:
+def _threshold_values(config: PackConfig, slo: str) -> list[tuple[float, tuple[Scope, ...]]]:
     if slo == "ttft":
         return grouped(config.objectives, lambda o: o.ttft_seconds)
     return grouped(config.objectives, lambda o: o.tpot_seconds)
 
 
-def _thresholds(config: PackConfig, slo: str) -> list[tuple[str, tuple[str, ...]]]:
+def _thresholds(config: PackConfig, slo: str) -> list[tuple[str, tuple[Scope, ...]]]:
     return [(human_seconds(v), t) for v, t in _threshold_values(config, slo)]
 
 
-def _objectives(config: PackConfig) -> list[tuple[str, tuple[str, ...]]]:
+def _objectives(config: PackConfig) -> list[tuple[str, tuple[Scope, ...]]]:
     return [(percent(v), t) for v, t in grouped(config.objectives, lambda o: o.objective)]
 
 
@@ -169,13 +170,17 @@ def slo_overview(config: PackConfig) -> Dashboard:
     rows: list[Row] = []
     period = config.slo_period
     shortest = config.slo_windows[0]
+    # Models judged apart have series of their own (with a model label) beside their
+    # target's (without); so do streamobs' SLO settings.
+    who = "{{target}} {{model}}" if config.per_model else "{{target}}"
+    per = "target, model" if config.per_model else "target"
     for slo in slos(config):
         recorded = {w: error_ratio_record(config, w) for w in config.slo_windows}
         matchers = selector(f'slo="{slo.name}"', 'job=~"$job"', 'target=~"$target"')
         avg = f"avg_over_time({recorded[shortest]}{matchers}[{period}])"
         factors = sorted({pair.factor for pair in config.burn_windows})
-        objective_text = per_target([(percent(o.objective), o.targets) for o in slo.objectives])
-        budget_text = per_target([(percent(1 - o.objective), o.targets) for o in slo.objectives])
+        objective_text = per_target([(percent(o.objective), (o.scope,)) for o in slo.objectives])
+        budget_text = per_target([(percent(1 - o.objective), (o.scope,)) for o in slo.objectives])
 
         budget_left = _per_objective(slo, f"1 - avg_over_time({recorded[shortest]}", f"[{period}])")
         rows.append(
@@ -189,7 +194,7 @@ def slo_overview(config: PackConfig) -> Dashboard:
                         f"recording rules started if that is shorter). Bad: {slo.what}. "
                         f"Objective: {objective_text}.",
                         "percentunit",
-                        (Query(f"1 - {avg}", "{{target}}", instant=True),),
+                        (Query(f"1 - {avg}", who, instant=True),),
                         width=6,
                         steps=((None, RED), (slo.lowest_objective, GREEN)),
                     ),
@@ -199,7 +204,7 @@ def slo_overview(config: PackConfig) -> Dashboard:
                         f"Share of the {period} error budget ({budget_text} of "
                         "probes) not yet spent. Below zero the SLO is missed for the period.",
                         "percentunit",
-                        (Query(budget_left, "{{target}}", instant=True),),
+                        (Query(budget_left, who, instant=True),),
                         width=6,
                         steps=((None, RED), (0.0, ORANGE), (0.25, GREEN)),
                     ),
@@ -218,7 +223,7 @@ def slo_overview(config: PackConfig) -> Dashboard:
                         tuple(
                             Query(
                                 _per_objective(slo, recorded[w]),
-                                f"{{{{target}}}} {w}",
+                                f"{who} {w}",
                             )
                             for w in config.slo_windows
                         ),
@@ -250,6 +255,7 @@ def slo_overview(config: PackConfig) -> Dashboard:
             ),
         )
     )
+    configured = "target and model with its own" if config.per_model else "target"
     rows.append(
         Row(
             "Configured in streamobs",
@@ -257,41 +263,29 @@ def slo_overview(config: PackConfig) -> Dashboard:
                 Panel(
                     "stat",
                     "TTFT threshold",
-                    "The TTFT threshold streamobs is configured with per target (its status "
-                    "page uses it); these rules were generated for "
+                    f"The TTFT threshold streamobs is configured with per {configured} (its "
+                    "status page uses it); these rules were generated for "
                     f"{per_target(_thresholds(config, 'ttft'))}.",
                     "s",
-                    (
-                        Query(
-                            f"max by (target) ({s.SLO_TTFT_THRESHOLD}{TARGETS})",
-                            "{{target}}",
-                            True,
-                        ),
-                    ),
+                    (Query(f"max by ({per}) ({s.SLO_TTFT_THRESHOLD}{TARGETS})", who, True),),
                     width=8,
                 ),
                 Panel(
                     "stat",
                     "TPOT threshold",
-                    "The TPOT threshold streamobs is configured with per target; these rules "
-                    f"were generated for {per_target(_thresholds(config, 'tpot'))}.",
+                    f"The TPOT threshold streamobs is configured with per {configured}; these "
+                    f"rules were generated for {per_target(_thresholds(config, 'tpot'))}.",
                     "s",
-                    (
-                        Query(
-                            f"max by (target) ({s.SLO_TPOT_THRESHOLD}{TARGETS})",
-                            "{{target}}",
-                            True,
-                        ),
-                    ),
+                    (Query(f"max by ({per}) ({s.SLO_TPOT_THRESHOLD}{TARGETS})", who, True),),
                     width=8,
                 ),
                 Panel(
                     "stat",
                     "Objective",
-                    "The objective streamobs is configured with per target; these rules were "
-                    f"generated for {per_target(_objectives(config))}.",
+                    f"The objective streamobs is configured with per {configured}; these rules "
+                    f"were generated for {per_target(_objectives(config))}.",
                     "percentunit",
-                    (Query(f"max by (target) ({s.SLO_OBJECTIVE}{TARGETS})", "{{target}}", True),),
+                    (Query(f"max by ({per}) ({s.SLO_OBJECTIVE}{TARGETS})", who, True),),
                     width=8,
                 ),
             ),
