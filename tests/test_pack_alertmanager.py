@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from streamobs.config import parse_config
+from streamobs.pack.alertmanager import render_alertmanager
+from streamobs.pack.config import DEFAULT, for_daemon_config
 from tests.fixtures import require_binary
 from tests.pack_helpers import ALERTMANAGER_EXAMPLE
 from tests.prometheus_server import Alertmanager, WebhookReceiver, wait_until
@@ -102,3 +105,23 @@ def test_a_page_inhibits_the_same_slos_ticket_only(tmp_path: Path) -> None:
             ]
     finally:
         webhook.stop()
+
+
+def test_a_model_judged_by_its_own_slo_is_grouped_and_inhibited_apart() -> None:
+    config = parse_config(
+        {
+            "targets": [
+                {
+                    "name": "t",
+                    "url": "http://127.0.0.1:8000",
+                    "model": ["base", {"name": "strict", "slo": {"ttft": "500ms"}}],
+                }
+            ]
+        }
+    )
+    rendered = yaml.safe_load(render_alertmanager(for_daemon_config(config)))
+    assert "model" in rendered["route"]["group_by"]
+    assert all("model" in rule["equal"] for rule in rendered["inhibit_rules"])
+    # Without models of their own, the example stays as checked in.
+    default = yaml.safe_load(render_alertmanager(DEFAULT))
+    assert "model" not in default["route"]["group_by"]
