@@ -166,6 +166,15 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key-env", metavar="VAR", help="read the bearer token from $VAR")
     parser.add_argument("--api-key-file", metavar="PATH", help="read the bearer token from PATH")
     parser.add_argument(
+        "--basic-auth-user", metavar="NAME", help="HTTP basic auth as NAME (instead of a key)"
+    )
+    parser.add_argument(
+        "--basic-auth-password-file", metavar="PATH", help="read the basic-auth password from PATH"
+    )
+    parser.add_argument(
+        "--basic-auth-password-env", metavar="VAR", help="read the basic-auth password from $VAR"
+    )
+    parser.add_argument(
         "--header",
         action="append",
         default=[],
@@ -343,6 +352,10 @@ _PROBE_FLAGS = {
     "tool_call": "--tool-call",
     "api_key_env": "--api-key-env",
     "api_key_file": "--api-key-file",
+    "basic_auth": "--basic-auth-user",
+    "basic_auth.username": "--basic-auth-user",
+    "basic_auth.password_file": "--basic-auth-password-file",
+    "basic_auth.password_env": "--basic-auth-password-env",
     "headers": "--header",
     "accept_encoding": "--accept-encoding",
     "timeouts.connect": "--connect-timeout",
@@ -379,6 +392,13 @@ def probe_settings(args: argparse.Namespace) -> dict[str, Any]:
         "api_key_file": args.api_key_file,
     }
     settings.update({key: value for key, value in optional.items() if value})
+    basic_auth = {
+        "username": args.basic_auth_user,
+        "password_file": args.basic_auth_password_file,
+        "password_env": args.basic_auth_password_env,
+    }
+    if any(value is not None for value in basic_auth.values()):
+        settings["basic_auth"] = {k: v for k, v in basic_auth.items() if v is not None}
     return settings
 
 
@@ -395,9 +415,10 @@ def _flag_message(error: ConfigError) -> str:
             message = flag + message[len(key) :]
             break
     # Settings named further on; plain words (url, model) are left alone, being prose too.
-    for key, flag in _PROBE_FLAGS.items():
+    # Longest first: basic_auth.password_file is one flag, not basic_auth's and a suffix.
+    for key in sorted(_PROBE_FLAGS, key=len, reverse=True):
         if "." in key or "_" in key:
-            message = re.sub(rf"(?<![\w.-]){re.escape(key)}\b", flag, message)
+            message = re.sub(rf"(?<![\w.-]){re.escape(key)}\b", _PROBE_FLAGS[key], message)
     return message
 
 
@@ -421,7 +442,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         try:
             model = discover_model(
                 target,
-                config.api_key,
+                config.credential,
                 timeouts.connect + timeouts.headers,
                 config.verify_tls,
             )

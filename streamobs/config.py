@@ -32,7 +32,13 @@ from streamobs.probe.spec import (
     Timeouts,
     parse_target,
 )
-from streamobs.secret import SecretError, is_credential_header, load_api_key, load_secret
+from streamobs.secret import (
+    BasicAuth,
+    SecretError,
+    is_credential_header,
+    load_api_key,
+    load_secret,
+)
 from streamobs.targets import (
     ALL_MODELS,
     DEFAULT_BUCKETS,
@@ -70,7 +76,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Module:
     """Probe settings for ``/probe?module=NAME`` (its own, merged over target_defaults when
-    used); its credentials (API key, headers) go only to the hosts ``credential_hosts`` names."""
+    used); its credentials (API key or basic auth, headers) go only to the hosts
+    ``credential_hosts`` names."""
 
     settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
     credential_hosts: tuple[HostPattern, ...] = ()
@@ -270,7 +277,9 @@ def _headers(section: Section) -> tuple[dict[str, str], frozenset[str]]:
             raise ConfigError(f"{section.at('headers')}: bad header name {str(name)[:64]!r}")
         path = f"{section.at('headers')}.{name}"
         if name.lower() == "authorization":
-            raise ConfigError(f"{path}: use api_key_file or api_key_env for credentials")
+            raise ConfigError(
+                f"{path}: use api_key_file or api_key_env (a bearer token) or basic_auth"
+            )
         if isinstance(value, dict):
             source = Section(value, path)
             try:
@@ -320,10 +329,19 @@ def _timeouts(section: Section, own: frozenset[str]) -> Timeouts:
     return Timeouts(total=total, **values)
 
 
+# Where the one Authorization header comes from: set by a target or module, any of them
+# replaces all of the defaults' (basic auth there replaces an API key in target_defaults).
+CREDENTIAL_KEYS = ("api_key_env", "api_key_file", "basic_auth")
+
+
 def merge_settings(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
     """``own`` over ``defaults``; nested mappings (``timeouts``, ``slo``, ``headers``) are
-    merged key by key, so setting one timeout keeps the defaults' others."""
+    merged key by key, so setting one timeout keeps the defaults' others. The credential
+    is one setting: ``own`` setting any of ``CREDENTIAL_KEYS`` replaces the defaults'."""
     merged = dict(defaults)
+    if any(key in own for key in CREDENTIAL_KEYS):
+        for key in CREDENTIAL_KEYS:
+            merged.pop(key, None)
     for key, value in own.items():
         base = merged.get(key)
         if isinstance(base, dict) and isinstance(value, dict):
@@ -357,6 +375,13 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
     except SecretError as exc:
         where = merged.at("api_key_env" if env_var and not key_file else "api_key_file")
         raise ConfigError(f"{where}: {exc}") from None
+    basic_auth = _basic_auth(merged)
+    if basic_auth is not None and api_key is not None:
+        raise ConfigError(
+            f"{merged.at('basic_auth')}: not together with "
+            f"{merged.at('api_key_env' if env_var else 'api_key_file')} "
+            "(one Authorization header: an API key or basic auth)"
+        )
     engine = merged.text("engine")
     metrics_url = merged.raw("metrics_url")
     if engine is not None and metrics_url is not None:
@@ -392,6 +417,7 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
         jitter=jitter,
         timeouts=_timeouts(merged.section("timeouts"), own),
         api_key=api_key,
+        basic_auth=basic_auth,
         headers=headers,
         secret_headers=secret_headers,
         accept_encoding=merged.text("accept_encoding", DEFAULT_ACCEPT_ENCODING)
@@ -404,6 +430,49 @@ def _target(section: Section, defaults: Mapping[str, Any]) -> TargetConfig:
     )
     merged.done()
     return config
+
+
+def _basic_auth(target: Section) -> BasicAuth | None:
+    """``basic_auth: {username: NAME, password_file: PATH}`` (or ``password_env: VAR``):
+    the password loaded and checked as an API key is; errors name the key, never a value."""
+    raw = target.raw("basic_auth")
+    if raw is None:
+        return None
+    path = target.at("basic_auth")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected {{username: NAME, password_file: PATH}} or "
+            "{username: NAME, password_env: VAR}"
+        )
+    section = Section(raw, path)
+    section.expect(("username", "password_file", "password_env"))
+    username = section.text("username")
+    env_var = section.text("password_env")
+    file_path = section.text("password_file")
+    if username is None:
+        raise ConfigError(
+            f"{section.at('username')}: required (the user name that goes with the password)"
+        )
+    if env_var and file_path:
+        raise ConfigError(
+            f"{section.at('password_env')}: not together with {section.at('password_file')} "
+            "(one password)"
+        )
+    try:
+        password = load_secret(env_var, file_path, "basic-auth password")
+    except SecretError as exc:
+        where = section.at("password_env" if env_var else "password_file")
+        raise ConfigError(f"{where}: {exc}") from None
+    if password is None:
+        raise ConfigError(
+            f"{path}: no password (set {section.at('password_file')} or "
+            f"{section.at('password_env')})"
+        )
+    section.done()
+    try:
+        return BasicAuth(username, password)
+    except SecretError as exc:  # the user name: the password was checked as it was loaded
+        raise ConfigError(f"{section.at('username')}: {exc}") from None
 
 
 def _models(section: Section, slo: SLO) -> tuple[tuple[ModelConfig, ...], bool]:

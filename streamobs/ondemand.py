@@ -1,9 +1,9 @@
 """``/probe?target=URL&module=NAME``: one probe now, blackbox_exporter style, made safe for
 a URL chosen by whoever asks.
 
-- Credentials: the module's API key and headers go only to a host its ``credential_hosts``
-  names; any other host is probed without them, and the debug output and the log say so
-  (never the values).
+- Credentials: the module's API key or basic auth and its headers go only to a host its
+  ``credential_hosts`` names; any other host is probed without them (model discovery
+  included), and the debug output and the log say so (never the values).
 - Concurrency: these probes have their own budget of ``max_concurrency`` slots, apart from
   the scheduled probes, so a flood of scrapes can neither starve the SLO measurements nor
   run more than ``max_concurrency`` on-demand probes at once. At most as many requests
@@ -155,7 +155,8 @@ class OnDemandProbes:
     def _gate_credentials(
         self, config: Config, module: str, target: TargetConfig
     ) -> tuple[TargetConfig, Credentials]:
-        if target.api_key is None and not target.headers:
+        kinds = _credential_kinds(target)
+        if not kinds:
             return target, Credentials(False, "none configured")
         host, port = target.target.host, target.target.port
         if host_allowed(config.modules[module].credential_hosts, host, port):
@@ -163,10 +164,13 @@ class OnDemandProbes:
         self._withheld.inc()
         note = (
             f"withheld: module {module!r} does not name {host}:{port} in credential_hosts, "
-            "so the probe ran without its API key and headers"
+            f"so the probe ran without its {kinds}"
         )
         self._warn_once(module, host, note)
-        return replace(target, api_key=None, headers={}), Credentials(False, note)
+        bare = replace(
+            target, api_key=None, basic_auth=None, headers={}, secret_headers=frozenset()
+        )
+        return bare, Credentials(False, note)
 
     def _warn_once(self, module: str, host: str, note: str) -> None:
         if self._warned.changed((module, host), "withheld"):
@@ -232,6 +236,21 @@ class OnDemandProbes:
         ]
         body = "\n".join(lines).encode() + b"\n" + generate_latest(registry)
         return Reply(200, body)
+
+
+def _credential_kinds(target: TargetConfig) -> str:
+    """What of a target's would reach the server with its requests ("basic auth and
+    headers"); empty when nothing."""
+    kinds = [
+        name
+        for name, present in (
+            ("API key", target.api_key is not None),
+            ("basic auth", target.basic_auth is not None),
+            ("headers", bool(target.headers)),
+        )
+        if present
+    ]
+    return " and ".join(kinds)
 
 
 def _budget(scrape_timeout: float) -> float:

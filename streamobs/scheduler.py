@@ -29,7 +29,7 @@ from streamobs.probe.prober import run_probe
 from streamobs.probe.result import Outcome, ProbeResult
 from streamobs.probe.spec import ProbeSpec, Target
 from streamobs.report import redact_result
-from streamobs.secret import Secret, redact
+from streamobs.secret import Credential, redact
 from streamobs.statelog import StateLog
 from streamobs.targets import UNKNOWN_MODEL, TargetConfig
 
@@ -44,10 +44,10 @@ MODEL_LIST_INTERVAL = 60.0
 
 
 def model_ids(
-    target: Target, api_key: Secret | None, timeout: float, verify_tls: bool
+    target: Target, credential: Credential | None, timeout: float, verify_tls: bool
 ) -> list[str]:
     """The ids ``/v1/models`` lists, in its order."""
-    return [str(m["id"]) for m in list_models(target, api_key, timeout, verify_tls)]
+    return [str(m["id"]) for m in list_models(target, credential, timeout, verify_tls)]
 
 
 class ModelResolver:
@@ -116,7 +116,7 @@ class ModelResolver:
     def _discover_one(self) -> None:
         t = self._target
         try:
-            self._models = (self._discover(t.target, t.api_key, self._timeout(), t.verify_tls),)
+            self._models = (self._discover(t.target, t.credential, self._timeout(), t.verify_tls),)
         except ModelDiscoveryError as exc:
             if self._states.changed("discovery", "failing"):
                 log.warning("target %s: %s", t.name, redact(str(exc), t.secrets(), 500))
@@ -127,7 +127,7 @@ class ModelResolver:
     def _list(self) -> None:
         t = self._target
         try:
-            listed = self._list_ids(t.target, t.api_key, self._timeout(), t.verify_tls)
+            listed = self._list_ids(t.target, t.credential, self._timeout(), t.verify_tls)
         except ModelDiscoveryError as exc:
             if self._states.changed("discovery", "failing"):
                 log.warning("target %s: %s", t.name, redact(str(exc), t.secrets(), 500))

@@ -3,10 +3,13 @@ one redaction helper for text that may hold them, and loading them safely."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TypeAlias
 from urllib.parse import quote
 
 from streamobs.files import KIB, FileRefused, read_limited
@@ -14,6 +17,7 @@ from streamobs.files import KIB, FileRefused, read_limited
 MASK = "***"
 MAX_SECRET_CHARS = 16 * KIB  # far above any real token (JWTs are a few KiB)
 MAX_SECRET_FILE_BYTES = MAX_SECRET_CHARS + KIB  # room for surrounding whitespace
+MAX_USERNAME_CHARS = 256
 # Headers whose values are credentials wherever they appear in text a server sent back.
 CREDENTIAL_HEADERS = (
     "proxy-authorization",
@@ -44,8 +48,15 @@ _QUOTED = re.compile(
 _LINE = re.compile(rf"(?im)\b(?P<name>{_NAMES})(?P<sep>[ \t]*:[ \t]*)(?P<value>[^\r\n]+)")
 # api-key=x  (query strings, forms)
 _PARAM = re.compile(rf"(?i)\b(?P<name>{_NAMES})=(?P<value>[^&\s\"']+)")
-# Bearer x, Basic x: a credential whatever header or field carries it
-_SCHEME = re.compile(r"(?i)\b(?P<name>Bearer|Basic)(?P<sep>\s+)[A-Za-z0-9._~+/=-]{4,}")
+# Bearer x, Basic x: a credential whatever header or field carries it; not the word of
+# prose or of a WWW-Authenticate challenge after it ("basic auth", "Basic realm=...").
+_PROSE = (
+    r"(?:(?:auth|authentication|authorization|token|tokens|credentials?|scheme|access)"
+    r"(?![A-Za-z0-9_~+/=-])|realm=)"
+)
+_SCHEME = re.compile(
+    rf"(?i)\b(?P<name>Bearer|Basic)(?P<sep>\s+)(?!{_PROSE})[A-Za-z0-9._~+/=-]{{4,}}"
+)
 
 
 class Secret:
@@ -161,7 +172,7 @@ def load_secret(env_var: str | None, file_path: str | None, what: str) -> Secret
     """A credential from an environment variable or a file (one of them, or neither),
     checked by ``check_secret``; ``what`` names it in errors ("API key")."""
     if env_var and file_path:
-        raise SecretError(f"set either an {what} environment variable or an {what} file, not both")
+        raise SecretError(f"{what}: set either an environment variable or a file, not both")
     if env_var:
         value = os.environ.get(env_var)
         if value is None:
@@ -183,3 +194,66 @@ def load_secret(env_var: str | None, file_path: str | None, what: str) -> Secret
 def load_api_key(env_var: str | None, file_path: str | None) -> Secret | None:
     """Bearer token from an environment variable or a file (one of them, or neither)."""
     return load_secret(env_var, file_path, "API key")
+
+
+def check_username(value: str, source: str) -> str:
+    """``value`` if it can be the user name of HTTP basic auth (RFC 7617: no ``:``, which
+    separates it from the password); SecretError naming ``source`` (never the value)."""
+    if not value:
+        raise SecretError(f"{source} is empty")
+    if len(value) > MAX_USERNAME_CHARS:
+        raise SecretError(f"{source} is longer than {MAX_USERNAME_CHARS} characters")
+    if ":" in value:
+        raise SecretError(f"{source} holds ':', which separates the user name from the password")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise SecretError(f"{source} holds control characters (CR, LF, NUL, ...)")
+    if not value.isascii():
+        raise SecretError(f"{source} holds non-ASCII characters, which an HTTP header cannot carry")
+    if value != value.strip():
+        raise SecretError(f"{source} starts or ends with whitespace")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    """HTTP basic auth: a user name (shown, e.g. in ``repr``) and a password (a Secret).
+    The ``Authorization`` token made of both is a secret too: ``secrets()`` gives both to
+    ``redact``, so neither the password nor its base64 form is ever printed."""
+
+    username: str
+    password: Secret
+
+    def __post_init__(self) -> None:
+        check_username(self.username, "basic-auth user name")
+        check_secret(self.password.reveal(), "basic-auth password")
+
+    @property
+    def token(self) -> Secret:
+        """``base64(user:password)``, what ``Authorization: Basic`` carries."""
+        raw = f"{self.username}:{self.password.reveal()}".encode("ascii")
+        return Secret(base64.b64encode(raw).decode("ascii"))
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header's value."""
+        return "Basic " + self.token.reveal()
+
+    def secrets(self) -> tuple[Secret, Secret]:
+        return (self.password, self.token)
+
+
+# What one Authorization header carries: an API key (a bearer token) or basic auth.
+Credential: TypeAlias = Secret | BasicAuth
+
+
+def authorization(credential: Credential) -> str:
+    """The ``Authorization`` header's value for ``credential``."""
+    if isinstance(credential, BasicAuth):
+        return credential.authorization()
+    return "Bearer " + credential.reveal()
+
+
+def credential_secrets(credential: Credential | None) -> tuple[Secret, ...]:
+    """The values ``redact`` must mask for ``credential`` (none for None)."""
+    if credential is None:
+        return ()
+    return credential.secrets() if isinstance(credential, BasicAuth) else (credential,)

@@ -16,7 +16,7 @@ from streamobs.probe.spec import (
     Target,
     Timeouts,
 )
-from streamobs.secret import Secret
+from streamobs.secret import BasicAuth, Credential, Secret, credential_secrets
 
 # Model label (and request model) while /v1/models has not answered: the probe still runs,
 # so an unreachable server is counted as a failed probe, not silently skipped.
@@ -64,7 +64,8 @@ class TargetConfig:
     interval: float = 15.0
     jitter: float = 0.0  # seconds; each wait is interval ± a uniform draw of this
     timeouts: Timeouts = field(default_factory=Timeouts)
-    api_key: Secret | None = None
+    api_key: Secret | None = None  # sent as a bearer token
+    basic_auth: BasicAuth | None = None  # or this (never both: one Authorization header)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     secret_headers: frozenset[str] = frozenset()  # names in headers whose values are secrets
     accept_encoding: str = DEFAULT_ACCEPT_ENCODING
@@ -106,16 +107,23 @@ class TargetConfig:
             ignore_eos=self.ignore_eos,
             timeouts=self.timeouts,
             api_key=self.api_key,
+            basic_auth=self.basic_auth,
             headers=self.headers,
             accept_encoding=self.accept_encoding,
             verify_tls=self.verify_tls,
             tool_call=self.tool_call,
         )
 
+    @property
+    def credential(self) -> Credential | None:
+        """What the ``Authorization`` header carries, for probes and ``/v1/models``."""
+        return self.api_key if self.api_key is not None else self.basic_auth
+
     def secrets(self) -> tuple[Secret | str, ...]:
-        """Every credential this target sends, for ``secret.redact``."""
+        """Every credential this target sends, for ``secret.redact``: the API key, or the
+        basic-auth password and its base64 token, and the secret headers' values."""
         values = [v for k, v in self.headers.items() if k in self.secret_headers]
-        return (self.api_key, *values) if self.api_key is not None else tuple(values)
+        return (*credential_secrets(self.credential), *values)
 
 
 @dataclass(frozen=True, slots=True)

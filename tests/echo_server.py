@@ -1,8 +1,11 @@
 """A loopback OpenAI-compatible server that records every request's headers and, in
-``echo`` mode, sends them all back in its error text (as careless gateways do)."""
+``echo`` mode, sends them all back in its error text (as careless gateways do). With
+``basic_auth=(user, password)`` it answers 401 (and a ``WWW-Authenticate`` challenge) to
+every request without those credentials, as a gateway behind ``auth_basic`` does."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,9 +20,15 @@ _STREAM = (
 
 
 class EchoServer:
-    def __init__(self, mode: str = "ok", model: str = "m") -> None:
+    def __init__(
+        self, mode: str = "ok", model: str = "m", basic_auth: tuple[str, str] | None = None
+    ) -> None:
         self.mode = mode
         self.model = model
+        self.authorization: str | None = None
+        if basic_auth is not None:
+            token = base64.b64encode(":".join(basic_auth).encode()).decode()
+            self.authorization = "Basic " + token
         self.requests: list[dict[str, str]] = []
         self._lock = threading.Lock()
         owner = self
@@ -35,6 +44,8 @@ class EchoServer:
                 if owner.mode == "echo":
                     self._send(401, owner._echo(self), "application/json")
                     return
+                if not self._authorised():
+                    return
                 body = json.dumps({"object": "list", "data": [{"id": owner.model}]}).encode()
                 self._send(200, body, "application/json")
 
@@ -45,10 +56,30 @@ class EchoServer:
                 if owner.mode == "echo":
                     self._send(400, owner._echo(self), "application/json")
                     return
+                if not self._authorised():
+                    return
                 self._send(200, _STREAM, "text/event-stream")
 
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
+            def _authorised(self) -> bool:
+                """True, or False once it answered 401 (no or other credentials)."""
+                if owner.authorization is None:
+                    return True
+                if self.headers.get("Authorization") == owner.authorization:
+                    return True
+                body = b'{"error": {"message": "authentication required"}}'
+                self._send(401, body, "application/json", {"WWW-Authenticate": 'Basic realm="llm"'})
+                return False
+
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -65,6 +96,9 @@ class EchoServer:
     def _echo(self, handler: BaseHTTPRequestHandler) -> bytes:
         seen = {k: v for k, v in handler.headers.items()}
         text = "; ".join(f"{k}: {v}" for k, v in seen.items())
+        scheme, _, token = (handler.headers.get("Authorization") or "").partition(" ")
+        if scheme == "Basic":  # and what it carries, decoded, first
+            text = f"user:password {base64.b64decode(token).decode()}; {text}"
         return json.dumps(
             {"error": {"message": f"rejected request with headers {text}", "headers": seen}}
         ).encode()

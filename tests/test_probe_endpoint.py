@@ -3,6 +3,7 @@ deadline, and /metrics answering through a flood."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -24,6 +25,8 @@ from tests.fixtures import wait_for
 KEY = "sk-module-key-0123456789"
 DEFAULT_KEY = "sk-default-key-9876543210"
 HEADER = "azure-header-secret-5555"
+PASSWORD = "basic-module-password-7777"
+BASIC = "Basic " + base64.b64encode(f"probe:{PASSWORD}".encode()).decode()
 
 
 @pytest.fixture
@@ -102,6 +105,47 @@ def test_withheld_credentials_are_logged_once_per_host(
     for _ in range(5):
         assert _probe(credentialed, target=echo.url).status_code == 200
     assert sum("credentials withheld" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_module_basic_auth_never_reaches_a_host_it_does_not_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("TEST_DEFAULT_KEY", DEFAULT_KEY)
+    monkeypatch.setenv("TEST_MODULE_PASSWORD", PASSWORD)
+    basic = {"username": "probe", "password_env": "TEST_MODULE_PASSWORD"}
+    with EchoServer(basic_auth=("probe", PASSWORD)) as echo:
+        config = _config(
+            "http://127.0.0.1:9",
+            # The module's basic auth replaces the default API key: one Authorization header.
+            target_defaults={"api_key_env": "TEST_DEFAULT_KEY"},
+            modules={
+                "elsewhere": {"basic_auth": basic, "credential_hosts": ["gw.internal"]},
+                "loopback": {"basic_auth": basic, "credential_hosts": [f"127.0.0.1:{echo.port}"]},
+            },
+        )
+        d = Daemon(parse_config(config))
+        d.start()
+        try:
+            before = len(echo.headers_seen())
+            # No model in the module: /v1/models is asked without the credentials too.
+            withheld = _probe(d, target=echo.url, module="elsewhere", debug="true")
+            seen_withheld = echo.headers_seen()[before:]
+            before = len(echo.headers_seen())
+            sent = _probe(d, target=echo.url, module="loopback", debug="true")
+            seen_sent = echo.headers_seen()[before:]
+            metrics = requests.get(f"http://127.0.0.1:{d.web.port}/metrics", timeout=5).text
+        finally:
+            d.stop()
+    assert seen_withheld and all("authorization" not in h for h in seen_withheld)
+    assert "Credentials: withheld" in withheld.text and "without its basic auth" in withheld.text
+    assert "Outcome: http_status" in withheld.text  # the server wanted them: 401
+    assert "Credentials: sent" in sent.text and "Outcome: ok" in sent.text
+    assert [h.get("authorization") for h in seen_sent] == [BASIC, BASIC]  # models, then chat
+    assert "streamobs_probe_endpoint_credentials_withheld_total 1.0" in metrics
+    everything = "\n".join(r.getMessage() for r in caplog.records) + withheld.text + sent.text
+    for secret in (PASSWORD, BASIC.split()[1], DEFAULT_KEY):
+        assert secret[:8] not in everything
 
 
 class BlockingProbe:

@@ -3,6 +3,7 @@ or the daemon prints what a server sent, even a server that echoes every header 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -29,12 +30,16 @@ from streamobs.secret import (
 )
 from tests.echo_server import EchoServer
 from tests.fixtures import run_cli, wait_for
+from tests.otlp_receiver import receiver
 
 # Distinctive first characters: a leaked prefix is found, never a coincidence.
 KEY = "Zq9Xv7kApiKey-0123456789abcdef"
 HEADER = "Wm4Yt2hAzureHdr-abcdef0123456789"
 TOKEN = "Jx8Pc3nCustomTok-9876543210"
-SECRETS = (KEY, HEADER, TOKEN)
+USER = "Kd5Basic-user"
+PASSWORD = "Rv6Hs1mBasicPw-abcdef0123"
+BASIC_TOKEN = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+SECRETS = (KEY, HEADER, TOKEN, PASSWORD, BASIC_TOKEN)
 SLASHED = KEY[:5] + "/b64+key=="  # percent-encoding changes it
 QUOTED = KEY[:5] + 'with"quote\\'  # JSON escaping changes it
 
@@ -317,3 +322,87 @@ def test_daemon_log_in_a_subprocess_shows_no_secret(tmp_path: Path) -> None:
     err = "".join(lines)
     assert "Traceback" not in err and "t:" in err
     assert_no_leak(err)
+
+
+def test_cli_probe_with_basic_auth_against_an_echoing_server_prints_no_secret(
+    tmp_path: Path,
+) -> None:
+    password = tmp_path / "password"
+    password.write_text(PASSWORD + "\n")
+    with EchoServer(mode="echo") as echo:
+        for extra in (["--model", "m"], ["--model", "m", "--json"], []):  # []: discovery
+            proc = run_cli(
+                "probe", echo.url, "--basic-auth-user", USER,
+                "--basic-auth-password-file", str(password), *extra,
+            )  # fmt: skip
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr
+            assert_no_leak(proc.stdout + proc.stderr)
+        seen = echo.headers_seen()
+    assert seen and all(h.get("authorization") == f"Basic {BASIC_TOKEN}" for h in seen)
+
+
+def test_daemon_with_basic_auth_against_an_echoing_server_shows_no_secret(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Everywhere the daemon shows server text: the status page, /probe's debug output,
+    # /metrics, its log and the OTLP spans (whose status carries the probe's error).
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("PW", PASSWORD)
+    with EchoServer(mode="echo") as echo, receiver("http/protobuf") as (endpoint, received):
+        basic = {"username": USER, "password_env": "PW"}
+        config = {
+            "web": {"listen_address": "127.0.0.1:0"},
+            "shutdown_grace": "1s",
+            "collectors": {"engines": {"enabled": False}, "gpu": {"enabled": False}},
+            "target_defaults": {"basic_auth": basic},
+            "targets": [
+                {"name": "fixed", "url": echo.url, "model": "m", "interval": "100ms"},
+                {"name": "found", "url": echo.url, "interval": "100ms"},  # discovery echoes
+            ],
+            "modules": {"default": {"credential_hosts": ["127.0.0.1"]}},
+            "otlp": {"enabled": True, "protocol": "http/protobuf", "endpoint": endpoint,
+                     "export_interval": "300ms", "traces": True},
+        }  # fmt: skip
+        d = Daemon(parse_config(config))
+        d.start()
+        try:
+            base = f"http://127.0.0.1:{d.web.port}"
+            wait_for(lambda: "Last failure" in requests.get(base + "/", timeout=5).text)
+            page = requests.get(base + "/", timeout=5).text
+            debug = requests.get(
+                base + "/probe", params={"target": echo.url, "debug": "1"}, timeout=30
+            ).text
+            assert "Credentials: sent" in debug and "Error:" in debug
+            metrics = requests.get(base + "/metrics", timeout=5).text
+            assert received.wait_for(lambda: bool(received.traces), timeout=20)
+        finally:
+            d.stop()
+        spans = "\n".join(str(request) for request in received.traces)
+        seen = echo.headers_seen()
+    assert "http_status" in page and "HTTP 4" in spans  # the error text did reach both
+    assert any(h.get("authorization") == f"Basic {BASIC_TOKEN}" for h in seen)
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (page, debug, metrics, logs, spans):
+        assert_no_leak(text)
+
+
+@pytest.mark.parametrize("credential", ["api_key", "basic_auth"])
+def test_doctor_against_an_echoing_server_prints_no_secret(credential: str) -> None:
+    # Its checks quote the server's error replies (headers, errors): masked there too.
+    flags = (
+        ["--api-key-env", "K"]
+        if credential == "api_key"
+        else ["--basic-auth-user", USER, "--basic-auth-password-env", "PW"]
+    )
+    with EchoServer(mode="echo") as echo:
+        for extra in ([], ["--json"]):
+            proc = run_cli(
+                "doctor", echo.url, "--model", "m", "--timeout", "5", "--skip", "long-stream",
+                *flags, *extra, env={"K": KEY, "PW": PASSWORD},
+            )  # fmt: skip
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr
+            assert "rejected request with headers" in proc.stdout  # the echo is shown ...
+            assert_no_leak(proc.stdout + proc.stderr)  # ... masked
+        seen = echo.headers_seen()
+    expected = f"Bearer {KEY}" if credential == "api_key" else f"Basic {BASIC_TOKEN}"
+    assert any(h.get("authorization") == expected for h in seen)  # (not /metrics: none)

@@ -19,7 +19,7 @@ from streamobs.doctor.report import footer, format_check, header, render_json
 from streamobs.doctor.runner import Report, run_doctor
 from streamobs.probe import TargetError, parse_target
 from streamobs.probe.spec import ENDPOINTS
-from streamobs.secret import SecretError, load_api_key
+from streamobs.secret import BasicAuth, SecretError, load_api_key, load_secret
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "streamobs doctor"
@@ -57,6 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model to request (default: first from /v1/models)")
     parser.add_argument("--api-key-env", metavar="VAR", help="read the bearer token from $VAR")
     parser.add_argument("--api-key-file", metavar="PATH", help="read the bearer token from PATH")
+    parser.add_argument(
+        "--basic-auth-user", metavar="NAME", help="HTTP basic auth as NAME (instead of a key)"
+    )
+    parser.add_argument(
+        "--basic-auth-password-file", metavar="PATH", help="read the basic-auth password from PATH"
+    )
+    parser.add_argument(
+        "--basic-auth-password-env", metavar="VAR", help="read the basic-auth password from $VAR"
+    )
     parser.add_argument(
         "--long-stream",
         type=_seconds,
@@ -102,11 +111,47 @@ def options_from(args: argparse.Namespace) -> DoctorOptions:
         metrics_url=args.metrics,
         model=args.model,
         api_key=load_api_key(args.api_key_env, args.api_key_file),
+        basic_auth=basic_auth_from(args),
         long_stream=args.long_stream,
         timeout=args.timeout,
         skip=frozenset(args.skip or ()),
         traces_receiver=args.traces_receiver,
     )
+
+
+def basic_auth_from(args: argparse.Namespace) -> BasicAuth | None:
+    """``--basic-auth-user`` with one password flag, loaded and checked as ``streamobs
+    probe`` and the config load them; SecretError naming the flag, never a value."""
+    user = args.basic_auth_user
+    env_var, file_path = args.basic_auth_password_env, args.basic_auth_password_file
+    if user is None and env_var is None and file_path is None:
+        return None
+    if user is None:
+        raise SecretError("--basic-auth-user: required with a basic-auth password")
+    if args.api_key_env or args.api_key_file:
+        key = "--api-key-env" if args.api_key_env else "--api-key-file"
+        raise SecretError(
+            f"--basic-auth-user: not together with {key} "
+            "(one Authorization header: an API key or basic auth)"
+        )
+    if env_var and file_path:
+        raise SecretError(
+            "--basic-auth-password-env: not together with --basic-auth-password-file (one password)"
+        )
+    flag = "--basic-auth-password-env" if env_var else "--basic-auth-password-file"
+    try:
+        password = load_secret(env_var, file_path, "basic-auth password")
+    except SecretError as exc:
+        raise SecretError(f"{flag}: {exc}") from None
+    if password is None:
+        raise SecretError(
+            "--basic-auth-user: no password (set --basic-auth-password-file or "
+            "--basic-auth-password-env)"
+        )
+    try:
+        return BasicAuth(user, password)
+    except SecretError as exc:  # the user name: the password was checked as it was loaded
+        raise SecretError(f"--basic-auth-user: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

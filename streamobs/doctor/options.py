@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from streamobs.probe.spec import Target, TargetError
-from streamobs.secret import Secret
+from streamobs.secret import BasicAuth, Credential, Secret, credential_secrets
 
 # In the order they run: the long-stream check last, as it takes longest.
 CHECKS: tuple[str, ...] = (
@@ -35,7 +35,8 @@ class DoctorOptions:
     direct: Target | None = None
     metrics_url: str | None = None  # None: /metrics on the direct URL's server, else URL's
     model: str | None = None  # None: the first model /v1/models lists
-    api_key: Secret | None = None
+    api_key: Secret | None = None  # sent as a bearer token
+    basic_auth: BasicAuth | None = None  # or this: one Authorization header
     long_stream: float = DEFAULT_LONG_STREAM
     timeout: float = DEFAULT_TIMEOUT
     skip: frozenset[str] = field(default_factory=frozenset)
@@ -52,6 +53,19 @@ class DoctorOptions:
             raise TargetError(f"unknown check {unknown[0]!r}; checks: {', '.join(CHECKS)}")
         if self.metrics_url is not None:
             check_http_url(self.metrics_url, "metrics URL")
+        if self.api_key is not None and self.basic_auth is not None:
+            raise TargetError(
+                "an API key and basic auth cannot both be sent: there is one Authorization header"
+            )
+
+    @property
+    def credential(self) -> Credential | None:
+        """What the ``Authorization`` header carries: the API key or basic auth, if any."""
+        return self.api_key if self.api_key is not None else self.basic_auth
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """What the doctor's output must never show (the credential, in every form)."""
+        return credential_secrets(self.credential)
 
     @property
     def scrape_url(self) -> str:

@@ -54,6 +54,7 @@ class Probes:
                 connect=min(5.0, first), headers=first, first_token=first, total=bound
             ),
             api_key=self.options.api_key,
+            basic_auth=self.options.basic_auth,
             accept_encoding=accept_encoding,
         )
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from streamobs.doctor.checks import buffering, compression, disconnect, errors, headers, long_stream
 from streamobs.doctor.context import Context
@@ -13,7 +14,7 @@ from streamobs.doctor.probes import Probes
 from streamobs.doctor.verdict import CheckResult, Verdict, inconclusive, skipped
 from streamobs.probe import ModelDiscoveryError, Target, discover_model
 from streamobs.probe.models import list_models
-from streamobs.secret import Secret
+from streamobs.secret import Credential, Secret, redact
 from streamobs.traces.service import TracesService
 from streamobs.traces.settings import one_shot_settings
 
@@ -47,11 +48,11 @@ class Report:
 
 
 def context_length(
-    target: Target, model: str, api_key: Secret | None, timeout: float
+    target: Target, model: str, credential: Credential | None, timeout: float
 ) -> int | None:
     """vLLM lists ``max_model_len`` per model in /v1/models; None when it is not there."""
     try:
-        models = list_models(target, api_key, timeout)
+        models = list_models(target, credential, timeout)
     except ModelDiscoveryError:
         return None
     for item in models:
@@ -87,10 +88,10 @@ def run_doctor(
     model = options.model
     if not model:
         try:
-            model = discover_model(target, options.api_key, request_timeout)
+            model = discover_model(target, options.credential, request_timeout)
         except ModelDiscoveryError as exc:
-            return report([], None, str(exc))
-    max_model_len = context_length(target, model, options.api_key, request_timeout)
+            return report([], None, redact(str(exc), options.secrets()))
+    max_model_len = context_length(target, model, options.credential, request_timeout)
     if on_model is not None:
         on_model(model, max_model_len)
     traces: TracesService | None = None
@@ -109,7 +110,8 @@ def run_doctor(
     results: list[CheckResult] = []
     try:
         for name in CHECKS:
-            result = _run_one(name, ctx)
+            # Checks quote what the server sent, which may echo the credential back.
+            result = redact_check(_run_one(name, ctx), options.secrets())
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -117,6 +119,28 @@ def run_doctor(
         if traces is not None:
             traces.stop()
     return report(results, model)
+
+
+def redact_check(check: CheckResult, secrets: tuple[Secret, ...]) -> CheckResult:
+    """``check`` with every text in it (summary, details, evidence, fix) passed through
+    ``secret.redact``: the credential and credential headers a server echoed are masked."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value, secrets)
+        if isinstance(value, Mapping):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(clean(item) for item in value)
+        return value
+
+    return replace(
+        check,
+        summary=clean(check.summary),
+        details=clean(check.details),
+        evidence=clean(check.evidence),
+        fix=clean(check.fix),
+    )
 
 
 def _run_one(name: str, ctx: Context) -> CheckResult:
@@ -130,5 +154,4 @@ def _run_one(name: str, ctx: Context) -> CheckResult:
         return RUNNERS[name](ctx)
     except Exception as exc:  # one check going wrong must not lose the others' verdicts
         message = f"the check could not run: {type(exc).__name__}: {exc}"
-        api_key = ctx.options.api_key
-        return inconclusive(name, api_key.redact(message) if api_key else message)
+        return inconclusive(name, redact(message, ctx.options.secrets()))

@@ -9,7 +9,7 @@ from streamobs.http.bodies import parse_json
 from streamobs.http.client import Request, Resolver, Timeouts, fetch, system_resolver
 from streamobs.http.errors import HTTPFailure, Kind, Phase
 from streamobs.probe.spec import ENDPOINT_PATHS, Target
-from streamobs.secret import Secret
+from streamobs.secret import Credential, authorization
 
 # A model list is small; a larger body (or a decompression bomb) is not a model list.
 MAX_MODELS_BYTES = 1 << 20
@@ -42,30 +42,31 @@ def api_path_problem(target: Target) -> str | None:
 
 def discover_model(
     target: Target,
-    api_key: Secret | None = None,
+    credential: Credential | None = None,
     timeout: float = 10.0,
     verify_tls: bool = True,
     resolver: Resolver = system_resolver,
 ) -> str:
     """The first model ``/v1/models`` lists."""
-    return str(list_models(target, api_key, timeout, verify_tls, resolver)[0]["id"])
+    return str(list_models(target, credential, timeout, verify_tls, resolver)[0]["id"])
 
 
 def list_models(
     target: Target,
-    api_key: Secret | None = None,
+    credential: Credential | None = None,
     timeout: float = 10.0,
     verify_tls: bool = True,
     resolver: Resolver = system_resolver,
 ) -> list[dict[str, Any]]:
-    """The entries of ``/v1/models`` that name a model (vLLM adds ``max_model_len``).
-    ``timeout`` bounds the whole exchange, connect to the last byte of the body."""
+    """The entries of ``/v1/models`` that name a model (vLLM adds ``max_model_len``),
+    asked with ``credential`` (an API key or basic auth) as the probes are. ``timeout``
+    bounds the whole exchange, connect to the last byte of the body."""
     problem = api_path_problem(target)
     if problem is not None:
         raise ModelDiscoveryError(problem)
     headers = {"Accept": "application/json", "User-Agent": "streamobs-probe"}
-    if api_key is not None:
-        headers["Authorization"] = "Bearer " + api_key.reveal()
+    if credential is not None:
+        headers["Authorization"] = authorization(credential)
     url = target.models_url
     try:
         response, body = fetch(
@@ -80,7 +81,7 @@ def list_models(
     if response.status in (401, 403):
         raise ModelDiscoveryError(
             f"{url} refused the request (HTTP {response.status}): "
-            "check the API key, or name the model with --model"
+            "check the credentials (API key or basic auth), or name the model with --model"
         )
     try:
         payload = parse_json(body) if response.status == 200 else None

@@ -332,8 +332,7 @@ class _ProbeRun:
         error = self.error
         if error is not None:
             # Masked before it is cut: no prefix of a secret the server echoed survives.
-            secrets = [spec.api_key, *spec.headers.values()]
-            error = redact(error, secrets, max_length=ERROR_CHARS)
+            error = redact(error, spec.secrets(), max_length=ERROR_CHARS)
         phases = self.exchange.phases
         sent = phases.sent  # the exchange's own record: kernel stamp once it was queued
         origin = sent.sent_ns if sent is not None else None

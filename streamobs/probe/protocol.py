@@ -17,6 +17,7 @@ from typing import Any, Final
 from streamobs.probe.anthropic_messages import interpret_messages
 from streamobs.probe.chunks import Chunk, interpret
 from streamobs.probe.openai_responses import interpret_responses
+from streamobs.secret import Credential, Secret, authorization
 
 # The one function a tool-call probe offers, and forces: its arguments are generated
 # output like any text, streamed as tool-call deltas in each protocol's own shape.
@@ -182,11 +183,14 @@ def non_streaming(body: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def auth_headers(endpoint: str, api_key: str) -> dict[str, str]:
-    """Messages clients send ``x-api-key``; vLLM's ``--api-key`` check reads the bearer
+def auth_headers(endpoint: str, credential: Credential) -> dict[str, str]:
+    """``Authorization``: the bearer token (an API key) or basic auth. With an API key,
+    Messages clients send ``x-api-key`` too; vLLM's ``--api-key`` check reads the bearer
     token on every path, so a Messages probe sends both."""
-    bearer = {"Authorization": "Bearer " + api_key}
-    return {"x-api-key": api_key, **bearer} if endpoint == "messages" else bearer
+    headers = {"Authorization": authorization(credential)}
+    if endpoint == "messages" and isinstance(credential, Secret):
+        headers = {"x-api-key": credential.reveal(), **headers}
+    return headers
 
 
 def protocol_headers(endpoint: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from streamobs.probe.protocol import (
     protocol_headers,
     request_body,
 )
-from streamobs.secret import Secret
+from streamobs.secret import BasicAuth, Credential, Secret, credential_secrets
 
 Endpoint = Literal["chat", "completions", "responses", "messages"]
 ENDPOINTS: tuple[str, ...] = tuple(PROTOCOLS)
@@ -84,7 +84,8 @@ def parse_target(url: str, endpoint: str | None = None) -> Target:
         raise TargetError(f"bad URL {url!r}: no host")
     if parts.username is not None or parts.password is not None:
         raise TargetError(
-            "bad URL: credentials in the URL are not accepted; use an API key file or variable"
+            "bad URL: credentials in the URL are not accepted (they would end up in labels); "
+            "use basic auth with a password file or variable, or an API key"
         )
     if parts.query or parts.fragment:
         raise TargetError(f"bad URL {url!r}: query strings and fragments are not supported")
@@ -129,7 +130,8 @@ class ProbeSpec:
     max_tokens: int = 64
     ignore_eos: bool = True  # vLLM extension: a stable token count per probe
     timeouts: Timeouts = field(default_factory=Timeouts)
-    api_key: Secret | None = None
+    api_key: Secret | None = None  # sent as a bearer token
+    basic_auth: BasicAuth | None = None  # or this: one Authorization header
     # Extra request headers may carry credentials too: repr shows only their names.
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     accept_encoding: str = DEFAULT_ACCEPT_ENCODING
@@ -147,6 +149,10 @@ class ProbeSpec:
     def __post_init__(self) -> None:
         if not self.model:
             raise TargetError("a model name is required")
+        if self.api_key is not None and self.basic_auth is not None:
+            raise TargetError(
+                "an API key and basic auth cannot both be sent: there is one Authorization header"
+            )
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise TargetError("max_tokens must be a positive integer")
         if self.tool_call and not self.target.protocol.tools:
@@ -174,6 +180,16 @@ class ProbeSpec:
             **protocol_headers(self.target.endpoint),
         }
         headers.update(self.headers)
-        if self.api_key is not None:
-            headers.update(auth_headers(self.target.endpoint, self.api_key.reveal()))
+        if self.credential is not None:
+            headers.update(auth_headers(self.target.endpoint, self.credential))
         return headers
+
+    @property
+    def credential(self) -> Credential | None:
+        """What the ``Authorization`` header carries: the API key or basic auth, if any."""
+        return self.api_key if self.api_key is not None else self.basic_auth
+
+    def secrets(self) -> tuple[Secret | str, ...]:
+        """Every value this probe sends that text it prints must not show: the credential
+        (basic auth: the password and its base64 token) and every extra header's value."""
+        return (*credential_secrets(self.credential), *self.headers.values())
