@@ -286,6 +286,9 @@ def test_the_readme_configuration_reference_loads(tmp_path: Path) -> None:
     short = config.module_target("short", "http://h")
     assert short.max_tokens == 8 and short.timeouts.total == 10.0
     assert short.timeouts.first_token == 10.0
+    gateway = {t.name: t for t in config.targets}["gateway"]
+    assert gateway.basic_auth is not None and gateway.basic_auth.username == "probe"
+    assert gateway.api_key is None
 
 
 def test_a_huge_config_is_refused_before_parsing(

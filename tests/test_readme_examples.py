@@ -140,7 +140,7 @@ def test_yaml_example(
     assert set(data) <= CONFIG_KEYS, f"README line {line}: {sorted(set(data) - CONFIG_KEYS)}"
     monkeypatch.chdir(tmp_path)
     # Variables the example names stand in, as the reader would export them.
-    for name in re.findall(r"\b(?:api_key_env|env):\s*(\w+)", block):
+    for name in re.findall(r"\b(?:api_key_env|password_env|env):\s*(\w+)", block):
         monkeypatch.setenv(name, "secret")
     text = _stand_in_files(block, tmp_path)
     config = yaml.safe_load(text)
