@@ -22,6 +22,7 @@ from streamobs.config import (
     single_target_config,
     target_names,
 )
+from streamobs.credential_flags import add_credential_arguments
 from streamobs.probe.batch import BatchInterrupted, run_batch
 from streamobs.probe.models import ModelDiscoveryError, api_path_problem, discover_model
 from streamobs.probe.result import ProbeResult
@@ -163,17 +164,7 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not send vLLM's ignore_eos (for servers that reject unknown fields)",
     )
-    parser.add_argument("--api-key-env", metavar="VAR", help="read the bearer token from $VAR")
-    parser.add_argument("--api-key-file", metavar="PATH", help="read the bearer token from PATH")
-    parser.add_argument(
-        "--basic-auth-user", metavar="NAME", help="HTTP basic auth as NAME (instead of a key)"
-    )
-    parser.add_argument(
-        "--basic-auth-password-file", metavar="PATH", help="read the basic-auth password from PATH"
-    )
-    parser.add_argument(
-        "--basic-auth-password-env", metavar="VAR", help="read the basic-auth password from $VAR"
-    )
+    add_credential_arguments(parser)
     parser.add_argument(
         "--header",
         action="append",

@@ -8,6 +8,7 @@ import argparse
 import math
 import sys
 
+from streamobs.credential_flags import add_credential_arguments
 from streamobs.doctor.options import (
     CHECKS,
     DEFAULT_LONG_STREAM,
@@ -55,17 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="protocol to check when the URL does not name one (default chat)",
     )
     parser.add_argument("--model", help="model to request (default: first from /v1/models)")
-    parser.add_argument("--api-key-env", metavar="VAR", help="read the bearer token from $VAR")
-    parser.add_argument("--api-key-file", metavar="PATH", help="read the bearer token from PATH")
-    parser.add_argument(
-        "--basic-auth-user", metavar="NAME", help="HTTP basic auth as NAME (instead of a key)"
-    )
-    parser.add_argument(
-        "--basic-auth-password-file", metavar="PATH", help="read the basic-auth password from PATH"
-    )
-    parser.add_argument(
-        "--basic-auth-password-env", metavar="VAR", help="read the basic-auth password from $VAR"
-    )
+    add_credential_arguments(parser)
     parser.add_argument(
         "--long-stream",
         type=_seconds,
