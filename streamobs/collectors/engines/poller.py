@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SnapshotCallback = Callable[[str, EngineSnapshot], None]
 SCRAPE_WORKERS = 16  # scrapes at once, across all targets (each bounded by its timeout)
+START_SPREAD_PER_ENGINE = 0.1  # seconds of first-scrape spread each engine adds
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,10 +282,13 @@ class EnginePoller:
             timer.join(max(0.0, deadline - time.monotonic()))
 
     def _begin(self, target: ScrapeTarget) -> None:
-        # Same cadence as the target's probes, offset so both do not always coincide.
+        # Same cadence as the target's probes, offset so both do not always coincide, and
+        # many engines spread over their interval (a tenth of a second each): scraped all
+        # at once, their parsing would crowd out our own /metrics for a second or two.
         entry = _Entry(target)
         self._entries[target.name] = entry
-        self._push(entry, time.monotonic() + random.uniform(0, min(target.interval, 1.0)))
+        spread = min(target.interval, max(1.0, START_SPREAD_PER_ENGINE * len(self._targets)))
+        self._push(entry, time.monotonic() + random.uniform(0, spread))
 
     def _push(self, entry: _Entry, due: float) -> None:
         earliest = self._timers[0][0] if self._timers else None
