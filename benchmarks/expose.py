@@ -116,7 +116,7 @@ def render_eight_targets(repeat: int) -> Timing:
         for _ in range(5):
             runtime.metrics.record(target.name, sample_result())
     no_reexpose = Runtime(
-        parse_config({"targets": targets, "collectors": {"vllm": {"reexpose": False}}}),
+        parse_config({"targets": targets, "collectors": {"engines": {"reexpose": False}}}),
         probe=lambda spec: sample_result(),
         discover=lambda *a: "tiny",
     )
