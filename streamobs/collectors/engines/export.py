@@ -95,15 +95,20 @@ class EngineExporter:
             return configured
         return snapshot.kind if isinstance(snapshot, EngineSnapshot) else None
 
-    def export(self, kinds: Collection[str | None] | None = None) -> Export:
+    def export(
+        self, kinds: Collection[str | None] | None = None, only: str | None = None
+    ) -> Export:
         """Series and health of the engines whose kind is in ``kinds`` (None: every
-        engine; None in it: the engines of unknown kind)."""
+        engine; None in it: the engines of unknown kind); ``only``: of that engine alone,
+        labelled as among all of them."""
         latest = self._read_snapshots()
         targets = [*self._targets, *(t for t in latest if t not in self._targets)]
         reexposed = _Reexposed(label_engine=len(targets) > 1)
         normalised = {spec.name: _normalised_metric(spec) for spec in NORMALISED}
         health = []
         for target in targets:
+            if only is not None and target != only:
+                continue
             snapshot = latest.get(target)
             kind = self.kind_of(target, snapshot)
             if kinds is not None and kind not in kinds:

@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -60,14 +60,59 @@ class _Entry:
         self.cancelled = False
 
 
-class _FamiliesOnly:
-    """The engines' own families without health: the guard reports health once."""
+class _OneEngine:
+    """One engine's own families without health (the guard reports health once)."""
 
-    def __init__(self, poller: EnginePoller) -> None:
+    def __init__(self, poller: EnginePoller, engine: str) -> None:
         self._poller = poller
+        self._engine = engine
 
     def collect(self) -> list[Metric]:
-        return self._poller.reexposer.export(self._poller.exported_kinds()).families
+        kinds = self._poller.exported_kinds()
+        return self._poller.reexposer.export(kinds, only=self._engine).families
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """One family of one engine's rendered text: its HELP and TYPE lines and its samples."""
+
+    name: str
+    type: str
+    header: str
+    samples: str
+
+
+def _blocks(text: str) -> tuple[_Block, ...]:
+    """Rendered text into its families (prometheus_client writes HELP, TYPE, samples).
+    Only a line can start with ``# HELP``: label values and HELP texts escape newlines."""
+    blocks = []
+    for chunk in ("\n" + text).split("\n# HELP ")[1:]:
+        help_line, _, rest = chunk.partition("\n")
+        type_line, _, samples = rest.partition("\n")
+        if samples and not samples.endswith("\n"):
+            samples += "\n"  # the separator took the line end
+        header = f"# HELP {help_line}\n{type_line}\n"
+        name, kind = help_line.split(" ", 1)[0], type_line.rsplit(" ", 1)[-1]
+        blocks.append(_Block(name, kind, header, samples))
+    return tuple(blocks)
+
+
+def _merged(engines: Iterable[tuple[str, tuple[_Block, ...]]]) -> tuple[str, list[str]]:
+    """The engines' families as one text, each announced once (the first engine's HELP),
+    and the names skipped because an earlier engine has the family with another type."""
+    merged: dict[str, tuple[_Block, list[str]]] = {}
+    conflicts = []
+    for engine, blocks in engines:
+        for block in blocks:
+            kept = merged.get(block.name)
+            if kept is None:
+                merged[block.name] = (block, [block.samples])
+            elif kept[0].type == block.type:
+                kept[1].append(block.samples)
+            else:
+                conflicts.append(f"{engine}: {block.name}")
+    text = "".join(first.header + "".join(samples) for first, samples in merged.values())
+    return text, conflicts
 
 
 class KindView:
@@ -111,6 +156,10 @@ class EnginePoller:
         # generation tells a render that raced with a new snapshot not to keep its text.
         self._generation = 0
         self._reexposed: bytes | None = None
+        # And each engine's, kept until its own next snapshot: a new snapshot of one engine
+        # re-renders that engine alone, not a fleet's worth of samples.
+        self._engine_blocks: dict[str, tuple[_Block, ...]] = {}
+        self._engine_generation: dict[str, int] = {}
         self._reexpose_error: str | None = None
         self._states = StateLog(log)
         self._entries: dict[str, _Entry] = {}
@@ -134,8 +183,6 @@ class EnginePoller:
             engine_families_only=True,
             normalise=False,
         )
-        self._reexposing = CollectorRegistry(auto_describe=False)
-        self._reexposing.register(_FamiliesOnly(self))
 
     def _configured_kinds(self) -> dict[str, str | None]:
         return {t.name: t.kind for t in self._targets}
@@ -188,20 +235,32 @@ class EnginePoller:
         """The engines' own families in the text format, exactly as they serve them (with
         an ``engine`` label when there are several engines), or nothing when re-exposure
         is off. Formatting thousands of engine samples on every scrape of ours would
-        dominate its cost; the text only changes when a new snapshot arrives, so it is
-        rendered then, at most once. Never raises: a failure is logged once and reported
-        down."""
+        dominate its cost; an engine's text only changes with its own new snapshot, so it
+        is rendered then, at most once, and the engines' texts are joined family by family
+        (each announced once). Never raises: a failure is logged once and reported down."""
         if not self._config.reexpose:
             return b""
         with self._lock:
             cached, generation = self._reexposed, self._generation
+            kept = dict(self._engine_blocks)
+            generations = dict(self._engine_generation)
+            engines = [t.name for t in self._targets]
         if cached is not None:
             return cached
+        fresh: dict[str, tuple[_Block, ...]] = {}
         try:
-            text = generate_latest(self._reexposing)
-            error = None
+            for engine in engines:
+                if engine not in kept:
+                    registry = CollectorRegistry(auto_describe=False)
+                    registry.register(_OneEngine(self, engine))
+                    fresh[engine] = _blocks(generate_latest(registry).decode("utf-8"))
+            merged, conflicts = _merged((e, kept.get(e) or fresh[e]) for e in engines)
+            text, error = merged.encode("utf-8"), None
         except Exception as exc:
-            text, error = b"", repr(exc)
+            text, error, conflicts = b"", repr(exc), []
+        shown = ", ".join(conflicts)
+        if self._states.changed("reexpose conflicts", shown) and shown:
+            log.warning("not re-exposing %s: already exposed with another type", shown)
         self._states.report(
             "reexpose",
             error,
@@ -210,6 +269,9 @@ class EnginePoller:
         )
         with self._lock:
             self._reexpose_error = error
+            for engine, blocks in fresh.items():
+                if self._engine_generation.get(engine) == generations.get(engine):
+                    self._engine_blocks[engine] = blocks
             if generation == self._generation and error is None:
                 self._reexposed = text
         return text
@@ -323,9 +385,16 @@ class EnginePoller:
                     self._push(entry, time.monotonic() + entry.target.interval)
                 self._wake.notify_all()
 
-    def _touch(self) -> None:
+    def _touch(self, engine: str | None = None) -> None:
+        """The rendered text is stale: one engine's (a new snapshot), or every engine's."""
         self._generation += 1
         self._reexposed = None
+        if engine is None:
+            self._engine_blocks.clear()
+            self._engine_generation.clear()
+        else:
+            self._engine_blocks.pop(engine, None)
+            self._engine_generation[engine] = self._engine_generation.get(engine, 0) + 1
 
     # -- scraping --------------------------------------------------------------------
     def scrape_once(self, target: ScrapeTarget) -> EngineSnapshot:
@@ -351,7 +420,7 @@ class EnginePoller:
                 # health series does not change its collector label while it is down.
                 snapshot = replace(snapshot, kind=previous.kind)
             self._latest[target] = snapshot
-            self._touch()
+            self._touch(target)
         if self._on_snapshot is not None:
             try:
                 self._on_snapshot(target, snapshot)
