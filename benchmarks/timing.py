@@ -488,6 +488,10 @@ def _cell(value: float) -> str:
     return "-" if value != value else f"{value:.3f} ms"  # NaN: every probe was degraded
 
 
+def _goal_zero(count: int) -> str:
+    return " (goal 0: **missed**)" if count else ""
+
+
 def timing_table(results: list[Fidelity]) -> str:
     loops = busy_loop_count()
     lines = [
@@ -535,8 +539,8 @@ def timing_table(results: list[Fidelity]) -> str:
             f"| {_cell(r.arrival_p50_ms)} | {_cell(r.arrival_p99_ms)} | {_cell(r.itl_p99_ms)} "
             f"| {r.samples + r.degraded} | {r.lost} "
             f"| {f'{r.degraded} ({r.degraded_off})' if own else '-'} "
-            f"| {r.unflagged if own else '-'} "
-            f"| {f'{r.buffered} ({r.buffered_all})' if own else '-'} "
+            f"| {f'{r.unflagged}{_goal_zero(r.unflagged)}' if own else '-'} "
+            f"| {f'{r.buffered} ({r.buffered_all}){_goal_zero(r.buffered)}' if own else '-'} "
             f"| {r.other_cores:.2f} |"
         )
     verdict = (
@@ -548,8 +552,9 @@ def timing_table(results: list[Fidelity]) -> str:
         "",
         "Goals (DESIGN.md, streamobs): quiet TTFT error p99 ≤ 0.2 ms at 1 and 16 streams and "
         f"≤ 0.5 ms at 64, plain and TLS: {verdict}. Exact probes whose real error passed 1 ms: "
-        f"{unflagged} (goal 0). Direct-path probes called buffered against spread-out "
-        f"writes: {buffered} (goal 0; buffered verdicts in all: {verdicts}).",
+        f"{unflagged}{_goal_zero(unflagged) or ' (goal 0: met)'}. Direct-path probes called "
+        f"buffered against spread-out writes: {buffered}{_goal_zero(buffered) or ' (goal 0: met)'} "
+        f"(buffered verdicts in all: {verdicts}).",
     ]
     return "\n".join(lines)
 
