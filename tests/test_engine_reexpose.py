@@ -99,3 +99,15 @@ def test_a_family_another_engine_serves_with_another_type_is_skipped_once(
     assert 'engine="b"' not in text
     warnings = [r.getMessage() for r in caplog.records if "another type" in r.getMessage()]
     assert len(warnings) == 1 and "b: vllm:thing" in warnings[0]
+
+
+def test_an_engine_with_no_families_keeps_its_empty_text() -> None:
+    # An engine that is down renders nothing; kept as such, it is no missing text later.
+    p = poller()
+    p.accept("a", snapshot_from_text(CAPTURE))
+    p.accept("b", snapshot_from_text("not metrics {"))  # down: no families
+    p.reexposed_text()
+    p.accept("a", snapshot_from_text(CAPTURE))
+    text = p.reexposed_text()
+    assert text == at_once(p) and b'engine="a"' in text
+    assert all(h.up for h in p.export().health if h.target == "a")

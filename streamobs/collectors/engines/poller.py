@@ -254,7 +254,7 @@ class EnginePoller:
                     registry = CollectorRegistry(auto_describe=False)
                     registry.register(_OneEngine(self, engine))
                     fresh[engine] = _blocks(generate_latest(registry).decode("utf-8"))
-            merged, conflicts = _merged((e, kept.get(e) or fresh[e]) for e in engines)
+            merged, conflicts = _merged((e, kept[e] if e in kept else fresh[e]) for e in engines)
             text, error = merged.encode("utf-8"), None
         except Exception as exc:
             text, error, conflicts = b"", repr(exc), []
