@@ -62,7 +62,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def settled(ask: Callable[[], _T], inconclusive: Callable[[_T], bool], tries: int = 3) -> _T:
+def settled(ask: Callable[[], _T], inconclusive: Callable[[_T], bool], tries: int = 5) -> _T:
     """A doctor's answer, asked again while it is inconclusive (what the doctor says when it
     read too late to tell, on a loaded machine): a settled answer, right or wrong, is
     returned at once, so a wrong verdict still fails the test."""

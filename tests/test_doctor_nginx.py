@@ -34,7 +34,7 @@ def doctor(
 ) -> tuple[int, dict[str, Any]]:
     """Run the command on ``url``; ``only`` runs just those checks. Late to read on a
     loaded machine, the doctor says inconclusive rather than guess: it is then asked
-    again (up to three times in all); a settled answer, right or wrong, is returned."""
+    again (up to five times in all); a settled answer, right or wrong, is returned."""
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     skips = [f"--skip={name}" for name in CHECKS if only and name not in only]

@@ -51,7 +51,7 @@ def test_every_check_runs_and_passes_on_the_protocol(
     sim: Simulator, capsys: pytest.CaptureFixture[str], endpoint: str
 ) -> None:
     code, document = doctor([sim.url, "--endpoint", endpoint, "--long-stream", "1.5"], capsys)
-    assert set(document["verdicts"].values()) == {"pass"}, document
+    assert set(document["verdicts"].values()) == {"pass"}, (document["verdicts"], document)
     assert code == 0, document
     assert document["url"] == sim.url + PATHS[endpoint]
     # Every request went to the protocol's own endpoint, streamed or not, and every one
