@@ -33,6 +33,8 @@ RAW_READ_BYTES = 256 * 1024
 WAKE_SLACK_NS = 20_000
 # A kernel stamp further from our own clock than this means the clock was stepped.
 _MAX_KERNEL_LAG_NS = 10_000_000_000
+# A stamp may convert this far past our own later clock read (the clocks' tie is that close).
+_TIE_SLACK_NS = stamps.TIGHT_PAIR_NS
 _TIMEVAL = struct.Struct("ll")
 # struct tcp_info: tcpi_bytes_received (u64) and tcpi_data_segs_in (u32), Linux 4.6+.
 _TCP_INFO_BYTES = 160
@@ -79,7 +81,7 @@ class PlainChannel:
         self._sent_bytes = 0
         self._pending_key: int | None = None
         self._provisional: SendStamp | None = None
-        self._lower_real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        self._lower_ns = time.perf_counter_ns()
         self._last_arrival = 0
         self._read_bytes = 0
         self._segments_mark = 0
@@ -93,7 +95,7 @@ class PlainChannel:
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(remaining))
             before = time.perf_counter_ns()
-            self._lower_real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+            self._lower_ns = before
             self.sock.sendall(data)
             after = time.perf_counter_ns()
         except (BlockingIOError, TimeoutError):
@@ -117,8 +119,8 @@ class PlainChannel:
             found = []
         for key, realtime_ns in found:
             if key == self._pending_key:
-                mono, _ago = stamps.to_monotonic(realtime_ns)
-                self._provisional = SendStamp(mono, 0, kernel=True)
+                sent = stamps.to_monotonic(realtime_ns)
+                self._provisional = SendStamp(sent, 0, kernel=True)
                 self._pending_key = None
         return self._provisional
 
@@ -132,14 +134,13 @@ class PlainChannel:
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
                 waited_before = self._runqueue.wait_ns()
-                call_real = time.clock_gettime_ns(time.CLOCK_REALTIME)
-                call_mono = time.perf_counter_ns()
+                called = time.perf_counter_ns()
                 data, ancillary, _flags, _address = self.sock.recvmsg(limit, stamps.ANCILLARY_BYTES)
             except (BlockingIOError, TimeoutError, InterruptedError):
                 continue  # the kernel's timeout: the loop re-checks the deadline
             except OSError as exc:
                 raise os_failure(deadline.phase, exc) from None
-            stamp = self._stamp(data, limit, ancillary, waited_before, call_real, call_mono)
+            stamp = self._stamp(data, limit, ancillary, waited_before, called)
             if data:
                 self._read_bytes += len(data)
                 stamp = dataclasses.replace(stamp, segments=self._segments())
@@ -169,30 +170,30 @@ class PlainChannel:
         limit: int,
         ancillary: list[tuple[int, int, bytes]],
         waited_before: int | None,
-        call_real: int,
-        call_mono: int,
+        called: int,
     ) -> ReadStamp:
-        return_mono = time.perf_counter_ns()
-        return_real = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        kernel = stamps.receive_stamp(ancillary) if data else None
-        if kernel is None or not 0 <= return_real - kernel < _MAX_KERNEL_LAG_NS:
-            arrival = max(return_mono, self._last_arrival)
+        returned = time.perf_counter_ns()
+        realtime = stamps.receive_stamp(ancillary) if data else None
+        kernel = None if realtime is None else stamps.to_monotonic(realtime)
+        if kernel is None or not -_TIE_SLACK_NS <= returned - kernel < _MAX_KERNEL_LAG_NS:
+            arrival = max(returned, self._last_arrival)
             self._last_arrival = arrival
-            self._lower_real = call_real
-            return ReadStamp(arrival, return_mono - call_mono, False, 0, kernel=False)
-        if kernel >= call_real:  # the read was waiting when the bytes came: it woke on them
+            self._lower_ns = called
+            return ReadStamp(arrival, returned - called, False, 0, kernel=False)
+        kernel = min(kernel, returned)  # within the clocks' tie, not after we had the bytes
+        if kernel >= called:  # the read was waiting when the bytes came: it woke on them
             waited_after = self._runqueue.wait_ns()
-            spread = kernel - call_real
+            spread = kernel - called
             if waited_before is not None and waited_after is not None:
                 spread = min(spread, waited_after - waited_before + WAKE_SLACK_NS)
         else:  # the bytes were queued before we asked: they came after the last read
-            spread = kernel - self._lower_real
+            spread = kernel - self._lower_ns
         full = len(data) >= limit
         if not full:
-            self._lower_real = max(call_real, kernel)
-        arrival = max(return_mono - (return_real - kernel), self._last_arrival)
+            self._lower_ns = max(called, kernel)
+        arrival = max(kernel, self._last_arrival)
         self._last_arrival = arrival
-        return ReadStamp(arrival, max(spread, 0), not full, return_real - kernel, kernel=True)
+        return ReadStamp(arrival, max(spread, 0), not full, returned - kernel, kernel=True)
 
     def close(self) -> None:
         self._runqueue.close()

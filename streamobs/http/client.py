@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
 import select
 import socket
 import ssl
@@ -133,21 +134,24 @@ def _connect(addresses: AddressInfo, deadline: Deadline) -> socket.socket:
     raise last or HTTPFailure(Phase.CONNECT, Kind.ERROR, "no address to connect to")
 
 
-_contexts: dict[bool, ssl.SSLContext] = {}
+_contexts: dict[tuple[bool, str | None, str | None], ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
 
 
 def tls_context(verify: bool) -> ssl.SSLContext:
-    """One context per verification setting: loading the CA store costs milliseconds."""
+    """One context per verification setting and CA store named in the environment
+    (SSL_CERT_FILE / SSL_CERT_DIR, read when a context is made): loading it costs
+    milliseconds, and a store named later must not be shadowed by the first one."""
+    key = (verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     with _contexts_lock:
-        context = _contexts.get(verify)
+        context = _contexts.get(key)
         if context is None:
             context = ssl.create_default_context()
             if not verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             context.set_alpn_protocols(["http/1.1"])
-            _contexts[verify] = context
+            _contexts[key] = context
         return context
 
 

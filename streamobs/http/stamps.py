@@ -6,6 +6,13 @@ the socket's error queue, each with the byte offset of the last byte of the send
 to (``OPT_ID``); ``OPT_TSONLY`` returns the stamp without the payload, which also spares an
 unprivileged process the need for ``CAP_NET_RAW``. The stamps are ``CLOCK_REALTIME``;
 ``to_monotonic`` moves them onto the ``perf_counter_ns`` timeline the rest of a probe uses.
+
+The two clocks are tied by a pair of clock reads, and a thread preempted between the two
+reads would move every stamp it converts by the whole preemption (a scheduler tick, 4 ms,
+that no lateness measure sees). So the realtime read is bracketed by two monotonic reads
+and a pair is used only when the bracket is tight; ``CLOCK_MONOTONIC`` (``perf_counter``
+on Linux) runs at the realtime clock's slewed rate, so the difference of a tight pair holds
+until the realtime clock is stepped, and a split pair falls back on the last tight one.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 # <linux/net_tstamp.h> and <linux/errqueue.h>; Python's socket module names none of them.
 SO_TIMESTAMPING = 37
@@ -39,6 +47,10 @@ _ERRQUEUE_BYTES = ANCILLARY_BYTES + (
     socket.CMSG_SPACE(_EXTENDED_ERR.size + 16) if hasattr(socket, "CMSG_SPACE") else 0
 )
 _OFFERED = sys.platform == "linux" and hasattr(socket, "MSG_ERRQUEUE")
+# Two monotonic reads this close around a realtime read tie the clocks to within half of
+# it (unsplit, the three reads take well under a microsecond).
+TIGHT_PAIR_NS = 20_000
+_FIRST_PAIR_TRIES = 16
 
 
 _keeper: socket.socket | None = None
@@ -114,8 +126,54 @@ def transmit_stamps(sock: socket.socket) -> list[tuple[int, int]]:
             stamps.append((key, stamp))
 
 
-def to_monotonic(realtime_ns: int) -> tuple[int, int]:
-    """(the stamp on the ``perf_counter_ns`` timeline, how long ago it was in ns)."""
-    mono = time.perf_counter_ns()
-    ago = time.clock_gettime_ns(time.CLOCK_REALTIME) - realtime_ns
-    return mono - ago, ago
+def _realtime_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
+class ClockTie:
+    """``CLOCK_REALTIME`` minus ``perf_counter_ns``, from clock pairs no preemption split."""
+
+    def __init__(
+        self,
+        monotonic: Callable[[], int] = time.perf_counter_ns,
+        realtime: Callable[[], int] = _realtime_ns,
+    ) -> None:
+        self._monotonic = monotonic
+        self._realtime = realtime
+        self._offset_ns: int | None = None
+
+    def _pair(self) -> tuple[int, int]:
+        """(realtime minus the monotonic time around its read, the bracket's width)."""
+        before = self._monotonic()
+        real = self._realtime()
+        after = self._monotonic()
+        return real - (before + after) // 2, after - before
+
+    def offset_ns(self) -> int:
+        """A tight pair taken now (it sees a step of the realtime clock at once), else the
+        last tight one; before any, the tightest of a few tries."""
+        offset, width = self._pair()
+        if width > TIGHT_PAIR_NS:
+            if self._offset_ns is not None:
+                return self._offset_ns
+            for _ in range(_FIRST_PAIR_TRIES):
+                again, again_width = self._pair()
+                if again_width < width:
+                    offset, width = again, again_width
+                if width <= TIGHT_PAIR_NS:
+                    break
+        self._offset_ns = offset
+        return offset
+
+
+_tie = ClockTie()
+
+
+def to_monotonic(realtime_ns: int) -> int:
+    """A ``CLOCK_REALTIME`` stamp on the ``perf_counter_ns`` timeline."""
+    return realtime_ns - _tie.offset_ns()
+
+
+def to_realtime(monotonic_ns: int) -> int:
+    """A ``perf_counter_ns`` stamp as wall-clock (``CLOCK_REALTIME``) nanoseconds."""
+    return monotonic_ns + _tie.offset_ns()

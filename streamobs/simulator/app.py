@@ -139,8 +139,9 @@ class SimulatorApp:
             if body is None:
                 return
             if path in ENDPOINTS:
-                received = kernel_stamps.last_receive_ns() or time.perf_counter_ns()
-                self._completion(exchange, path, body, received)
+                stamped = kernel_stamps.last_receive_ns()
+                received = time.perf_counter_ns() if stamped is None else stamped
+                self._completion(exchange, path, body, received, stamped is not None)
             elif path == "/sim/config":
                 self._update_config(exchange, body)
             elif path in _GET_PATHS or path.startswith(_REQUEST_PREFIX):
@@ -176,7 +177,7 @@ class SimulatorApp:
             return f"{self._rng.getrandbits(64):016x}"
 
     def _completion(
-        self, exchange: _Exchange, endpoint: str, body: bytes, received_ns: int
+        self, exchange: _Exchange, endpoint: str, body: bytes, received_ns: int, kernel: bool
     ) -> None:
         config = self.config
         try:
@@ -208,6 +209,7 @@ class SimulatorApp:
             stream=plan.stream,
             received_ns=received_ns,
             prompt_tokens=plan.prompt_tokens,
+            clock_stamps=0 if kernel else 1,
         )
         self.records.add(trace)
         conn = exchange.conn
@@ -317,7 +319,7 @@ def _send_http_fault(conn: Connection, trace: RequestTrace, fault: str, endpoint
         message = "Internal server error (injected by the simulator)"
     body = error_body_for(endpoint, message, error_type, None, status)
     try:
-        ns = conn.send(response(status, body, "application/json", extra))
+        ns = conn.send(response(status, body, "application/json", extra), trace)
     except ClientGone:
         trace.client_disconnected()
         return False

@@ -188,7 +188,7 @@ class Generation:
             self._conn.sleep_until(self._next_deadline())
             self._token_ready(time.perf_counter_ns())
         body = self._shape.body(self._pieces)
-        ns = self._conn.send(response(200, body, "application/json"))
+        ns = self._conn.send(response(200, body, "application/json"), self._trace)
         self._trace.status_sent(200, ns)
         self._trace.tokens_written(plan.completion_tokens, ns)
         self._trace.done_written(ns)

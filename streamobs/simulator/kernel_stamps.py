@@ -8,18 +8,23 @@ kernel's receive stamp of the request and transmit stamp of each write are not.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
+import time
 from typing import Any
 
 from streamobs.http import stamps
 
 _MAX_AGE_NS = 10_000_000_000  # older (or from the future): a clock step, not a stamp
+_LATE_STAMP_NS = 5_000_000  # how long a write waits for its transmit stamp to be queued
 _last_receive = threading.local()  # one connection per handler thread
 
 
 class _StampedSocket(socket.socket):
-    """An accepted socket whose reads note the kernel's receive stamp for its thread."""
+    """An accepted socket whose reads note the kernel's receive stamp for its thread, and
+    whose sends count its bytes: a transmit stamp names the offset of its send's last
+    byte, so the count tells which stamp is the latest send's."""
 
     __slots__ = ()  # the layout of socket.socket, so an accepted socket can become one
 
@@ -33,18 +38,34 @@ class _StampedSocket(socket.socket):
             _last_receive.realtime_ns = stamp
         return int(size)
 
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        super().sendall(data, flags)
+        _sent[self.fileno()] = _sent.get(self.fileno(), 0) + memoryview(data).nbytes
+
+    def send(self, data: Any, flags: int = 0) -> int:  # the request handler's own writes
+        size = super().send(data, flags)
+        _sent[self.fileno()] = _sent.get(self.fileno(), 0) + size
+        return size
+
+
+# Bytes sent on each stamped socket (by descriptor, reset when a socket is stamped): a
+# socket's own attributes would change the layout an accepted socket must keep.
+_sent: dict[int, int] = {}
+
 
 def enable(sock: socket.socket) -> None:
     """Stamp this accepted socket's reads and writes (before anything is sent on it)."""
     if type(sock) is socket.socket and stamps.enable(sock):
+        _sent[sock.fileno()] = 0
         sock.__class__ = _StampedSocket
 
 
 def _recent(realtime_ns: int | None) -> int | None:
     if realtime_ns is None:
         return None
-    mono, ago = stamps.to_monotonic(realtime_ns)
-    return mono if 0 <= ago < _MAX_AGE_NS else None
+    mono = stamps.to_monotonic(realtime_ns)
+    ago = time.perf_counter_ns() - mono
+    return mono if -stamps.TIGHT_PAIR_NS <= ago < _MAX_AGE_NS else None
 
 
 def last_receive_ns() -> int | None:
@@ -53,15 +74,29 @@ def last_receive_ns() -> int | None:
 
 
 def last_send_ns(sock: socket.socket) -> int | None:
-    """When the last byte of the latest send on ``sock`` left (``perf_counter_ns``); the
-    newest transmit stamp queued, as every send drains the ones before it."""
+    """When the last byte of the latest send on ``sock`` left (``perf_counter_ns``): its
+    own transmit stamp, waited for a little when the kernel has not queued it yet (a
+    segment the stack sends later, from its own context, is stamped then); None without."""
     if type(sock) is not _StampedSocket:
         return None
-    try:
-        found = stamps.transmit_stamps(sock)
-    except OSError:
+    sent = _sent.get(sock.fileno(), 0)
+    if not sent:
         return None
-    if not found:
-        return None
-    _key, realtime_ns = max(found)
-    return _recent(realtime_ns)
+    key = (sent - 1) & 0xFFFFFFFF
+    give_up = time.perf_counter_ns() + _LATE_STAMP_NS
+    poller: select.poll | None = None
+    while True:
+        try:
+            found = stamps.transmit_stamps(sock)
+        except OSError:
+            return None
+        for stamped_key, realtime_ns in found:
+            if stamped_key == key:
+                return _recent(realtime_ns)
+        remaining = give_up - time.perf_counter_ns()
+        if remaining <= 0:
+            return None
+        if poller is None:
+            poller = select.poll()
+            poller.register(sock, 0)  # a queued stamp reads as POLLERR, always reported
+        poller.poll(max(remaining // 1_000_000, 1))

@@ -56,6 +56,9 @@ class RequestRecord:
     tokens_generated: int = 0
     # The attributes of the llm_request span sent for it (None: none was sent).
     span_attributes: dict[str, Any] | None = None
+    # Stamps above that are a clock read after the call, the kernel's being missing (the
+    # request's receipt, a write): late by as long as the serving thread was.
+    clock_stamps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,6 +79,7 @@ class RequestTrace:
         prompt_tokens: int,
         request_id: str | None = None,
         traceparent: str | None = None,
+        clock_stamps: int = 0,
     ) -> None:
         self.response_id = response_id
         self.received_ns = received_ns
@@ -95,6 +99,7 @@ class RequestTrace:
         self._finish_reason: str | None = None
         self._disconnected = False
         self._complete = threading.Event()
+        self._clock_stamps = clock_stamps
 
     def status_sent(self, status: int, ns: int) -> None:
         with self._lock:
@@ -136,6 +141,11 @@ class RequestTrace:
         with self._lock:
             self._span = dict(attributes)
 
+    def clock_stamped(self) -> None:
+        """One more stamp was a clock read: the kernel had none for it."""
+        with self._lock:
+            self._clock_stamps += 1
+
     def client_disconnected(self) -> None:
         with self._lock:
             self._disconnected = True
@@ -173,6 +183,7 @@ class RequestTrace:
                 traceparent=self.traceparent,
                 tokens_generated=len(self._generated),
                 span_attributes=None if self._span is None else dict(self._span),
+                clock_stamps=self._clock_stamps,
             )
 
 

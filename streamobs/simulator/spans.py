@@ -16,7 +16,6 @@ import logging
 import os
 import secrets
 import threading
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from streamobs.http import stamps
 from streamobs.http.client import Request, Timeouts, fetch
 from streamobs.http.errors import HTTPFailure
 from streamobs.probe.tracecontext import parse_traceparent
@@ -238,4 +238,4 @@ class SpanSender:
 
 def unix_ns_of(perf_ns: int) -> int:
     """A perf_counter_ns stamp as wall-clock nanoseconds (spans carry wall time)."""
-    return time.time_ns() - (time.perf_counter_ns() - perf_ns)
+    return stamps.to_realtime(perf_ns)

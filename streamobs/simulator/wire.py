@@ -65,16 +65,22 @@ class Connection:
         self._stopping = stopping
         self._next_watch_ns = 0
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes, trace: RequestTrace | None = None) -> int:
         """Write all of `data` in one sendall; when its last byte left (the kernel's
-        transmit stamp, else perf_counter_ns() right after the call)."""
+        transmit stamp, else perf_counter_ns() right after the call, which ``trace``
+        is told of)."""
         try:
             self._sock.sendall(data)
         except OSError as exc:
             if self._stopping.is_set():
                 raise ServerStopping from exc
             raise ClientGone from exc
-        return kernel_stamps.last_send_ns(self._sock) or time.perf_counter_ns()
+        stamp = kernel_stamps.last_send_ns(self._sock)
+        if stamp is not None:
+            return stamp
+        if trace is not None:
+            trace.clock_stamped()
+        return time.perf_counter_ns()
 
     def peer_closed(self) -> bool:
         """Whether the client has closed its side, without consuming anything it sent."""
@@ -170,7 +176,7 @@ class Emitter:
         """The terminating chunk; when holding, the single write of everything."""
         self._write("end", CHUNKED_END)
         if self._hold:
-            ns = self._conn.send(b"".join(data for _, data in self._held))
+            ns = self._conn.send(b"".join(data for _, data in self._held), self._trace)
             for kind, _ in self._held:
                 self._stamp(kind, ns)
 
@@ -178,7 +184,7 @@ class Emitter:
         if self._hold:
             self._held.append((kind, data))
         else:
-            self._stamp(kind, self._conn.send(data))
+            self._stamp(kind, self._conn.send(data, self._trace))
 
     def _stamp(self, kind: str, ns: int) -> None:
         if kind == "head":
