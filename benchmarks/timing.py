@@ -79,6 +79,7 @@ class Fidelity:
     itl_p99_ms: float
     samples: int
     lost: int  # streams that failed or whose record did not match (counted in no figure)
+    unreferenced: int  # streams the simulator could not stamp (a clock read): in no figure
     degraded: int  # probes kept out of the figures above (streamobs only)
     degraded_off: int  # of those, the ones whose real error did pass 1 ms
     unflagged: int  # probes whose real error passed 1 ms, not flagged degraded
@@ -343,12 +344,19 @@ class _Errors:
     unflagged: int = 0
     buffered: int = 0
     buffered_all: int = 0
+    unreferenced: int = 0
 
 
 def _account(errors: _Errors, stream: Stream, record: dict[str, object]) -> None:
     writes = tuple(int(w) for w in record["token_write_ns"])  # type: ignore[attr-defined]
     received = int(record["received_ns"])  # type: ignore[call-overload]
     if len(writes) != len(stream.arrivals_ns) or not writes:
+        return
+    if int(record.get("clock_stamps", 0)):  # type: ignore[call-overload]
+        # The kernel gave the simulator no stamp for the receipt or a write: its own
+        # account is then late by however long its thread waited, no reference to judge by.
+        errors.unreferenced += 1
+        errors.buffered_all += stream.buffered
         return
     ttft = stream.ttft_ns - (writes[0] - received)
     arrival = stream.arrivals_ns[0] - writes[0]
@@ -395,7 +403,7 @@ def fidelity(
             _account(errors, stream, server_record(server, stream.response_id))
     others = _other_cores(before, _cpu_ticks(ours))
     transport: Transport = "tls" if server.certificate else "tcp"
-    if not errors.ttft and not errors.degraded:
+    if not errors.ttft and not errors.degraded and not errors.unreferenced:
         raise RuntimeError(f"{client} over {transport}: no usable streams")
     return Fidelity(
         client=client,
@@ -408,7 +416,8 @@ def fidelity(
         arrival_p99_ms=_ms(errors.arrival, 0.99),
         itl_p99_ms=_ms(errors.itl, 0.99),
         samples=len(errors.ttft),
-        lost=rounds * streams - len(errors.ttft) - errors.degraded,
+        lost=rounds * streams - len(errors.ttft) - errors.degraded - errors.unreferenced,
+        unreferenced=errors.unreferenced,
         degraded=errors.degraded,
         degraded_off=errors.degraded_off,
         unflagged=errors.unflagged,
@@ -506,15 +515,18 @@ def timing_table(results: list[Fidelity]) -> str:
         "*buffered* direct-path probes called buffered although the simulator wrote their "
         "tokens spread out, in brackets every buffered verdict (the others: the simulator, "
         "starved, had itself written half the tokens or more back to back); *lost* streams "
-        "that failed (none should). The SDK client and the aiohttp session are made afresh "
-        "each round, so their clocks, started before the call as those loops do, take in a "
-        "new connection (and the TLS handshake); streamobs times those as phases of their own.",
+        "that failed (none should); *no ref* streams the simulator could not stamp itself "
+        "(the kernel gave no stamp for the request's receipt or a write, so its own account "
+        "is a clock read, late by its thread's wait): in no figure. The SDK client and the "
+        "aiohttp session are made afresh each round, so their clocks, started before the call "
+        "as those loops do, take in a new connection (and the TLS handshake); streamobs times "
+        "those as phases of their own.",
         "",
         "| client | transport | load | streams | TTFT err p50 | TTFT err p99 | arrival err p50 "
-        "| arrival err p99 | ITL err p99 | probes | lost | degraded | unflagged | buffered "
-        "| others |",
+        "| arrival err p99 | ITL err p99 | probes | lost | no ref | degraded | unflagged "
+        "| buffered | others |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: |",
     ]
     missed: list[str] = []
     checked = unflagged = buffered = verdicts = 0
@@ -537,7 +549,7 @@ def timing_table(results: list[Fidelity]) -> str:
             f"| {r.client} | {r.transport} | {load} | {r.streams} "
             f"| {_cell(r.ttft_p50_ms)} | {p99} "
             f"| {_cell(r.arrival_p50_ms)} | {_cell(r.arrival_p99_ms)} | {_cell(r.itl_p99_ms)} "
-            f"| {r.samples + r.degraded} | {r.lost} "
+            f"| {r.samples + r.degraded + r.unreferenced} | {r.lost} | {r.unreferenced} "
             f"| {f'{r.degraded} ({r.degraded_off})' if own else '-'} "
             f"| {f'{r.unflagged}{_goal_zero(r.unflagged)}' if own else '-'} "
             f"| {f'{r.buffered} ({r.buffered_all}){_goal_zero(r.buffered)}' if own else '-'} "
