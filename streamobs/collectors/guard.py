@@ -16,6 +16,7 @@ from typing import Protocol
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
+from streamobs.collectors.by_name import merged_metrics
 from streamobs.statelog import StateLog
 
 log = logging.getLogger(__name__)
@@ -109,24 +110,6 @@ class GuardedCollectors:
                 log.info("collector %s: exports again", collector.name)
             families.extend(export.families)
             health.extend(export.health)
-        return [*_merged(families), *health_families(health)]
-
-
-def _merged(families: Iterable[Metric]) -> list[Metric]:
-    """One family per name: collectors of the same series (each engine kind exports the
-    normalised engine families) are announced once, their samples together. A family of
-    another type under a name already taken is dropped, as the exposition would be
-    invalid."""
-    merged: dict[str, Metric] = {}
-    for family in families:
-        kept = merged.get(family.name)
-        if kept is None:
-            merged[family.name] = family
-        elif kept.type == family.type:
-            if not kept.samples:
-                merged[family.name] = family
-            elif family.samples:
-                combined = Metric(kept.name, kept.documentation, kept.type)
-                combined.samples = [*kept.samples, *family.samples]
-                merged[family.name] = combined
-    return list(merged.values())
+        # Collectors of the same series (each engine kind exports the normalised engine
+        # families) are announced once, their samples together.
+        return [*merged_metrics(families), *health_families(health)]

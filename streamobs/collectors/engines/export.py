@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from streamobs.collectors.by_name import ByName, joined
 from streamobs.collectors.engines.kinds import reexposed
 from streamobs.collectors.engines.names import NORMALISED, NormalisedSpec
 from streamobs.collectors.engines.normalise import NormalisedFamily
@@ -242,7 +243,7 @@ class _Reexposed:
 
     def __init__(self, label_engine: bool) -> None:
         self._label_engine = label_engine
-        self._metrics: dict[str, Metric] = {}
+        self._by_name: ByName[Metric] = ByName()
 
     def prepare(self, target: str, families: Iterable[ParsedFamily]) -> list[tuple[str, Metric]]:
         """One target's families as metrics, keyed by exposed name; nothing merged yet."""
@@ -259,19 +260,11 @@ class _Reexposed:
     def merge(self, prepared: Iterable[tuple[str, Metric]]) -> list[str]:
         """Add prepared families; returns the names skipped because an earlier target (or
         an earlier family of this one) has a family of that name with another type."""
-        conflicts = []
-        for name, metric in prepared:
-            kept = self._metrics.setdefault(name, metric)
-            if kept is metric:
-                continue
-            if kept.type != metric.type:
-                conflicts.append(name)
-                continue
-            kept.samples.extend(metric.samples)
-        return conflicts
+        add = self._by_name.add
+        return [name for name, metric in prepared if not add(name, metric.type, metric)]
 
     def metrics(self) -> list[Metric]:
-        return list(self._metrics.values())
+        return [joined(group) for group in self._by_name.groups()]
 
 
 def _with_engine(sample: Sample, target: str) -> Sample:

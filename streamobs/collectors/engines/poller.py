@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
+from streamobs.collectors.by_name import ByName
 from streamobs.collectors.engines.export import UNRESOLVED, EngineExporter
 from streamobs.collectors.engines.scrape import EngineSnapshot, scrape_engine
 from streamobs.collectors.engines.settings import EngineCollectorConfig
@@ -100,18 +101,16 @@ def _blocks(text: str) -> tuple[_Block, ...]:
 def _merged(engines: Iterable[tuple[str, tuple[_Block, ...]]]) -> tuple[str, list[str]]:
     """The engines' families as one text, each announced once (the first engine's HELP),
     and the names skipped because an earlier engine has the family with another type."""
-    merged: dict[str, tuple[_Block, list[str]]] = {}
-    conflicts = []
-    for engine, blocks in engines:
-        for block in blocks:
-            kept = merged.get(block.name)
-            if kept is None:
-                merged[block.name] = (block, [block.samples])
-            elif kept[0].type == block.type:
-                kept[1].append(block.samples)
-            else:
-                conflicts.append(f"{engine}: {block.name}")
-    text = "".join(first.header + "".join(samples) for first, samples in merged.values())
+    by_name: ByName[_Block] = ByName()
+    conflicts = [
+        f"{engine}: {block.name}"
+        for engine, blocks in engines
+        for block in blocks
+        if not by_name.add(block.name, block.type, block)
+    ]
+    text = "".join(
+        group[0].header + "".join(block.samples for block in group) for group in by_name.groups()
+    )
     return text, conflicts
 
 
