@@ -321,6 +321,11 @@ def _drive(
     sim.reconfigure(**{f"p_{name}": 0.0 for name in faults})
     flapping.mode = "ok"
     time.sleep(2.5)  # let stalled probes and hanging scrapes reach their deadlines
+    try:  # the counts after them (the last fetch above may predate the last phase's probes)
+        text = requests.get(metrics_url, timeout=5).text
+        answers += 1
+    except requests.RequestException:
+        failures += 1
     outcomes: dict[str, float] = {}
     hostile_outcomes: dict[str, float] = {}
     for labels, value in _samples(text, "streamobs_probe_failures_total"):
