@@ -289,7 +289,9 @@ def _drive(
     vllm_up: set[float] = set()
     step = 0
     text = ""
-    while (now := time.monotonic()) - started < duration:
+    # Every fault gets its phase even when a loaded machine stretched the phases past the
+    # duration (a fetch of /metrics may take longer than a phase).
+    while (now := time.monotonic()) - started < duration or step < 2 * len(faults):
         # Every other phase is clean, so recovery is exercised as much as failure.
         fault = faults[(step // 2) % len(faults)] if step % 2 else None
         changes = {f"p_{name}": 0.0 for name in faults}
@@ -306,8 +308,9 @@ def _drive(
                 answers += 1
                 if response.status_code != 200:
                     failures += 1
-                text = response.text
-                vllm_up.update(v for _, v in _samples(text, "streamobs_collector_up"))
+                else:
+                    text = response.text
+                    vllm_up.update(v for _, v in _samples(text, "streamobs_collector_up"))
             except requests.RequestException:
                 failures += 1
             slowest = max(slowest, time.perf_counter() - asked)
@@ -322,8 +325,12 @@ def _drive(
     flapping.mode = "ok"
     time.sleep(2.5)  # let stalled probes and hanging scrapes reach their deadlines
     try:  # the counts after them (the last fetch above may predate the last phase's probes)
-        text = requests.get(metrics_url, timeout=5).text
+        response = requests.get(metrics_url, timeout=5)
         answers += 1
+        if response.status_code == 200:
+            text = response.text
+        else:
+            failures += 1  # the loop's last answer stays the source of the counts
     except requests.RequestException:
         failures += 1
     outcomes: dict[str, float] = {}

@@ -67,3 +67,28 @@ def test_the_real_clocks_convert_there_and_back() -> None:
     wall = stamps.to_realtime(now)
     assert abs(wall - time.clock_gettime_ns(time.CLOCK_REALTIME)) < 1_000_000_000
     assert abs(stamps.to_monotonic(wall) - now) <= stamps.TIGHT_PAIR_NS
+
+
+def test_a_step_seen_only_by_wide_pairs_replaces_the_last_tie() -> None:
+    """A host whose clock reads are never tight (a trapped clock source in a VM) still
+    sees a step: the wide pair's bracket rules the old tie out."""
+    clocks = Clocks()
+    tie = stamps.ClockTie(clocks.monotonic, clocks.realtime)
+    tie.offset_ns()
+    clocks.offset += 3_600_000_000_000
+    clocks.preempted = 1
+    assert abs(tie.offset_ns() - clocks.offset) <= TICK
+    clocks.preempted = 1  # the next wide pair allows the new tie: it is kept
+    kept = tie.offset_ns()
+    assert abs(kept - clocks.offset) <= TICK
+
+
+def test_a_wide_pair_at_the_edge_of_the_last_tie_keeps_it() -> None:
+    """A pair preempted after its realtime read allows offsets up to a tick below the
+    truth; the last tight tie, a little off itself, must not be replaced by its middle."""
+    clocks = Clocks()
+    tie = stamps.ClockTie(clocks.monotonic, clocks.realtime)
+    tight = tie.offset_ns()
+    clocks.offset += 5_000  # within the tie's own error: the last tie is below the bracket
+    clocks.preempted = 1
+    assert tie.offset_ns() == tight

@@ -143,25 +143,32 @@ class ClockTie:
         self._offset_ns: int | None = None
 
     def _pair(self) -> tuple[int, int]:
-        """(realtime minus the monotonic time around its read, the bracket's width)."""
+        """The offsets this pair allows: realtime minus each monotonic read around it (the
+        realtime read fell between them, so the true offset lies in between)."""
         before = self._monotonic()
         real = self._realtime()
         after = self._monotonic()
-        return real - (before + after) // 2, after - before
+        return real - after, real - before
 
     def offset_ns(self) -> int:
         """A tight pair taken now (it sees a step of the realtime clock at once), else the
-        last tight one; before any, the tightest of a few tries."""
-        offset, width = self._pair()
-        if width > TIGHT_PAIR_NS:
-            if self._offset_ns is not None:
-                return self._offset_ns
-            for _ in range(_FIRST_PAIR_TRIES):
-                again, again_width = self._pair()
-                if again_width < width:
-                    offset, width = again, again_width
-                if width <= TIGHT_PAIR_NS:
-                    break
+        last tie while a wide pair still allows it; before any, the tightest of a few tries.
+        A wide pair that rules the last tie out (the realtime clock was stepped, or slewed
+        past it on a host whose clock reads are never tight) replaces it."""
+        low, high = self._pair()
+        last = self._offset_ns
+        if high - low > TIGHT_PAIR_NS:
+            # The last tie is off by up to half a tight width itself: allow that much.
+            if last is not None and low - TIGHT_PAIR_NS <= last <= high + TIGHT_PAIR_NS:
+                return last
+            if last is None:
+                for _ in range(_FIRST_PAIR_TRIES):
+                    again_low, again_high = self._pair()
+                    if again_high - again_low < high - low:
+                        low, high = again_low, again_high
+                    if high - low <= TIGHT_PAIR_NS:
+                        break
+        offset = (low + high) // 2
         self._offset_ns = offset
         return offset
 

@@ -51,12 +51,16 @@ class _StampedSocket(socket.socket):
 # Bytes sent on each stamped socket (by descriptor, reset when a socket is stamped): a
 # socket's own attributes would change the layout an accepted socket must keep.
 _sent: dict[int, int] = {}
+# Stamped sockets a send's stamp failed to come for (a device that stamps no transmit, a
+# client whose window is shut): their sends do not wait for one until a stamp comes.
+_unstamped: set[int] = set()
 
 
 def enable(sock: socket.socket) -> None:
     """Stamp this accepted socket's reads and writes (before anything is sent on it)."""
     if type(sock) is socket.socket and stamps.enable(sock):
         _sent[sock.fileno()] = 0
+        _unstamped.discard(sock.fileno())
         sock.__class__ = _StampedSocket
 
 
@@ -76,27 +80,36 @@ def last_receive_ns() -> int | None:
 def last_send_ns(sock: socket.socket) -> int | None:
     """When the last byte of the latest send on ``sock`` left (``perf_counter_ns``): its
     own transmit stamp, waited for a little when the kernel has not queued it yet (a
-    segment the stack sends later, from its own context, is stamped then); None without."""
+    segment the stack sends later, from its own context, is stamped then); None without.
+    A socket a stamp failed to come for is not waited on again until one comes."""
     if type(sock) is not _StampedSocket:
         return None
-    sent = _sent.get(sock.fileno(), 0)
+    fd = sock.fileno()
+    sent = _sent.get(fd, 0)
     if not sent:
         return None
     key = (sent - 1) & 0xFFFFFFFF
-    give_up = time.perf_counter_ns() + _LATE_STAMP_NS
+    give_up = time.perf_counter_ns() + (0 if fd in _unstamped else _LATE_STAMP_NS)
     poller: select.poll | None = None
+    reported = 0  # what the last poll reported
     while True:
         try:
             found = stamps.transmit_stamps(sock)
         except OSError:
             return None
+        if found:
+            _unstamped.discard(fd)  # its stamps come, if late: wait for them again
         for stamped_key, realtime_ns in found:
             if stamped_key == key:
                 return _recent(realtime_ns)
         remaining = give_up - time.perf_counter_ns()
-        if remaining <= 0:
+        # Hung up, or an error of the socket itself (a reset) with no stamp queued: none is
+        # coming, and poll would report it at once on every turn.
+        if remaining <= 0 or reported & select.POLLHUP or (reported and not found):
+            _unstamped.add(fd)
             return None
         if poller is None:
             poller = select.poll()
             poller.register(sock, 0)  # a queued stamp reads as POLLERR, always reported
-        poller.poll(max(remaining // 1_000_000, 1))
+        events = poller.poll(max(remaining // 1_000_000, 1))
+        reported = events[0][1] if events else 0

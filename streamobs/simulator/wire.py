@@ -75,12 +75,13 @@ class Connection:
             if self._stopping.is_set():
                 raise ServerStopping from exc
             raise ClientGone from exc
+        sent_ns = time.perf_counter_ns()  # read before any wait for the stamp
         stamp = kernel_stamps.last_send_ns(self._sock)
         if stamp is not None:
             return stamp
         if trace is not None:
             trace.clock_stamped()
-        return time.perf_counter_ns()
+        return sent_ns
 
     def peer_closed(self) -> bool:
         """Whether the client has closed its side, without consuming anything it sent."""
