@@ -153,8 +153,9 @@ class ClockTie:
     def offset_ns(self) -> int:
         """A tight pair taken now (it sees a step of the realtime clock at once), else the
         last tie while a wide pair still allows it; before any, the tightest of a few tries.
-        A wide pair that rules the last tie out (the realtime clock was stepped, or slewed
-        past it on a host whose clock reads are never tight) replaces it."""
+        A wide pair that rules the last tie out (the realtime clock was stepped, seen so
+        even on a host whose clock reads are never tight) replaces it; a slew moves both
+        clocks alike and leaves the tie as it is."""
         low, high = self._pair()
         last = self._offset_ns
         if high - low > TIGHT_PAIR_NS:
