@@ -12,6 +12,8 @@ import pytest
 
 from streamobs.simulator import kernel_stamps
 
+_real_poll = select.poll
+
 
 class _CountingPoll:
     """select.poll that counts how often it is asked."""
@@ -29,7 +31,12 @@ class _CountingPoll:
         return self._poll.poll(timeout)
 
 
-_real_poll = select.poll
+@pytest.fixture
+def polls(monkeypatch: pytest.MonkeyPatch) -> type[_CountingPoll]:
+    """select.poll counted from zero for this test."""
+    monkeypatch.setattr(select, "poll", _CountingPoll)
+    _CountingPoll.calls = 0
+    return _CountingPoll
 
 
 @contextmanager
@@ -67,24 +74,18 @@ def test_a_write_that_left_at_once_gets_its_transmit_stamp() -> None:
 
 
 def test_a_socket_whose_stamp_did_not_come_is_not_waited_on_again(
-    monkeypatch: pytest.MonkeyPatch,
+    polls: type[_CountingPoll],
 ) -> None:
-    monkeypatch.setattr(select, "poll", _CountingPoll)
-    _CountingPoll.calls = 0
     with _connection() as (accepted, _client):
         _fill_the_window(accepted)
         assert kernel_stamps.last_send_ns(accepted) is None  # waited, gave up
-        waited = _CountingPoll.calls
+        waited = polls.calls
         assert waited >= 1
         assert kernel_stamps.last_send_ns(accepted) is None
-        assert _CountingPoll.calls == waited  # no second wait on the same socket
+        assert polls.calls == waited  # no second wait on the same socket
 
 
-def test_a_reset_ends_the_wait_instead_of_spinning_on_poll(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(select, "poll", _CountingPoll)
-    _CountingPoll.calls = 0
+def test_a_reset_ends_the_wait_instead_of_spinning_on_poll(polls: type[_CountingPoll]) -> None:
     with _connection() as (accepted, client):
         _fill_the_window(accepted)
         # Closing with unread data resets the connection: poll reports the socket's error
@@ -93,4 +94,4 @@ def test_a_reset_ends_the_wait_instead_of_spinning_on_poll(
         client.close()
         select.select([accepted], [], [], 5)
         assert kernel_stamps.last_send_ns(accepted) is None
-        assert _CountingPoll.calls <= 2  # a spin would ask thousands of times in 5 ms
+        assert polls.calls <= 2  # a spin would ask thousands of times in 5 ms
