@@ -181,6 +181,15 @@ def _serving(server: ThreadingHTTPServer) -> Iterator[None]:
         thread.join(5)
 
 
+def _fetch(url: str) -> tuple[bool, str | None]:
+    """(whether /metrics answered at all, its text when it answered 200)."""
+    try:
+        response = requests.get(url, timeout=5)
+    except requests.RequestException:
+        return False, None
+    return True, response.text if response.status_code == 200 else None
+
+
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     return [
         (s.labels, float(s.value))
@@ -303,16 +312,13 @@ def _drive(
         phase_end = now + phase
         while time.monotonic() < phase_end:
             asked = time.perf_counter()
-            try:
-                response = requests.get(metrics_url, timeout=5)
-                answers += 1
-                if response.status_code != 200:
-                    failures += 1
-                else:
-                    text = response.text
-                    vllm_up.update(v for _, v in _samples(text, "streamobs_collector_up"))
-            except requests.RequestException:
+            answered, fetched = _fetch(metrics_url)
+            answers += answered
+            if fetched is None:
                 failures += 1
+            else:
+                text = fetched
+                vllm_up.update(v for _, v in _samples(text, "streamobs_collector_up"))
             slowest = max(slowest, time.perf_counter() - asked)
             if time.monotonic() >= warm:
                 if not threads_start:
@@ -324,15 +330,14 @@ def _drive(
     sim.reconfigure(**{f"p_{name}": 0.0 for name in faults})
     flapping.mode = "ok"
     time.sleep(2.5)  # let stalled probes and hanging scrapes reach their deadlines
-    try:  # the counts after them (the last fetch above may predate the last phase's probes)
-        response = requests.get(metrics_url, timeout=5)
-        answers += 1
-        if response.status_code == 200:
-            text = response.text
-        else:
-            failures += 1  # the loop's last answer stays the source of the counts
-    except requests.RequestException:
+    # The counts after them (the last fetch above may predate the last phase's probes);
+    # without an answer, the loop's last one stays the source of the counts.
+    answered, fetched = _fetch(metrics_url)
+    answers += answered
+    if fetched is None:
         failures += 1
+    else:
+        text = fetched
     outcomes: dict[str, float] = {}
     hostile_outcomes: dict[str, float] = {}
     for labels, value in _samples(text, "streamobs_probe_failures_total"):
